@@ -1,0 +1,27 @@
+//! gsmgw — an SMS and dial-in GSM gateway for Linux boards.
+//!
+//! # Layout
+//! - [`config`]: the TOML config, environment overrides and validation.
+//! - [`bus`]: the [`bus::Event`]s every source publishes and the [`bus::Command`]s sinks act on.
+//! - [`phone`]: normalising and comparing phone numbers.
+//! - [`modem::at`]: the sans-IO AT engine (bytes in, lines, URCs and completions out).
+//! - [`modem::pdu`]: the SMS PDU codec.
+//! - [`modem::driver`]: the task that owns the serial port.
+//! - [`modem::sim`]: a simulated modem on a pty, for the demo and tests.
+//! - [`gpio`]: named outputs and inputs over a backend (cdev, rppal, sim).
+//! - [`store`]: the SQLite file: inbox, outbox, fragments, script data, output states.
+//! - [`lua`]: the Lua host running dialect plugins and rules, sandboxed.
+//! - [`mqtt`]: the MQTT bridge (and the broker embedded for the demo).
+//! - [`app`]: wiring, start-up and graceful shutdown.
+//! - [`demo`]: `gsmgw demo`, everything simulated with a console.
+
+pub mod app;
+pub mod bus;
+pub mod config;
+pub mod demo;
+pub mod gpio;
+pub mod lua;
+pub mod modem;
+pub mod mqtt;
+pub mod phone;
+pub mod store;
