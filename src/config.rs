@@ -323,3 +323,304 @@ impl ModemConfig {
         Duration::from_secs(self.command_timeout_s)
     }
 }
+
+/// One thing wrong with the configuration, reported as `FILE: key: problem`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or parsed, or a value has the wrong type.
+    #[error("{file}: {key}: {message}")]
+    Parse { file: String, key: String, message: String },
+    /// The file parsed but some values are not acceptable; every one is listed.
+    #[error("{}", format_problems(.file, .problems))]
+    Invalid { file: String, problems: Vec<Problem> },
+}
+
+fn format_problems(file: &str, problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("{file}: {}: {}", p.key, p.message))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl ConfigError {
+    /// Every problem as its own `FILE: key: problem` line.
+    pub fn lines(&self) -> Vec<String> {
+        self.to_string().lines().map(str::to_string).collect()
+    }
+}
+
+impl Config {
+    /// Reads `path` (TOML) with `GSMGW_<SECTION>__<KEY>` environment overrides, then validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        if !path.is_file() {
+            return Err(ConfigError::Parse {
+                file,
+                key: "-".into(),
+                message: "no such file (help: pass the config with --config FILE)".into(),
+            });
+        }
+        let built = ::config::Config::builder()
+            .add_source(::config::File::from(path).format(::config::FileFormat::Toml))
+            .add_source(
+                ::config::Environment::with_prefix("GSMGW")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()
+            .map_err(|e| parse_error(&file, e))?;
+        let cfg: Config = built.try_deserialize().map_err(|e| parse_error(&file, e))?;
+        let problems = cfg.validate();
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid { file, problems });
+        }
+        warn_if_secrets_are_world_readable(path, &cfg);
+        Ok(cfg)
+    }
+
+    /// Parses a TOML string without environment overrides (for tests and the demo).
+    pub fn from_toml(text: &str, name: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+            ConfigError::Parse {
+                file: match line {
+                    Some(l) => format!("{name}:{l}"),
+                    None => name.to_string(),
+                },
+                key: "-".into(),
+                message: e.message().to_string(),
+            }
+        })?;
+        let problems = cfg.validate();
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError::Invalid { file: name.to_string(), problems })
+        }
+    }
+
+    /// Every semantic problem, not just the first.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut bad = |key: &str, message: String| {
+            out.push(Problem { key: key.to_string(), message })
+        };
+        let id = &self.gateway.device_id;
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            bad(
+                "gateway.device_id",
+                format!("{id:?} must be non-empty letters, digits, '-' or '_' (it is an MQTT topic level)"),
+            );
+        }
+        let cc = &self.gateway.country_code;
+        if !cc.chars().all(|c| c.is_ascii_digit()) || cc.len() > 3 {
+            bad("gateway.country_code", format!("{cc:?} must be 1-3 digits like \"44\", or empty"));
+        }
+        if self.modem.port.as_os_str().is_empty() {
+            bad("modem.port", "must name the serial device, e.g. /dev/ttyUSB0".into());
+        }
+        if self.modem.baud == 0 {
+            bad("modem.baud", "must be a baud rate like 115200".into());
+        }
+        if let Some(pin) = &self.modem.pin {
+            if !(4..=8).contains(&pin.len()) || !pin.chars().all(|c| c.is_ascii_digit()) {
+                // The PIN itself is a secret: say what is wrong, never what it is.
+                bad("modem.pin", "must be 4 to 8 digits".into());
+            }
+        }
+        for (key, v) in [
+            ("modem.command_timeout_s", self.modem.command_timeout_s),
+            ("modem.sweep_interval_s", self.modem.sweep_interval_s),
+            ("modem.poll_interval_s", self.modem.poll_interval_s),
+            ("modem.ring_timeout_s", self.modem.ring_timeout_s),
+        ] {
+            if v == 0 {
+                bad(key, "must be at least 1".into());
+            }
+        }
+        if self.sms.send_attempts == 0 {
+            bad("sms.send_attempts", "must be at least 1".into());
+        }
+        let mut lines: BTreeMap<String, String> = BTreeMap::new();
+        let named = self
+            .outputs
+            .iter()
+            .map(|(n, o)| ("outputs", n, &o.line))
+            .chain(self.inputs.iter().map(|(n, i)| ("inputs", n, &i.line)));
+        for (section, name, line) in named {
+            let key = format!("{section}.{name}");
+            if name.is_empty()
+                || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                bad(&key, "names are letters, digits, '_' or '-' (they become MQTT topics)".into());
+            }
+            if let LineId::Name(s) = line {
+                if s.trim().is_empty() {
+                    bad(&format!("{key}.line"), "must be a line offset or a line name".into());
+                }
+            }
+            if let Some(other) = lines.insert(line.to_string(), key.clone()) {
+                bad(&format!("{key}.line"), format!("line {line} is already used by {other}"));
+            }
+        }
+        if self.outputs.keys().any(|n| self.inputs.contains_key(n)) {
+            for n in self.outputs.keys().filter(|n| self.inputs.contains_key(*n)) {
+                bad(&format!("inputs.{n}"), "an output has the same name; names must be unique".into());
+            }
+        }
+        if self.lua.memory_limit_kb < 256 {
+            bad("lua.memory_limit_kb", "must be at least 256".into());
+        }
+        if self.lua.instruction_limit < 10_000 {
+            bad("lua.instruction_limit", "must be at least 10000".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for p in &self.lua.plugins {
+            if !seen.insert(p) {
+                bad("lua.plugins", format!("{p:?} is listed twice"));
+            }
+            if p.is_empty() || p.contains('/') || p.contains('\\') || p.contains("..") {
+                bad("lua.plugins", format!("{p:?} must be a plugin name, not a path"));
+            }
+        }
+        if self.mqtt.enabled {
+            match self.mqtt.url.split_once("://") {
+                Some(("mqtt" | "mqtts", rest)) if !rest.is_empty() => {}
+                _ => bad(
+                    "mqtt.url",
+                    format!("{:?} must look like mqtt://host:1883 or mqtts://host:8883", self.mqtt.url),
+                ),
+            }
+            if self.mqtt.prefix.is_empty() || self.mqtt.prefix.contains(['#', '+']) {
+                bad("mqtt.prefix", "must be non-empty and contain no MQTT wildcards".into());
+            }
+        }
+        out
+    }
+
+    /// The plugin files, in the configured order.
+    pub fn plugin_paths(&self) -> Vec<(String, PathBuf)> {
+        self.lua
+            .plugins
+            .iter()
+            .map(|n| (n.clone(), self.lua.plugins_dir.join(format!("{n}.lua"))))
+            .collect()
+    }
+
+    /// The country code, if set.
+    pub fn country_code(&self) -> Option<&str> {
+        Some(self.gateway.country_code.as_str()).filter(|c| !c.is_empty())
+    }
+}
+
+fn parse_error(file: &str, e: ::config::ConfigError) -> ConfigError {
+    let (key, message) = match &e {
+        ::config::ConfigError::Type { key: Some(k), unexpected, expected, .. } => {
+            (k.clone(), format!("invalid type: {unexpected}, expected {expected}"))
+        }
+        ::config::ConfigError::At { error, key: Some(k), .. } => (k.clone(), error.to_string()),
+        ::config::ConfigError::At { error, key: None, .. } => ("-".into(), error.to_string()),
+        other => ("-".into(), other.to_string()),
+    };
+    ConfigError::Parse { file: file.to_string(), key, message }
+}
+
+#[cfg(unix)]
+fn warn_if_secrets_are_world_readable(path: &Path, cfg: &Config) {
+    use std::os::unix::fs::PermissionsExt;
+    let has_secret = cfg.modem.pin.is_some() || cfg.mqtt.password.is_some();
+    let world_readable = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o004 != 0);
+    if has_secret && matches!(world_readable, Ok(true)) {
+        tracing::warn!(
+            file = %path.display(),
+            "the config holds secrets and is world-readable (help: chmod 640 it, or pass secrets as GSMGW_MODEM__PIN / GSMGW_MQTT__PASSWORD)"
+        );
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_secrets_are_world_readable(_path: &Path, _cfg: &Config) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_defaults() {
+        let cfg = Config::from_toml("", "t.toml").unwrap();
+        assert_eq!(cfg.gateway.device_id, "gsmgw");
+        assert_eq!(cfg.modem.baud, 115_200);
+        assert_eq!(cfg.sms.max_per_hour, 30);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let text = r#"
+[gateway]
+device_id = "bad id"
+[modem]
+baud = 0
+pin = "12"
+[outputs.relay]
+line = 17
+[inputs.door]
+line = 17
+[mqtt]
+url = "http://x"
+"#;
+        let err = Config::from_toml(text, "g.toml").unwrap_err();
+        let lines = err.lines();
+        let has = |s: &str| lines.iter().any(|l| l.starts_with(s));
+        assert!(has("g.toml: gateway.device_id:"), "{lines:?}");
+        assert!(has("g.toml: modem.baud:"), "{lines:?}");
+        assert!(has("g.toml: modem.pin: must be 4 to 8 digits"), "{lines:?}");
+        assert!(has("g.toml: inputs.door.line: line 17 is already used by outputs.relay"), "{lines:?}");
+        assert!(has("g.toml: mqtt.url:"), "{lines:?}");
+        assert!(!err.to_string().contains("\"12\""), "the PIN must not be echoed");
+    }
+
+    #[test]
+    fn a_syntax_error_names_the_line() {
+        let err = Config::from_toml("[modem]\nbaud = = 3\n", "s.toml").unwrap_err();
+        assert!(err.to_string().starts_with("s.toml:2: "), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = Config::from_toml("[modem]\nbaudrate = 9600\n", "u.toml").unwrap_err();
+        assert!(err.to_string().contains("baudrate"), "{err}");
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file_and_secrets_stay_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gsmgw.toml");
+        std::fs::write(&path, "[modem]\nport = \"/dev/ttyS0\"\n").unwrap();
+        // Only this test sets GSMGW_ variables, so the process-wide change cannot race.
+        std::env::set_var("GSMGW_MODEM__PIN", "4321");
+        let cfg = Config::load(&path);
+        std::env::remove_var("GSMGW_MODEM__PIN");
+        let cfg = cfg.unwrap();
+        assert_eq!(cfg.modem.pin.as_deref(), Some("4321"));
+        assert_eq!(cfg.modem.port, PathBuf::from("/dev/ttyS0"));
+        assert!(!format!("{:?}", cfg.modem).contains("4321"));
+    }
+
+    #[test]
+    fn a_missing_file_says_what_to_do() {
+        let err = Config::load(Path::new("/nonexistent/gsmgw.toml")).unwrap_err();
+        assert!(err.to_string().contains("help:"), "{err}");
+    }
+}

@@ -1,1 +1,173 @@
-fn main() {}
+//! The `gsmgw` command: parses arguments, runs, and turns an error into an exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use gsmgw::config::Config;
+
+#[derive(Parser)]
+#[command(name = "gsmgw", version, about = "SMS and dial-in GSM gateway with GPIO, Lua plugins and MQTT")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the gateway daemon.
+    Run {
+        #[arg(short, long, default_value = "/etc/gsmgw/gsmgw.toml")]
+        config: PathBuf,
+    },
+    /// Everything simulated (modem, GPIO, MQTT broker) with a console to play with.
+    Demo {
+        /// The demo's config (default: config/demo.toml, or a built-in copy).
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// The first port to try for the embedded MQTT broker.
+        #[arg(long, default_value_t = 1883)]
+        mqtt_port: u16,
+    },
+    /// Validate the config and compile every script.
+    Check {
+        #[arg(short, long, default_value = "/etc/gsmgw/gsmgw.toml")]
+        config: PathBuf,
+    },
+    /// The SMS PDU codec, for debugging.
+    Pdu {
+        #[command(subcommand)]
+        command: PduCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum PduCmd {
+    /// Decode a PDU given in hex.
+    Decode {
+        hex: String,
+        /// The PDU has no SMSC prefix (a bare TPDU).
+        #[arg(long)]
+        no_smsc: bool,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Encode an SMS-SUBMIT (several parts when the text is long).
+    Encode {
+        #[arg(long)]
+        to: String,
+        text: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(matches!(cli.command, Cmd::Demo { .. }));
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(demo: bool) {
+    // The demo's console is the user interface: keep the log to warnings unless asked.
+    let default = if demo { "gsmgw=warn" } else { "gsmgw=info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GSMGW_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Cmd::Run { config } => {
+            let cfg = Config::load(&config)?;
+            runtime()?.block_on(gsmgw::app::run(cfg, Default::default(), shutdown_signal()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Demo { config, mqtt_port } => {
+            runtime()?.block_on(gsmgw::demo::run(config, mqtt_port))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Check { config } => Ok(check(&config)),
+        Cmd::Pdu { command } => Ok(pdu(command)),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the gateway");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    let report = gsmgw::app::check(path);
+    for line in &report.lines {
+        println!("{line}");
+    }
+    for line in &report.problems {
+        eprintln!("{line}");
+    }
+    if report.problems.is_empty() {
+        println!("{}: OK", path.display());
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn pdu(command: PduCmd) -> ExitCode {
+    use gsmgw::modem::pdu;
+    match command {
+        PduCmd::Decode { hex, no_smsc, json } => {
+            let result = pdu::decode(hex.trim(), !no_smsc);
+            if json {
+                println!("{}", pdu::to_json(&result));
+            } else {
+                match &result {
+                    Ok(p) => println!("{p:#?}"),
+                    Err(e) => eprintln!("error: {e}"),
+                }
+            }
+            if result.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        PduCmd::Encode { to, text } => match pdu::encode_submit(&to, &text, &Default::default()) {
+            Ok(parts) => {
+                for part in parts {
+                    println!("AT+CMGS={}\t{}", part.tpdu_len, part.hex);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
