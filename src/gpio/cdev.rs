@@ -102,6 +102,17 @@ pub(crate) fn input_request(chip: &Path, offset: u32, cfg: &InputConfig) -> Requ
     request
 }
 
+/// The kernel's error, with a hint when the chip itself is missing (the usual mistake: a
+/// `chip` from another board).
+fn request_error(chip: &Path, e: gpiocdev::Error) -> Box<dyn std::error::Error + Send + Sync> {
+    if chip.exists() {
+        Box::new(e)
+    } else {
+        format!("{e} (help: there is no such chip; `gpiodetect` lists them; set `chip` in [gpio])")
+            .into()
+    }
+}
+
 impl CdevBackend {
     /// A backend for lines on `chip` (and named lines anywhere). Opens nothing yet.
     pub fn new(chip: PathBuf) -> Self {
@@ -158,7 +169,7 @@ impl GpioBackend for CdevBackend {
         let request = Request::from_config(output_request(&chip, offset, cfg, on))
             .with_consumer(CONSUMER)
             .request()
-            .map_err(|e| GpioError::line(&what, &line, e))?;
+            .map_err(|e| GpioError::line(&what, &line, request_error(&chip, e)))?;
         self.outputs.insert(
             name.into(),
             OutputLine {
@@ -176,7 +187,7 @@ impl GpioBackend for CdevBackend {
         let request = Request::from_config(input_request(&chip, offset, cfg))
             .with_consumer(CONSUMER)
             .request()
-            .map_err(|e| GpioError::line(&what, &line, e))?;
+            .map_err(|e| GpioError::line(&what, &line, request_error(&chip, e)))?;
         self.inputs.insert(
             name.into(),
             InputLine {

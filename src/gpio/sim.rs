@@ -117,6 +117,11 @@ impl SimGpio {
         find(&mut lines.inputs, name_or_line).map(|(_, line)| line.high)
     }
 
+    /// The configured output names, for the demo console.
+    pub fn output_names(&self) -> Vec<String> {
+        lock(&self.lines).outputs.keys().cloned().collect()
+    }
+
     /// The configured input names, for the demo console.
     pub fn input_names(&self) -> Vec<String> {
         lock(&self.lines).inputs.keys().cloned().collect()
