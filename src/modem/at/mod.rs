@@ -316,6 +316,8 @@ struct PendingBody {
     /// URC injected into it does not cut it. `None` (text mode): exactly one line.
     tpdu_len: Option<u32>,
     text: String,
+    /// A URC arrived since the last piece: only then may the PDU continue on the next line.
+    interrupted: bool,
 }
 
 impl PendingBody {
@@ -480,7 +482,10 @@ impl AtEngine {
             return;
         }
         if self.line.len() >= MAX_LINE {
-            tracing::warn!(bytes = self.line.len(), "overlong line from the modem dropped");
+            tracing::warn!(
+                bytes = self.line.len(),
+                "overlong line from the modem dropped"
+            );
             self.events.push_back(AtEvent::Discarded {
                 bytes: self.line.len(),
             });
@@ -604,8 +609,9 @@ impl AtEngine {
             self.close_body();
             return true;
         }
-        if parse::is_hex(line) {
+        if parse::is_hex(line) && (body.text.is_empty() || body.interrupted) {
             body.text.push_str(line);
+            body.interrupted = false;
             if body.is_complete() {
                 self.close_body();
             }
@@ -613,6 +619,7 @@ impl AtEngine {
         }
         if !body.text.is_empty() && parse::is_interjection(line) {
             // Huawei injects `^BOOT`/`^RSSI` into the middle of a PDU: report it, keep collecting.
+            body.interrupted = true;
             return false;
         }
         self.close_body();
@@ -625,6 +632,7 @@ impl AtEngine {
             owner,
             tpdu_len,
             text: String::new(),
+            interrupted: false,
         });
         if tpdu_len == Some(0) {
             // An empty slot (`+CMGR: 0,,0`) or a text-mode status report: no PDU line follows.
@@ -705,6 +713,21 @@ impl AtEngine {
         let Some((id, cmd)) = self.queue.pop_front() else {
             return;
         };
+        // A multi-line URC arrives in one burst; one still open when a command goes out was
+        // cut short, and the command's reply must not be glued onto it.
+        if let Some(text) = self.cusd.take() {
+            self.events
+                .push_back(AtEvent::Urc(parse::parse_cusd_line(&text)));
+        }
+        if matches!(
+            self.body,
+            Some(PendingBody {
+                owner: BodyOwner::Urc(..),
+                ..
+            })
+        ) {
+            self.close_body();
+        }
         let mut bytes = cmd.text.trim_end_matches(['\r', '\n']).as_bytes().to_vec();
         bytes.push(b'\r');
         self.transmit.push_back(bytes);

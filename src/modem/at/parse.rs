@@ -13,8 +13,24 @@ const PARSED_URC_NAMES: &[&str] = &[
 /// `+XXX` names that modems send unsolicited and that become [`Urc::Vendor`] whenever they are
 /// not the answer to the command in flight (lines starting with `^` are always treated so).
 const VENDOR_URC_NAMES: &[&str] = &[
-    "+CPIN", "+QIND", "+CFUN", "+CSSU", "+CSSI", "+STIN", "+ZDONR", "+ZPASR", "+CEREG", "+CTZV",
-    "+CTZE", "+CTZU", "+CGEV", "+WIND", "+QUSIM", "+PACSP", "+CUSATP", "+CUSATEND",
+    "+CPIN",
+    "+QIND",
+    "+CFUN",
+    "+CSSU",
+    "+CSSI",
+    "+STIN",
+    "+ZDONR",
+    "+ZPASR",
+    "+CEREG",
+    "+CTZV",
+    "+CTZE",
+    "+CTZU",
+    "+CGEV",
+    "+WIND",
+    "+QUSIM",
+    "+PACSP",
+    "+CUSATP",
+    "+CUSATEND",
 ];
 
 /// Whole lines (or line starts) of vendor boot/power noise.
