@@ -15,6 +15,10 @@
 //! 6. otherwise an information line of the command in flight, or a [`Urc::Vendor`] when no
 //!    command is in flight.
 //!
+//! `NO CARRIER`, `BUSY`, `NO ANSWER` and `NO DIALTONE` end only `ATD`/`ATA`: while any other
+//! command is in flight they report the end (or failure) of a call, so they become URCs
+//! ([`Urc::NoCarrier`], [`Urc::Vendor`]) and that command still waits for its own `OK`.
+//!
 //! Processing is byte by byte, so how the bytes are split into reads never changes the result.
 
 mod parse;
@@ -30,6 +34,10 @@ use parse::{BodyKind, UrcLine};
 /// Longest line kept; longer lines are dropped (reported as [`AtEvent::Discarded`]).
 /// The longest legitimate line is a `+CMGL` PDU (at most ~360 hex characters).
 pub const MAX_LINE: usize = 4096;
+
+/// Most information lines kept for one command (`AT+CLAC` lists ~270); a modem that streams
+/// more is cut off rather than allowed to grow memory until the timeout.
+pub const MAX_RESPONSE_LINES: usize = 1024;
 
 /// Ctrl-Z, which ends an SMS payload after the `> ` prompt.
 const CTRL_Z: u8 = 0x1A;
@@ -299,6 +307,16 @@ struct InFlight {
     prompt: Prompt,
 }
 
+impl InFlight {
+    fn push_line(&mut self, line: String) {
+        if self.lines.len() < MAX_RESPONSE_LINES {
+            self.lines.push(line);
+        } else {
+            tracing::warn!(id = self.id.0, "too many response lines, dropping the rest");
+        }
+    }
+}
+
 /// Who a PDU being collected belongs to.
 #[derive(Debug)]
 enum BodyOwner {
@@ -342,7 +360,6 @@ impl PendingBody {
 }
 
 /// The sans-IO AT engine. See the module documentation.
-#[derive(Debug)]
 pub struct AtEngine {
     next_id: u64,
     queue: VecDeque<(CommandId, AtCommand)>,
@@ -355,6 +372,18 @@ pub struct AtEngine {
     cusd: Option<String>,
     transmit: VecDeque<Vec<u8>>,
     events: VecDeque<AtEvent>,
+}
+
+// The receive buffer may hold the echo of `AT+CPIN="..."`: show sizes, not contents.
+impl fmt::Debug for AtEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AtEngine")
+            .field("in_flight", &self.in_flight())
+            .field("queued", &self.queue.len())
+            .field("buffered_bytes", &self.line.len())
+            .field("pending_events", &self.events.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for AtEngine {
@@ -566,7 +595,7 @@ impl AtEngine {
         if let (Some(flight), Some(name)) = (&mut self.in_flight, &name) {
             let own = flight.shape.name.as_deref() == Some(name.as_str());
             if own && !(flight.shape.is_set && parse::is_urc_name(name)) {
-                flight.lines.push(line.to_string());
+                flight.push_line(line.to_string());
                 if name == "+CMGR" || name == "+CMGL" {
                     let params = line.get(name.len()..).unwrap_or("").trim_start_matches(':');
                     self.start_body(BodyOwner::Response, parse::tpdu_length(params));
@@ -585,7 +614,7 @@ impl AtEngine {
                 .events
                 .push_back(AtEvent::Urc(Urc::Vendor(line.to_string()))),
             None => match &mut self.in_flight {
-                Some(flight) => flight.lines.push(line.to_string()),
+                Some(flight) => flight.push_line(line.to_string()),
                 None => self
                     .events
                     .push_back(AtEvent::Urc(Urc::Vendor(line.to_string()))),
@@ -647,7 +676,7 @@ impl AtEngine {
         match body.owner {
             BodyOwner::Response => {
                 if let (Some(flight), false) = (&mut self.in_flight, body.text.is_empty()) {
-                    flight.lines.push(body.text);
+                    flight.push_line(body.text);
                 }
             }
             BodyOwner::Urc(kind, header) => {

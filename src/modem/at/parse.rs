@@ -115,21 +115,17 @@ pub(crate) fn split_glued_final(line: &str) -> Option<(&str, &str)> {
 
 /// `+NAME:` or `^NAME:` with an upper-case name: the start of an information line.
 fn starts_with_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    if !matches!(chars.next(), Some('+' | '^')) {
+    let Some(rest) = s.strip_prefix(['+', '^']) else {
         return false;
-    }
-    let mut len = 0;
-    for c in chars {
-        if c == ':' {
-            return len > 0;
-        }
-        if !(c.is_ascii_uppercase() || c.is_ascii_digit()) {
-            return false;
-        }
-        len += 1;
-    }
-    false
+    };
+    let Some(colon) = rest.find(':') else {
+        return false;
+    };
+    colon > 0
+        && rest.get(..colon).is_some_and(|n| {
+            n.bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        })
 }
 
 /// The `+NAME`/`^NAME` a line starts with (up to `:`), upper-cased.

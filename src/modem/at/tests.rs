@@ -1114,3 +1114,26 @@ proptest! {
         );
     }
 }
+
+#[test]
+fn response_lines_are_capped() {
+    let mut engine = AtEngine::new();
+    let now = Instant::now();
+    let id = engine.submit(cmd("AT+CLAC"), now);
+    for i in 0..MAX_RESPONSE_LINES + 10 {
+        engine.handle_rx(format!("+X{i}\r\n").as_bytes(), now);
+    }
+    engine.handle_rx(b"OK\r\n", now);
+    let done = completions(&drain(&mut engine));
+    assert_eq!(done[0].0, id);
+    assert_eq!(ok_lines(&done[0].1).len(), MAX_RESPONSE_LINES);
+}
+
+#[test]
+fn engine_debug_output_hides_buffered_echo() {
+    let mut engine = AtEngine::new();
+    engine.submit(cmd("AT+CPIN=\"4711\""), Instant::now());
+    engine.handle_rx(b"AT+CPIN=\"4711", Instant::now());
+    let shown = format!("{engine:?}");
+    assert!(!shown.contains("4711"), "{shown}");
+}
