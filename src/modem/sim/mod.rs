@@ -88,7 +88,11 @@ pub enum SimEvent {
     /// A command line received, verbatim without its CR (also while unresponsive).
     Command(String),
     /// One `AT+CMGS`: the decoded recipient and text of the part, and its hex PDU.
-    SmsSent { to: String, text: String, pdu: String },
+    SmsSent {
+        to: String,
+        text: String,
+        pdu: String,
+    },
     /// `AT+CHUP` or `ATH` while a call was ringing.
     CallRejected,
     /// `ATA` while a call was ringing.
@@ -152,7 +156,9 @@ impl SimModem {
                     .spawn(move || pty_loop.run())?,
             ),
         }
-        let handle = SimHandle { inner: Arc::new(HandleInner { shared, path }) };
+        let handle = SimHandle {
+            inner: Arc::new(HandleInner { shared, path }),
+        };
         Ok((handle, event_receiver))
     }
 }
@@ -260,7 +266,9 @@ struct Shared {
 impl Shared {
     fn modem(&self) -> MutexGuard<'_, SimulatedModem> {
         // The modem's state stays consistent between calls even if a holder panicked.
-        self.modem.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.modem
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn request_stop(&self) {
@@ -305,8 +313,16 @@ impl PtyLoop {
             libc::POLLIN | libc::POLLOUT
         };
         let mut fds = [
-            libc::pollfd { fd: self.master.as_raw_fd(), events: master_interest, revents: 0 },
-            libc::pollfd { fd: self.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd {
+                fd: self.master.as_raw_fd(),
+                events: master_interest,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.wake.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         poll(&mut fds, POLL_INTERVAL_MS)?;
         let [master, wake] = fds;
@@ -360,7 +376,12 @@ impl PtyLoop {
                 self.shared.modem().receive(received);
                 Ok(())
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
                 Ok(())
             }
             Err(e) => Err(e),
@@ -373,7 +394,12 @@ impl PtyLoop {
                 self.unwritten.drain(..n.min(self.unwritten.len()));
                 Ok(())
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
                 Ok(())
             }
             Err(e) => Err(e),

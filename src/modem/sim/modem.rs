@@ -118,7 +118,9 @@ pub(super) struct SimulatedModem {
 impl SimulatedModem {
     pub(super) fn new(cfg: SimConfig) -> Self {
         let pin = match cfg.pin {
-            Some(_) => PinState::PinRequired { attempts_left: PIN_ATTEMPTS },
+            Some(_) => PinState::PinRequired {
+                attempts_left: PIN_ATTEMPTS,
+            },
             None => PinState::Ready,
         };
         SimulatedModem {
@@ -320,7 +322,10 @@ impl SimulatedModem {
                     // The prompt has no line end; whatever follows on the line is dropped, as
                     // the PDU comes next.
                     self.output.extend_from_slice(b"\r\n> ");
-                    self.input = InputMode::PduEntry { tpdu_len, hex: String::new() };
+                    self.input = InputMode::PduEntry {
+                        tpdu_len,
+                        hex: String::new(),
+                    };
                     return;
                 }
             }
@@ -421,7 +426,11 @@ impl SimulatedModem {
                 _ => return self.cme(CME_NOT_SUPPORTED),
             },
             ("+CREG", Read) => {
-                let line = format!("+CREG: {},{}", self.settings.creg_mode, self.registration_stat());
+                let line = format!(
+                    "+CREG: {},{}",
+                    self.settings.creg_mode,
+                    self.registration_stat()
+                );
                 self.info(&[&line]);
             }
             ("+CSQ", Exec) => self.info(&[&format!("+CSQ: {},99", self.csq)]),
@@ -451,7 +460,9 @@ impl SimulatedModem {
             }
             ("+CPMS", Set(_)) => {
                 let (used, total) = (self.stored_sms(), self.slots.len());
-                self.info(&[&format!("+CPMS: {used},{total},{used},{total},{used},{total}")]);
+                self.info(&[&format!(
+                    "+CPMS: {used},{total},{used},{total},{used},{total}"
+                )]);
             }
             ("+CMGR", Set(args)) => return self.read_sms(args),
             ("+CMGL", Exec) => return self.list_sms(STAT_UNREAD),
@@ -531,7 +542,12 @@ impl SimulatedModem {
             if stat != STAT_ALL && sms.stat != stat {
                 continue;
             }
-            lines.push(format!("+CMGL: {},{},,{}", i + 1, sms.stat, tpdu_octets(&sms.pdu)));
+            lines.push(format!(
+                "+CMGL: {},{},,{}",
+                i + 1,
+                sms.stat,
+                tpdu_octets(&sms.pdu)
+            ));
             lines.push(sms.pdu.clone());
             if sms.stat == STAT_UNREAD {
                 sms.stat = STAT_READ;
@@ -567,7 +583,9 @@ impl SimulatedModem {
         }
         // The network delivers what it held back once there is room again.
         while self.slots.iter().any(Option::is_none) {
-            let Some(pdu) = self.waiting_for_space.pop_front() else { break };
+            let Some(pdu) = self.waiting_for_space.pop_front() else {
+                break;
+            };
             if let Some(urc) = self.store(pdu) {
                 after_ok.push(urc);
             }
@@ -583,7 +601,11 @@ impl SimulatedModem {
             let smsc_len = octets.first().map_or(0, |&n| usize::from(n));
             octets.len().checked_sub(1 + smsc_len) == Some(tpdu_len)
         });
-        let decoded = if length_matches { codec::decode_submit(hex) } else { None };
+        let decoded = if length_matches {
+            codec::decode_submit(hex)
+        } else {
+            None
+        };
         let Some((to, text)) = decoded else {
             let Outcome::Final(result) = self.cms(CMS_INVALID_PDU_MODE_PARAMETER) else {
                 return;
@@ -591,7 +613,11 @@ impl SimulatedModem {
             self.final_result(&result);
             return;
         };
-        self.events.push(SimEvent::SmsSent { to, text, pdu: hex.to_owned() });
+        self.events.push(SimEvent::SmsSent {
+            to,
+            text,
+            pdu: hex.to_owned(),
+        });
         let reference = self.next_message_reference;
         self.next_message_reference = self.next_message_reference.wrapping_add(1);
         self.info(&[&format!("+CMGS: {reference}")]);
@@ -612,9 +638,15 @@ impl SimulatedModem {
         self.call = CallState::Idle;
         self.line.clear();
         if self.cfg.pin.is_some() {
-            self.pin = PinState::PinRequired { attempts_left: PIN_ATTEMPTS };
+            self.pin = PinState::PinRequired {
+                attempts_left: PIN_ATTEMPTS,
+            };
         }
-        let cpin = if self.pin == PinState::Ready { "+CPIN: READY" } else { "+CPIN: SIM PIN" };
+        let cpin = if self.pin == PinState::Ready {
+            "+CPIN: READY"
+        } else {
+            "+CPIN: SIM PIN"
+        };
         after_ok.extend(["RDY", "+CFUN: 1", cpin].map(String::from));
         if self.pin == PinState::Ready {
             after_ok.extend(["Call Ready", "SMS Ready"].map(String::from));
@@ -628,7 +660,8 @@ impl SimulatedModem {
             // Routed straight to the terminal (`+CMT`), never stored.
             if self.new_sms_urcs {
                 let header = format!("+CMT: ,{}", tpdu_octets(&pdu));
-                self.output.extend_from_slice(format!("\r\n{header}\r\n{pdu}\r\n").as_bytes());
+                self.output
+                    .extend_from_slice(format!("\r\n{header}\r\n{pdu}\r\n").as_bytes());
             }
             return;
         }
@@ -649,7 +682,10 @@ impl SimulatedModem {
     fn store(&mut self, pdu: String) -> Option<String> {
         let index = self.slots.iter().position(Option::is_none)?;
         let slot = self.slots.get_mut(index)?;
-        *slot = Some(StoredSms { pdu, stat: STAT_UNREAD });
+        *slot = Some(StoredSms {
+            pdu,
+            stat: STAT_UNREAD,
+        });
         let announce = self.new_sms_urcs && self.settings.cnmi[1] == 1;
         announce.then(|| format!("+CMTI: \"SM\",{}", index + 1))
     }
@@ -725,7 +761,10 @@ enum Command {
     /// `&F`, `&W`...
     Ampersand(char, Option<u32>),
     /// `+CMGS=20`, `+CSQ`...: the upper-case name and what follows it.
-    Extended { name: String, form: Form },
+    Extended {
+        name: String,
+        form: Form,
+    },
     Invalid,
 }
 
@@ -796,7 +835,10 @@ fn parse_extended(text: &str) -> Command {
             None => return Command::Invalid,
         },
     };
-    Command::Extended { name: name.trim().to_ascii_uppercase(), form }
+    Command::Extended {
+        name: name.trim().to_ascii_uppercase(),
+        form,
+    }
 }
 
 fn parse_basic(s: &str) -> (Command, &str) {
@@ -829,7 +871,12 @@ fn parse_basic(s: &str) -> (Command, &str) {
 
 /// The `index`th comma-separated argument as a number.
 fn number_arg(args: &str, index: usize) -> Option<u32> {
-    args.split(',').nth(index)?.trim().trim_matches('"').parse().ok()
+    args.split(',')
+        .nth(index)?
+        .trim()
+        .trim_matches('"')
+        .parse()
+        .ok()
 }
 
 /// The first quoted argument, without its quotes.
@@ -850,7 +897,10 @@ mod tests {
             vec![
                 Command::Basic('E', Some(0)),
                 Command::Basic('V', Some(1)),
-                Command::Extended { name: "+CMGF".into(), form: Form::Set("0".into()) },
+                Command::Extended {
+                    name: "+CMGF".into(),
+                    form: Form::Set("0".into())
+                },
                 Command::Extended {
                     name: "+CUSD".into(),
                     form: Form::Set("1,\"*1;0#\",15".into())
@@ -864,9 +914,18 @@ mod tests {
         assert_eq!(
             split_commands("+creg?;+CMGF=?;+csq"),
             vec![
-                Command::Extended { name: "+CREG".into(), form: Form::Read },
-                Command::Extended { name: "+CMGF".into(), form: Form::Test },
-                Command::Extended { name: "+CSQ".into(), form: Form::Exec },
+                Command::Extended {
+                    name: "+CREG".into(),
+                    form: Form::Read
+                },
+                Command::Extended {
+                    name: "+CMGF".into(),
+                    form: Form::Test
+                },
+                Command::Extended {
+                    name: "+CSQ".into(),
+                    form: Form::Exec
+                },
             ]
         );
     }
@@ -881,7 +940,15 @@ mod tests {
     #[test]
     fn garbage_command_lines_do_not_panic() {
         let mut modem = SimulatedModem::new(SimConfig::default());
-        for line in ["AT\u{e9}\u{1F600}=\"", "ATS", "AT+", "AT+=", "AT&", "ATD", "AT+CMGS=x"] {
+        for line in [
+            "AT\u{e9}\u{1F600}=\"",
+            "ATS",
+            "AT+",
+            "AT+=",
+            "AT&",
+            "ATD",
+            "AT+CMGS=x",
+        ] {
             modem.receive(line.as_bytes());
             modem.receive(b"\r");
         }
