@@ -53,7 +53,7 @@ const POLL_INTERVAL_MS: i32 = 50;
 const MAX_UNREAD_OUTPUT: usize = 64 * 1024;
 
 /// What the simulated modem and its SIM look like.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SimConfig {
     /// Answered to `AT+CGSN` / `AT+GSN`.
     pub imei: String,
@@ -67,6 +67,20 @@ pub struct SimConfig {
     pub echo: bool,
     /// SMS the SIM can store.
     pub storage_slots: usize,
+}
+
+impl std::fmt::Debug for SimConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The PIN is a secret even in a simulation: configs end up in logs.
+        f.debug_struct("SimConfig")
+            .field("imei", &self.imei)
+            .field("operator", &self.operator)
+            .field("csq", &self.csq)
+            .field("pin", &self.pin.as_ref().map(|_| "<redacted>"))
+            .field("echo", &self.echo)
+            .field("storage_slots", &self.storage_slots)
+            .finish()
+    }
 }
 
 impl Default for SimConfig {

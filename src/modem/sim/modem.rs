@@ -352,8 +352,9 @@ impl SimulatedModem {
 
     fn execute_basic(&mut self, letter: char, arg: Option<u32>) -> Outcome {
         match (letter, arg) {
-            ('E', Some(0)) => self.settings.echo = false,
-            ('E', None | Some(1)) => self.settings.echo = true,
+            // A missing value is 0 (V.250), so `ATE` turns echo off.
+            ('E', None | Some(0)) => self.settings.echo = false,
+            ('E', Some(1)) => self.settings.echo = true,
             ('Z', _) => self.settings = Settings::power_on(true),
             ('H', _) => self.hang_up(),
             ('A', _) => {

@@ -190,6 +190,59 @@ async fn sim_pin_unlocks_only_with_the_right_pin() {
 }
 
 #[tokio::test]
+async fn three_wrong_pins_lock_the_sim_until_puk() {
+    let cfg = SimConfig {
+        pin: Some("1234".to_owned()),
+        ..SimConfig::default()
+    };
+    let (_sim, _events, mut port) = started(cfg).await;
+    for _ in 0..3 {
+        port.send("AT+CPIN=\"0000\"\r").await;
+        port.expect("+CME ERROR: 16\r\n").await;
+    }
+    assert!(port.command("AT+CPIN?").await.contains("+CPIN: SIM PUK"));
+    port.send("AT+CPIN=\"1234\"\r").await;
+    port.expect("+CME ERROR: 12\r\n").await;
+}
+
+#[test]
+fn config_debug_hides_the_pin() {
+    let cfg = SimConfig {
+        pin: Some("4711".to_owned()),
+        ..SimConfig::default()
+    };
+    let shown = format!("{cfg:?}");
+    assert!(
+        !shown.contains("4711") && shown.contains("redacted"),
+        "{shown}"
+    );
+}
+
+#[tokio::test]
+async fn registration_change_is_reported_when_creg_urcs_are_on() {
+    let (sim, _events, mut port) = started(SimConfig::default()).await;
+    port.command("AT+CREG=1").await;
+    sim.set_registered(false);
+    port.expect("\r\n+CREG: 0\r\n").await;
+    assert!(port.command("AT+CREG?").await.contains("+CREG: 1,0"));
+    assert_eq!(port.command("AT+COPS?").await, "\r\n+COPS: 0\r\n\r\nOK\r\n");
+}
+
+#[tokio::test]
+async fn cnmi_mt_2_routes_new_sms_to_the_port_without_storing() {
+    let (sim, _events, mut port) = started(SimConfig::default()).await;
+    port.command("AT+CNMI=2,2,0,0,0").await;
+    sim.inject_sms("+491701234567", "direct");
+    let header = port.expect("\r\n+CMT: ,").await;
+    assert_eq!(header, "\r\n+CMT: ,");
+    let rest = port.expect("\r\n").await;
+    let len: usize = rest.trim_end().parse().expect("a length after +CMT: ,");
+    let pdu = port.expect("\r\n").await;
+    assert_eq!(pdu.trim_end().len() / 2 - smsc_octets(pdu.trim_end()), len);
+    assert_eq!(sim.stored_sms(), 0);
+}
+
+#[tokio::test]
 async fn cmgs_round_trip_reports_the_decoded_sms() {
     let (_sim, mut events, mut port) = started(SimConfig::default()).await;
     let text = "Relay 1 on";
