@@ -1,0 +1,158 @@
+//! The GSM 7-bit default alphabet (3GPP TS 23.038 §6.2.1) with its extension table, and the
+//! packing of septets into octets.
+
+/// The escape septet that switches the next septet to the extension table.
+pub const ESCAPE: u8 = 0x1B;
+
+/// The basic table, indexed by septet; `ESCAPE` (0x1B) is a placeholder that is never produced.
+const BASIC: [char; 128] = [
+    '@', '£', '$', '¥', 'è', 'é', 'ù', 'ì', 'ò', 'Ç', '\n', 'Ø', 'ø', '\r', 'Å', 'å', //
+    'Δ', '_', 'Φ', 'Γ', 'Λ', 'Ω', 'Π', 'Ψ', 'Σ', 'Θ', 'Ξ', '\u{1B}', 'Æ', 'æ', 'ß', 'É', //
+    ' ', '!', '"', '#', '¤', '%', '&', '\'', '(', ')', '*', '+', ',', '-', '.', '/', //
+    '0', '1', '2', '3', '4', '5', '6', '7', '8', '9', ':', ';', '<', '=', '>', '?', //
+    '¡', 'A', 'B', 'C', 'D', 'E', 'F', 'G', 'H', 'I', 'J', 'K', 'L', 'M', 'N', 'O', //
+    'P', 'Q', 'R', 'S', 'T', 'U', 'V', 'W', 'X', 'Y', 'Z', 'Ä', 'Ö', 'Ñ', 'Ü', '§', //
+    '¿', 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j', 'k', 'l', 'm', 'n', 'o', //
+    'p', 'q', 'r', 's', 't', 'u', 'v', 'w', 'x', 'y', 'z', 'ä', 'ö', 'ñ', 'ü', 'à', //
+];
+
+/// The extension table: (septet after `ESCAPE`, character).
+const EXTENSION: [(u8, char); 10] = [
+    (0x0A, '\u{0C}'),
+    (0x14, '^'),
+    (0x28, '{'),
+    (0x29, '}'),
+    (0x2F, '\\'),
+    (0x3C, '['),
+    (0x3D, '~'),
+    (0x3E, ']'),
+    (0x40, '|'),
+    (0x65, '€'),
+];
+
+/// The septets for `c`: one from the basic table, or `ESCAPE` + one from the extension table.
+pub fn char_to_septets(c: char) -> Option<Septets> {
+    if c != '\u{1B}' {
+        if let Some(pos) = BASIC.iter().position(|&b| b == c) {
+            return u8::try_from(pos).ok().map(Septets::One);
+        }
+    }
+    EXTENSION
+        .iter()
+        .find(|(_, e)| *e == c)
+        .map(|(code, _)| Septets::Two(*code))
+}
+
+/// One character's encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Septets {
+    /// A basic-table septet.
+    One(u8),
+    /// An extension-table septet, sent after `ESCAPE`.
+    Two(u8),
+}
+
+impl Septets {
+    /// How many septets the character takes.
+    pub fn len(self) -> usize {
+        match self {
+            Septets::One(_) => 1,
+            Septets::Two(_) => 2,
+        }
+    }
+
+    /// Appends the septets to `out`.
+    pub fn push_to(self, out: &mut Vec<u8>) {
+        match self {
+            Septets::One(s) => out.push(s),
+            Septets::Two(s) => {
+                out.push(ESCAPE);
+                out.push(s);
+            }
+        }
+    }
+}
+
+/// Septets for the whole `text`, or `None` if a character is outside the alphabet.
+pub fn encode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len());
+    for c in text.chars() {
+        char_to_septets(c)?.push_to(&mut out);
+    }
+    Some(out)
+}
+
+/// Text for `septets`. An escape before a septet the extension table does not define yields the
+/// basic-table character, as TS 23.038 asks of receivers; a dangling final escape yields a space.
+pub fn decode(septets: &[u8]) -> String {
+    let mut out = String::with_capacity(septets.len());
+    let mut iter = septets.iter().map(|s| s & 0x7F);
+    while let Some(s) = iter.next() {
+        if s == ESCAPE {
+            match iter.next() {
+                Some(ext) => out.push(
+                    EXTENSION
+                        .iter()
+                        .find(|(code, _)| *code == ext)
+                        .map_or_else(|| basic_char(ext), |(_, c)| *c),
+                ),
+                None => out.push(' '),
+            }
+        } else {
+            out.push(basic_char(s));
+        }
+    }
+    out
+}
+
+fn basic_char(septet: u8) -> char {
+    match BASIC.get(usize::from(septet & 0x7F)) {
+        // A double escape has no meaning; a space keeps the text readable.
+        Some('\u{1B}') | None => ' ',
+        Some(c) => *c,
+    }
+}
+
+/// Packs septets LSB-first into octets, after `fill_bits` zero bits (the padding that aligns
+/// text after a user data header to a septet boundary).
+pub fn pack(septets: &[u8], fill_bits: usize) -> Vec<u8> {
+    let total_bits = fill_bits + septets.len() * 7;
+    let mut out = vec![0u8; total_bits.div_ceil(8)];
+    let mut bit = fill_bits;
+    for &s in septets {
+        let value = u16::from(s & 0x7F) << (bit % 8);
+        let idx = bit / 8;
+        if let Some(o) = out.get_mut(idx) {
+            *o |= (value & 0xFF) as u8;
+        }
+        if let Some(o) = out.get_mut(idx + 1) {
+            *o |= (value >> 8) as u8;
+        }
+        bit += 7;
+    }
+    out
+}
+
+/// Unpacks `count` septets from `octets`, skipping `fill_bits` first; stops early (returning
+/// fewer septets) if the octets run out, so callers check the length they asked for.
+pub fn unpack(octets: &[u8], fill_bits: usize, count: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(count);
+    let mut bit = fill_bits;
+    while out.len() < count && bit + 7 <= octets.len() * 8 {
+        let idx = bit / 8;
+        let lo = u16::from(octets.get(idx).copied().unwrap_or(0));
+        let hi = u16::from(octets.get(idx + 1).copied().unwrap_or(0));
+        let word = lo | (hi << 8);
+        out.push(((word >> (bit % 8)) & 0x7F) as u8);
+        bit += 7;
+    }
+    out
+}
+
+/// Septets `text` needs in the GSM 7-bit alphabet (extension characters count two), or `None`
+/// if a character is not in the alphabet.
+pub fn septet_count(text: &str) -> Option<usize> {
+    text.chars()
+        .map(|c| char_to_septets(c).map(Septets::len))
+        .sum()
+}
