@@ -107,11 +107,29 @@ local function same_number(a, b)
   return gw.phone.same_last_digits(a, b, MATCH_DIGITS)
 end
 
+-- Accepts what the grammar allows for a number: an optional `+` then digits, no spaces.
+local function valid_number(text)
+  if text == nil or not string.match(text, "^%+?%d+$") then
+    return nil
+  end
+  local digit_count = #string.gsub(text, "%D", "")
+  if digit_count < MATCH_DIGITS or digit_count > 20 then
+    return nil
+  end
+  return gw.phone.normalise(text)
+end
+
+-- The master from the config, normalised; nil when none or not a usable number.
+local CONFIG_MASTER = nil
+if cfg.master ~= nil then
+  CONFIG_MASTER = valid_number(gw.phone.normalise(tostring(cfg.master)))
+end
+
 local function has_type(number, kind)
   if number == nil then
     return false
   end
-  if kind == "M" and cfg.master and same_number(number, cfg.master) then
+  if kind == "M" and CONFIG_MASTER and same_number(number, CONFIG_MASTER) then
     return true
   end
   for _, entry in ipairs(numbers()) do
@@ -128,18 +146,6 @@ end
 
 local function is_user(number)
   return has_type(number, "U")
-end
-
--- Accepts what the grammar allows for a number: an optional `+` then digits, no spaces.
-local function valid_number(text)
-  if text == nil or not string.match(text, "^%+?%d+$") then
-    return nil
-  end
-  local digit_count = #string.gsub(text, "%D", "")
-  if digit_count < MATCH_DIGITS or digit_count > 20 then
-    return nil
-  end
-  return gw.phone.normalise(text)
 end
 
 local function add_number(kind, text)
@@ -167,7 +173,7 @@ local function remove_number(kind, text)
   if number == nil then
     return false
   end
-  if kind == "M" and cfg.master and same_number(number, cfg.master) then
+  if kind == "M" and CONFIG_MASTER and same_number(number, CONFIG_MASTER) then
     -- The configured master comes back on every load, so removing it by SMS cannot work.
     return false
   end
@@ -197,7 +203,7 @@ end
 
 local function list_tokens()
   local tokens = {}
-  local configured = cfg.master and valid_number(cfg.master)
+  local configured = CONFIG_MASTER
   if configured then
     table.insert(tokens, "M" .. last8(configured))
   end
@@ -629,6 +635,17 @@ local function on_input(ev)
       gw.log.warn("alert call to " .. entry.n .. " skipped: outgoing calls are not supported")
     end
   end
+end
+
+-- Config mistakes show at load time rather than on the first call at the gate.
+if gw.output.get(RELAY) == nil then
+  gw.log.error("relay output '" .. tostring(RELAY) .. "' does not exist: set `relay` in the plugin config")
+end
+if gw.input.get(INPUT_A) == nil then
+  gw.log.warn("input '" .. tostring(INPUT_A) .. "' does not exist: STATUS will report it LOW")
+end
+if cfg.master ~= nil and CONFIG_MASTER == nil then
+  gw.log.error("config master '" .. tostring(cfg.master) .. "' is not a number with at least 8 digits, ignored")
 end
 
 return {

@@ -82,7 +82,10 @@ fn world(outputs: &BTreeMap<String, bool>, inputs: &BTreeMap<String, bool>) -> W
     World {
         outputs: outputs.clone(),
         inputs: inputs.clone(),
-        modem: ModemStatus { imei: Some(IMEI.to_string()), ..ModemStatus::default() },
+        modem: ModemStatus {
+            imei: Some(IMEI.to_string()),
+            ..ModemStatus::default()
+        },
     }
 }
 
@@ -109,8 +112,13 @@ impl Gateway {
 
     /// Loads the plugin with what the store holds now, as the gateway does at start-up.
     fn load(&mut self) {
-        let status =
-            self.host.load_plugin(PLUGIN, &plugin_path(), &self.config, self.store.clone(), self.now);
+        let status = self.host.load_plugin(
+            PLUGIN,
+            &plugin_path(),
+            &self.config,
+            self.store.clone(),
+            self.now,
+        );
         assert_eq!(status.error, None, "the plugin must load");
     }
 
@@ -143,15 +151,24 @@ impl Gateway {
     /// A call rings in; a call still in progress ends first (one line, one call).
     fn call(&mut self, from: Option<&str>) -> StepOutcome {
         if let Some(id) = self.last_call {
-            if matches!(self.calls.get(&id), Some(CallState::Ringing | CallState::Answered)) {
+            if matches!(
+                self.calls.get(&id),
+                Some(CallState::Ringing | CallState::Answered)
+            ) {
                 self.end_call(id, CallState::Ended);
             }
         }
         self.next_id += 1;
-        let id = self.next_id as u64;
+        let id = self.next_id;
         self.calls.insert(id, CallState::Ringing);
         self.last_call = Some(id);
-        let dispatch = self.host.dispatch_call(&Call { id, from: from.map(str::to_string) }, self.now);
+        let dispatch = self.host.dispatch_call(
+            &Call {
+                id,
+                from: from.map(str::to_string),
+            },
+            self.now,
+        );
         let handled = handled_by_plugin(&dispatch);
         self.apply(dispatch);
         self.outcome.handled = Some(handled);
@@ -161,7 +178,10 @@ impl Gateway {
     /// The caller of the current call hangs up.
     fn hang_up_caller(&mut self) -> StepOutcome {
         if let Some(id) = self.last_call {
-            if matches!(self.calls.get(&id), Some(CallState::Ringing | CallState::Answered)) {
+            if matches!(
+                self.calls.get(&id),
+                Some(CallState::Ringing | CallState::Answered)
+            ) {
                 self.end_call(id, CallState::Ended);
             }
         }
@@ -170,7 +190,10 @@ impl Gateway {
 
     fn input(&mut self, name: &str, on: bool) -> StepOutcome {
         self.inputs.insert(name.to_string(), on);
-        self.event(Event::InputChanged { name: name.to_string(), on });
+        self.event(Event::InputChanged {
+            name: name.to_string(),
+            on,
+        });
         self.take_outcome()
     }
 
@@ -179,7 +202,10 @@ impl Gateway {
         let target = self.now + by;
         loop {
             let next_revert = self.reverts.iter().map(|(due, _, _)| *due).min();
-            let next = [next_revert, self.host.poll_timeout()].into_iter().flatten().min();
+            let next = [next_revert, self.host.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
             match next {
                 Some(due) if due <= target => {
                     self.now = self.now.max(due);
@@ -215,13 +241,20 @@ impl Gateway {
     fn set_output(&mut self, name: &str, on: bool) {
         let previous = self.outputs.insert(name.to_string(), on);
         if previous != Some(on) {
-            self.event(Event::OutputChanged { name: name.to_string(), on });
+            self.event(Event::OutputChanged {
+                name: name.to_string(),
+                on,
+            });
         }
     }
 
     /// Does what the gateway's owning tasks would do with the plugin's commands.
     fn apply(&mut self, dispatch: Dispatch) {
-        assert!(dispatch.errors.is_empty(), "the plugin raised errors: {:?}", dispatch.errors);
+        assert!(
+            dispatch.errors.is_empty(),
+            "the plugin raised errors: {:?}",
+            dispatch.errors
+        );
         let mut queue: VecDeque<Command> = dispatch.commands.into();
         while let Some(command) = queue.pop_front() {
             match command {
@@ -250,7 +283,11 @@ impl Gateway {
                 }
                 Command::AnswerCall { call_id } => {
                     let state = self.calls.get(&call_id).copied();
-                    assert_eq!(state, Some(CallState::Ringing), "answer of a call that is not ringing");
+                    assert_eq!(
+                        state,
+                        Some(CallState::Ringing),
+                        "answer of a call that is not ringing"
+                    );
                     self.calls.insert(call_id, CallState::Answered);
                 }
                 Command::KvSet { key, value, .. } => match value {
@@ -276,7 +313,11 @@ impl Gateway {
 }
 
 fn host_options() -> HostOptions {
-    HostOptions { memory_limit_kb: 16 * 1024, instruction_limit: 10_000_000, country_code: Some("44".into()) }
+    HostOptions {
+        memory_limit_kb: 16 * 1024,
+        instruction_limit: 10_000_000,
+        country_code: Some("44".into()),
+    }
 }
 
 fn handled_by_plugin(dispatch: &Dispatch) -> bool {
@@ -296,7 +337,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .find(|c: char| !c.is_ascii_digit())
         .map(|at| text.split_at(at))
         .ok_or_else(|| format!("duration '{text}' has no unit (s, m or ms)"))?;
-    let n: u64 = number.parse().map_err(|e| format!("duration '{text}': {e}"))?;
+    let n: u64 = number
+        .parse()
+        .map_err(|e| format!("duration '{text}': {e}"))?;
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
         "s" => Ok(Duration::from_secs(n)),
@@ -306,7 +349,10 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn string_field<'a>(value: &'a Value, key: &str) -> Result<&'a str, String> {
-    value.get(key).and_then(Value::as_str).ok_or_else(|| format!("missing string '{key}'"))
+    value
+        .get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("missing string '{key}'"))
 }
 
 fn run_step(gateway: &mut Gateway, step: &Value) -> Result<StepOutcome, String> {
@@ -322,7 +368,10 @@ fn run_step(gateway: &mut Gateway, step: &Value) -> Result<StepOutcome, String> 
         return Ok(gateway.call(from));
     }
     if let Some(input) = step.get("input") {
-        let on = input.get("on").and_then(Value::as_bool).ok_or("input.on must be a boolean")?;
+        let on = input
+            .get("on")
+            .and_then(Value::as_bool)
+            .ok_or("input.on must be a boolean")?;
         return Ok(gateway.input(string_field(input, "name")?, on));
     }
     if let Some(advance) = step.get("advance").and_then(Value::as_str) {
@@ -336,7 +385,9 @@ fn run_step(gateway: &mut Gateway, step: &Value) -> Result<StepOutcome, String> 
 
 fn check_expect(gateway: &Gateway, outcome: &StepOutcome, expect: &Value) -> Result<(), String> {
     if let Some(handled) = expect.get("handled") {
-        let want = handled.as_bool().ok_or("expect.handled must be a boolean")?;
+        let want = handled
+            .as_bool()
+            .ok_or("expect.handled must be a boolean")?;
         if outcome.handled != Some(want) {
             return Err(format!("handled: want {want}, got {:?}", outcome.handled));
         }
@@ -349,7 +400,10 @@ fn check_expect(gateway: &Gateway, outcome: &StepOutcome, expect: &Value) -> Res
             .map(|sms| Ok(sent(string_field(sms, "to")?, string_field(sms, "text")?)))
             .collect::<Result<Vec<_>, String>>()?;
         if outcome.sms_sent != want {
-            return Err(format!("sms_sent: want {want:?}, got {:?}", outcome.sms_sent));
+            return Err(format!(
+                "sms_sent: want {want:?}, got {:?}",
+                outcome.sms_sent
+            ));
         }
     }
     if let Some(call) = expect.get("call") {
@@ -360,7 +414,9 @@ fn check_expect(gateway: &Gateway, outcome: &StepOutcome, expect: &Value) -> Res
         }
     }
     if let Some(outputs) = expect.get("outputs") {
-        let outputs = outputs.as_object().ok_or("expect.outputs must be an object")?;
+        let outputs = outputs
+            .as_object()
+            .ok_or("expect.outputs must be an object")?;
         for (name, state) in outputs {
             let want = match state.as_str() {
                 Some("ON") => true,
@@ -371,7 +427,10 @@ fn check_expect(gateway: &Gateway, outcome: &StepOutcome, expect: &Value) -> Res
                 return Err(format!("outputs.{name}: no such output"));
             }
             if gateway.output(name) != want {
-                return Err(format!("outputs.{name}: want {state}, got {}", gateway.output(name)));
+                return Err(format!(
+                    "outputs.{name}: want {state}, got {}",
+                    gateway.output(name)
+                ));
             }
         }
     }
@@ -403,13 +462,15 @@ fn replay(name: &str, text: &str) -> Result<(), String> {
     for line in lines {
         let (at, value) = line?;
         if let Some(expect) = value.get("expect") {
-            let (step_at, outcome) =
-                last.take().ok_or_else(|| format!("{name}:{at}: expect without a step before it"))?;
+            let (step_at, outcome) = last
+                .take()
+                .ok_or_else(|| format!("{name}:{at}: expect without a step before it"))?;
             check_expect(&gateway, &outcome, expect)
                 .map_err(|e| format!("{name}:{at}: after the step on line {step_at}: {e}"))?;
             expectations += 1;
         } else {
-            let outcome = run_step(&mut gateway, &value).map_err(|e| format!("{name}:{at}: {e}"))?;
+            let outcome =
+                run_step(&mut gateway, &value).map_err(|e| format!("{name}:{at}: {e}"))?;
             last = Some((at, outcome));
         }
     }
@@ -429,22 +490,70 @@ fn replay_file(file: &str) {
 
 /// Each golden conversation, by the behaviour it shows.
 const CONVERSATIONS: &[(&str, &str)] = &[
-    ("status_from_master_reports_relay_open_input_low", "01_status_from_master.jsonl"),
-    ("stranger_gets_no_reply_and_changes_nothing", "02_stranger_gets_nothing.jsonl"),
-    ("user_call_pulses_relay_and_reject_decides_hang_up", "03_user_call_pulses_relay.jsonl"),
-    ("call_none_ignores_calls_but_sms_still_drives_relay", "04_call_none_keeps_sms_control.jsonl"),
-    ("toggle_with_reject_open_connects_on_and_rejects_off", "05_toggle_with_reject_open.jsonl"),
-    ("conn_answers_by_input_level_and_hangs_up_after_5s", "06_conn_cl_answers_when_input_high.jsonl"),
-    ("call_dialer_switches_input_alerts_off_and_on", "07_call_dialer_switches_input_alerts.jsonl"),
-    ("textres_confirms_configuration_success_and_failure", "08_textres_confirms_configuration.jsonl"),
-    ("first_master_needs_the_imei_code", "09_first_master_by_imei.jsonl"),
-    ("list_remove_and_clear_all_manage_numbers", "10_list_remove_and_clear.jsonl"),
-    ("ring_mode_holds_relay_while_the_call_rings", "11_ring_mode_holds_relay_while_ringing.jsonl"),
-    ("withheld_callers_operate_only_with_call_any", "12_withheld_callers_only_with_call_any.jsonl"),
-    ("relay_by_sms_with_acknowledge", "13_relay_by_sms_with_acknowledge.jsonl"),
-    ("muser_lets_users_configure_but_not_become_masters", "14_muser_lets_users_configure.jsonl"),
-    ("two_inputs_alert_by_level_and_mode", "15_two_inputs_alert_levels.jsonl"),
-    ("other_dialects_messages_are_not_handled", "16_other_dialects_are_not_handled.jsonl"),
+    (
+        "status_from_master_reports_relay_open_input_low",
+        "01_status_from_master.jsonl",
+    ),
+    (
+        "stranger_gets_no_reply_and_changes_nothing",
+        "02_stranger_gets_nothing.jsonl",
+    ),
+    (
+        "user_call_pulses_relay_and_reject_decides_hang_up",
+        "03_user_call_pulses_relay.jsonl",
+    ),
+    (
+        "call_none_ignores_calls_but_sms_still_drives_relay",
+        "04_call_none_keeps_sms_control.jsonl",
+    ),
+    (
+        "toggle_with_reject_open_connects_on_and_rejects_off",
+        "05_toggle_with_reject_open.jsonl",
+    ),
+    (
+        "conn_answers_by_input_level_and_hangs_up_after_5s",
+        "06_conn_cl_answers_when_input_high.jsonl",
+    ),
+    (
+        "call_dialer_switches_input_alerts_off_and_on",
+        "07_call_dialer_switches_input_alerts.jsonl",
+    ),
+    (
+        "textres_confirms_configuration_success_and_failure",
+        "08_textres_confirms_configuration.jsonl",
+    ),
+    (
+        "first_master_needs_the_imei_code",
+        "09_first_master_by_imei.jsonl",
+    ),
+    (
+        "list_remove_and_clear_all_manage_numbers",
+        "10_list_remove_and_clear.jsonl",
+    ),
+    (
+        "ring_mode_holds_relay_while_the_call_rings",
+        "11_ring_mode_holds_relay_while_ringing.jsonl",
+    ),
+    (
+        "withheld_callers_operate_only_with_call_any",
+        "12_withheld_callers_only_with_call_any.jsonl",
+    ),
+    (
+        "relay_by_sms_with_acknowledge",
+        "13_relay_by_sms_with_acknowledge.jsonl",
+    ),
+    (
+        "muser_lets_users_configure_but_not_become_masters",
+        "14_muser_lets_users_configure.jsonl",
+    ),
+    (
+        "two_inputs_alert_by_level_and_mode",
+        "15_two_inputs_alert_levels.jsonl",
+    ),
+    (
+        "other_dialects_messages_are_not_handled",
+        "16_other_dialects_are_not_handled.jsonl",
+    ),
 ];
 
 macro_rules! conversation_tests {
@@ -490,7 +599,10 @@ fn every_conversation_file_is_replayed_by_a_test() {
         })
         .unwrap_or_default();
     on_disk.sort();
-    let mut listed: Vec<String> = CONVERSATIONS.iter().map(|(_, file)| file.to_string()).collect();
+    let mut listed: Vec<String> = CONVERSATIONS
+        .iter()
+        .map(|(_, file)| file.to_string())
+        .collect();
     listed.sort();
     assert_eq!(on_disk, listed);
 }
@@ -503,7 +615,12 @@ fn replayer_reports_an_expectation_that_does_not_hold() {
         json!({"expect": {"sms_sent": [{"to": MASTER, "text": "RELAY CLOSED INPUT LOW"}]}}),
     );
     let error = replay("wrong.jsonl", &wrong).err();
-    assert!(error.as_deref().is_some_and(|e| e.starts_with("wrong.jsonl:2:")), "{error:?}");
+    assert!(
+        error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("wrong.jsonl:2:")),
+        "{error:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -518,9 +635,16 @@ fn long_list_is_split_into_messages_of_at_most_160_characters() {
     }
     let replies = gateway.sms(MASTER, "LIST").sms_sent;
     assert!(replies.len() >= 2, "{replies:?}");
-    assert!(replies.iter().all(|(to, text)| to == MASTER && text.len() <= 160), "{replies:?}");
-    let tokens: Vec<String> =
-        replies.iter().flat_map(|(_, text)| text.split(' ').map(str::to_string)).collect();
+    assert!(
+        replies
+            .iter()
+            .all(|(to, text)| to == MASTER && text.len() <= 160),
+        "{replies:?}"
+    );
+    let tokens: Vec<String> = replies
+        .iter()
+        .flat_map(|(_, text)| text.split(' ').map(str::to_string))
+        .collect();
     let mut want = vec!["M00900001".to_string()];
     want.extend((0..30).map(|n| format!("U009{n:05}")));
     assert_eq!(tokens, want);
@@ -529,16 +653,27 @@ fn long_list_is_split_into_messages_of_at_most_160_characters() {
 #[test]
 fn settings_and_numbers_survive_a_restart() {
     let mut gateway = Gateway::new(default_config());
-    for text in ["ADD 07700900123", "RLYMODE TOGGLE", "REJECT ALL", "TEXTRES ENABLE"] {
+    for text in [
+        "ADD 07700900123",
+        "RLYMODE TOGGLE",
+        "REJECT ALL",
+        "TEXTRES ENABLE",
+    ] {
         gateway.sms(MASTER, text);
     }
     gateway.restart();
-    assert_eq!(gateway.sms(MASTER, "RLYTIME 9").sms_sent, vec![sent(MASTER, "Operation Successful")]);
+    assert_eq!(
+        gateway.sms(MASTER, "RLYTIME 9").sms_sent,
+        vec![sent(MASTER, "Operation Successful")]
+    );
     gateway.call(Some(USER));
     assert!(gateway.output("relay"), "a toggle switches the relay on");
     assert_eq!(gateway.last_call_state(), Some(CallState::Rejected));
     gateway.call(Some(USER));
-    assert!(!gateway.output("relay"), "the second toggle switches it off");
+    assert!(
+        !gateway.output("relay"),
+        "the second toggle switches it off"
+    );
 }
 
 #[test]
@@ -547,7 +682,11 @@ fn call_dialer_state_survives_a_reload() {
     gateway.sms(MASTER, "TEXTNUM 07700900555");
     gateway.sms(MASTER, "CALL DIALER");
     gateway.call(Some(MASTER));
-    assert_eq!(gateway.last_call_state(), Some(CallState::Rejected), "alerts switched off");
+    assert_eq!(
+        gateway.last_call_state(),
+        Some(CallState::Rejected),
+        "alerts switched off"
+    );
     gateway.load();
     assert_eq!(gateway.input("door", true).sms_sent, vec![]);
 }
@@ -558,7 +697,11 @@ fn number_list_holds_at_most_512_entries() {
     gateway.sms(MASTER, "TEXTRES ENABLE");
     for n in 0..512 {
         let reply = gateway.sms(MASTER, &format!("ADD +4477{n:08}")).sms_sent;
-        assert_eq!(reply, vec![sent(MASTER, "Operation Successful")], "number {n}");
+        assert_eq!(
+            reply,
+            vec![sent(MASTER, "Operation Successful")],
+            "number {n}"
+        );
     }
     let reply = gateway.sms(MASTER, "ADD +447799999999").sms_sent;
     assert_eq!(reply, vec![sent(MASTER, "Operation Failed")]);
@@ -581,4 +724,16 @@ fn master_from_config_is_matched_on_the_last_eight_digits() {
     let mut gateway = Gateway::new(default_config());
     let reply = gateway.sms("07700900001", "STATUS").sms_sent;
     assert_eq!(reply, vec![sent("07700900001", "RELAY OPEN INPUT LOW")]);
+}
+
+#[test]
+fn master_from_config_may_be_written_with_spaces() {
+    let mut gateway =
+        Gateway::new(json!({"relay": "relay", "input": "door", "master": "07700 900001"}));
+    let reply = gateway.sms(MASTER, "STATUS").sms_sent;
+    assert_eq!(reply, vec![sent(MASTER, "RELAY OPEN INPUT LOW")]);
+    assert_eq!(
+        gateway.sms(MASTER, "LIST").sms_sent,
+        vec![sent(MASTER, "M00900001")]
+    );
 }
