@@ -60,9 +60,10 @@ local RELAY = cfg.relay or "relay"
 local INPUT_A = cfg.input or "door"
 local INPUT_B = cfg.input_b
 
--- Calls that hold the relay on in RING mode, and hang-up timers of connected calls, by call
--- id. Not persisted: no call survives a gateway restart.
-local ringing_calls = {}
+-- Hang-up timers of connected calls, by call id. A reload drops them (the host cancels an old
+-- generation's timers), so such a call then lasts until the caller hangs up. The call that
+-- holds the relay in RING mode is kept in the store instead ("ring_call"), so that a reload
+-- while it rings still switches the relay off when it ends.
 local hangup_timers = {}
 
 -- Settings ---------------------------------------------------------------------------------
@@ -544,7 +545,7 @@ local function drive_relay(call)
     gw.output.set(RELAY, on)
     return on
   elseif mode == "RING" then
-    ringing_calls[call.id] = true
+    gw.store.set("ring_call", call.id)
     gw.output.on(RELAY)
     return true
   end
@@ -597,8 +598,8 @@ local function on_call_ended(call)
     gw.timer.cancel(timer)
     hangup_timers[call.id] = nil
   end
-  if ringing_calls[call.id] then
-    ringing_calls[call.id] = nil
+  if gw.store.get("ring_call") == call.id then
+    gw.store.set("ring_call", nil)
     gw.output.off(RELAY)
   end
 end

@@ -737,3 +737,14 @@ fn master_from_config_may_be_written_with_spaces() {
         vec![sent(MASTER, "M00900001")]
     );
 }
+
+#[test]
+fn ring_mode_relay_goes_off_when_the_call_ends_after_a_reload() {
+    let mut gateway = Gateway::new(default_config());
+    gateway.sms(MASTER, "RLYMODE RING");
+    gateway.call(Some(MASTER));
+    assert!(gateway.output("relay"));
+    gateway.load();
+    gateway.hang_up_caller();
+    assert!(!gateway.output("relay"));
+}
