@@ -1,0 +1,1 @@
+//! Host tests: dispatch, reload, timers, sandbox and budgets.
