@@ -80,7 +80,9 @@ impl ApiContext {
 
 /// Serialisation that turns JSON `null` into `nil`, so scripts test fields with `if x then`.
 fn to_lua_options() -> SerializeOptions {
-    SerializeOptions::new().serialize_none_to_null(false).serialize_unit_to_null(false)
+    SerializeOptions::new()
+        .serialize_none_to_null(false)
+        .serialize_unit_to_null(false)
 }
 
 /// A Lua error carrying the caller's `file:line`, like the errors Lua raises itself.
@@ -94,8 +96,12 @@ pub(crate) fn lua_error(lua: &Lua, message: impl std::fmt::Display) -> mlua::Err
 }
 
 fn duration(lua: &Lua, seconds: f64) -> mlua::Result<Duration> {
-    Duration::try_from_secs_f64(seconds)
-        .map_err(|_| lua_error(lua, format!("invalid duration {seconds} s: give seconds >= 0")))
+    Duration::try_from_secs_f64(seconds).map_err(|_| {
+        lua_error(
+            lua,
+            format!("invalid duration {seconds} s: give seconds >= 0"),
+        )
+    })
 }
 
 /// Creates the `gw` global with every module. The one place modules are listed.
@@ -129,13 +135,17 @@ pub(crate) fn register_output(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
     let c = ctx.clone();
     m.set(
         "get",
-        lua.create_function(move |_, name: String| Ok(c.shared().world.outputs.get(&name).copied()))?,
+        lua.create_function(move |_, name: String| {
+            Ok(c.shared().world.outputs.get(&name).copied())
+        })?,
     )?;
 
     let c = ctx.clone();
     m.set(
         "names",
-        lua.create_function(move |_, ()| Ok(c.shared().world.outputs.keys().cloned().collect::<Vec<_>>()))?,
+        lua.create_function(move |_, ()| {
+            Ok(c.shared().world.outputs.keys().cloned().collect::<Vec<_>>())
+        })?,
     )?;
 
     // One place validates the name, updates the world and emits the command.
@@ -146,7 +156,10 @@ pub(crate) fn register_output(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
             let mut shared = c.shared();
             let Some(state) = shared.world.outputs.get_mut(&name) else {
                 let known: Vec<&str> = shared.world.outputs.keys().map(String::as_str).collect();
-                return Err(lua_error(lua, format!("unknown output '{name}' (known: {})", known.join(", "))));
+                return Err(lua_error(
+                    lua,
+                    format!("unknown output '{name}' (known: {})", known.join(", ")),
+                ));
             };
             let action = match on {
                 Some(on) => {
@@ -166,26 +179,37 @@ pub(crate) fn register_output(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
     let f = set.clone();
     m.set(
         "set",
-        lua.create_function(move |lua, (name, on, seconds): (String, bool, Option<f64>)| {
-            f(lua, name, Some(on), seconds)
-        })?,
+        lua.create_function(
+            move |lua, (name, on, seconds): (String, bool, Option<f64>)| {
+                f(lua, name, Some(on), seconds)
+            },
+        )?,
     )?;
     let f = set.clone();
     m.set(
         "on",
-        lua.create_function(move |lua, (name, seconds): (String, Option<f64>)| f(lua, name, Some(true), seconds))?,
+        lua.create_function(move |lua, (name, seconds): (String, Option<f64>)| {
+            f(lua, name, Some(true), seconds)
+        })?,
     )?;
     let f = set.clone();
     m.set(
         "off",
-        lua.create_function(move |lua, (name, seconds): (String, Option<f64>)| f(lua, name, Some(false), seconds))?,
+        lua.create_function(move |lua, (name, seconds): (String, Option<f64>)| {
+            f(lua, name, Some(false), seconds)
+        })?,
     )?;
     let f = set.clone();
-    m.set("toggle", lua.create_function(move |lua, name: String| f(lua, name, None, None))?)?;
+    m.set(
+        "toggle",
+        lua.create_function(move |lua, name: String| f(lua, name, None, None))?,
+    )?;
     let f = set;
     m.set(
         "pulse",
-        lua.create_function(move |lua, (name, seconds): (String, f64)| f(lua, name, Some(true), Some(seconds)))?,
+        lua.create_function(move |lua, (name, seconds): (String, f64)| {
+            f(lua, name, Some(true), Some(seconds))
+        })?,
     )?;
     Ok(())
 }
@@ -196,12 +220,16 @@ pub(crate) fn register_input(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
     let c = ctx.clone();
     m.set(
         "get",
-        lua.create_function(move |_, name: String| Ok(c.shared().world.inputs.get(&name).copied()))?,
+        lua.create_function(move |_, name: String| {
+            Ok(c.shared().world.inputs.get(&name).copied())
+        })?,
     )?;
     let c = ctx.clone();
     m.set(
         "names",
-        lua.create_function(move |_, ()| Ok(c.shared().world.inputs.keys().cloned().collect::<Vec<_>>()))?,
+        lua.create_function(move |_, ()| {
+            Ok(c.shared().world.inputs.keys().cloned().collect::<Vec<_>>())
+        })?,
     )?;
     Ok(())
 }
@@ -218,7 +246,11 @@ pub(crate) fn register_sms(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
             if to.is_empty() {
                 return Err(lua_error(lua, "gw.sms.send: empty recipient"));
             }
-            c.emit(Command::SendSms { to, text, request_id: None });
+            c.emit(Command::SendSms {
+                to,
+                text,
+                request_id: None,
+            });
             Ok(())
         })?,
     )?;
@@ -232,7 +264,11 @@ pub(crate) fn register_sms(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
                     "gw.sms.reply: no sender to reply to here (use gw.sms.send(number, text))",
                 ));
             };
-            c.emit(Command::SendSms { to, text, request_id: None });
+            c.emit(Command::SendSms {
+                to,
+                text,
+                request_id: None,
+            });
             Ok(())
         })?,
     )?;
@@ -282,7 +318,10 @@ pub(crate) fn register_log(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
             lua.create_function(move |_, values: mlua::Variadic<Value>| {
                 let msg = values
                     .iter()
-                    .map(|v| v.to_string().unwrap_or_else(|_| format!("<{}>", v.type_name())))
+                    .map(|v| {
+                        v.to_string()
+                            .unwrap_or_else(|_| format!("<{}>", v.type_name()))
+                    })
                     .collect::<Vec<_>>()
                     .join(" ");
                 let name = c.script().name.clone();
@@ -335,7 +374,9 @@ pub(crate) fn register_store(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
                 value => {
                     let json: serde_json::Value = lua
                         .from_value_with(value, DeserializeOptions::new())
-                        .map_err(|e| lua_error(lua, format!("gw.store.set('{key}'): not storable: {e}")))?;
+                        .map_err(|e| {
+                            lua_error(lua, format!("gw.store.set('{key}'): not storable: {e}"))
+                        })?;
                     Some(json.to_string())
                 }
             };
@@ -347,7 +388,11 @@ pub(crate) fn register_store(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
                 };
                 format!("plugin:{}", script.name)
             };
-            c.emit(Command::KvSet { scope, key, value: json });
+            c.emit(Command::KvSet {
+                scope,
+                key,
+                value: json,
+            });
             Ok(())
         })?,
     )?;
@@ -364,7 +409,10 @@ pub(crate) fn register_timer(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
             lua.create_function(move |lua, (seconds, f): (f64, Function)| {
                 let delay = duration(lua, seconds)?;
                 if repeat && delay.is_zero() {
-                    return Err(lua_error(lua, "gw.timer.every: the interval must be more than 0 s"));
+                    return Err(lua_error(
+                        lua,
+                        "gw.timer.every: the interval must be more than 0 s",
+                    ));
                 }
                 let id = {
                     let mut script = c.script();
@@ -375,7 +423,13 @@ pub(crate) fn register_timer(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
                 fns.raw_set(id, f)?;
                 let mut script = c.script();
                 let due = script.now + delay;
-                script.timers.insert(id, Timer { due, every: repeat.then_some(delay) });
+                script.timers.insert(
+                    id,
+                    Timer {
+                        due,
+                        every: repeat.then_some(delay),
+                    },
+                );
                 Ok(id)
             })?,
         )?;
@@ -417,12 +471,14 @@ pub(crate) fn register_phone(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
     )?;
     m.set(
         "same_last_digits",
-        lua.create_function(move |_, (a, b, n): (Option<String>, Option<String>, usize)| {
-            Ok(match (a, b) {
-                (Some(a), Some(b)) => phone::same(&a, &b, None, Some(n)),
-                _ => false,
-            })
-        })?,
+        lua.create_function(
+            move |_, (a, b, n): (Option<String>, Option<String>, usize)| {
+                Ok(match (a, b) {
+                    (Some(a), Some(b)) => phone::same(&a, &b, None, Some(n)),
+                    _ => false,
+                })
+            },
+        )?,
     )?;
     Ok(())
 }
@@ -431,12 +487,24 @@ pub(crate) fn register_phone(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
 pub(crate) fn register_modem(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
     let m = module(lua, "modem")?;
     let c = ctx.clone();
-    m.set("imei", lua.create_function(move |_, ()| Ok(c.shared().world.modem.imei.clone()))?)?;
+    m.set(
+        "imei",
+        lua.create_function(move |_, ()| Ok(c.shared().world.modem.imei.clone()))?,
+    )?;
     let c = ctx.clone();
-    m.set("signal", lua.create_function(move |_, ()| Ok(c.shared().world.modem.signal_dbm))?)?;
+    m.set(
+        "signal",
+        lua.create_function(move |_, ()| Ok(c.shared().world.modem.signal_dbm))?,
+    )?;
     let c = ctx.clone();
-    m.set("operator", lua.create_function(move |_, ()| Ok(c.shared().world.modem.operator.clone()))?)?;
+    m.set(
+        "operator",
+        lua.create_function(move |_, ()| Ok(c.shared().world.modem.operator.clone()))?,
+    )?;
     let c = ctx.clone();
-    m.set("registered", lua.create_function(move |_, ()| Ok(c.shared().world.modem.registered))?)?;
+    m.set(
+        "registered",
+        lua.create_function(move |_, ()| Ok(c.shared().world.modem.registered))?,
+    )?;
     Ok(())
 }

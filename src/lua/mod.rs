@@ -41,7 +41,11 @@ pub struct HostOptions {
 
 impl From<&crate::config::LuaConfig> for HostOptions {
     fn from(c: &crate::config::LuaConfig) -> Self {
-        Self { memory_limit_kb: c.memory_limit_kb, instruction_limit: c.instruction_limit, country_code: None }
+        Self {
+            memory_limit_kb: c.memory_limit_kb,
+            instruction_limit: c.instruction_limit,
+            country_code: None,
+        }
     }
 }
 
@@ -102,7 +106,13 @@ impl HookArg<'_> {
             HookArg::Sms(sms) => {
                 t.set("from", sms.from.as_str())?;
                 t.set("text", sms.text.as_str())?;
-                t.set("time", sms.time.map(|time| time.to_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))?;
+                t.set(
+                    "time",
+                    sms.time.map(|time| {
+                        time.to_utc()
+                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    }),
+                )?;
                 t.set("id", sms.id)?;
                 t.set("incomplete", sms.incomplete)?;
             }
@@ -131,8 +141,17 @@ pub struct LuaHost {
 impl LuaHost {
     /// A host with no plugins, seeing `world` (which must list every configured output).
     pub fn new(opts: HostOptions, world: World) -> Self {
-        let shared = Shared { world, commands: Vec::new(), country_code: opts.country_code.clone() };
-        Self { opts, shared: Arc::new(Mutex::new(shared)), scripts: BTreeMap::new(), order: Vec::new() }
+        let shared = Shared {
+            world,
+            commands: Vec::new(),
+            country_code: opts.country_code.clone(),
+        };
+        Self {
+            opts,
+            shared: Arc::new(Mutex::new(shared)),
+            scripts: BTreeMap::new(),
+            order: Vec::new(),
+        }
     }
 
     fn shared(&self) -> MutexGuard<'_, Shared> {
@@ -161,23 +180,54 @@ impl LuaHost {
             let shared = self.shared();
             (shared.world.clone(), shared.commands.len())
         };
-        match load(&self.opts, &self.shared, name, path, config, store, now, true) {
+        match load(
+            &self.opts,
+            &self.shared,
+            name,
+            path,
+            config,
+            store,
+            now,
+            true,
+        ) {
             Ok(mut script) => {
                 script.generation = generation + 1;
-                tracing::info!(script = name, generation = script.generation, "plugin loaded");
+                tracing::info!(
+                    script = name,
+                    generation = script.generation,
+                    "plugin loaded"
+                );
                 // Dropping the old state drops its timers with it.
                 self.scripts.insert(name.to_string(), script);
                 if !self.order.iter().any(|n| n == name) {
                     self.order.push(name.to_string());
                 }
-                ScriptStatus { kind: ScriptKind::Plugin, name: name.to_string(), generation: generation + 1, error: None }
+                ScriptStatus {
+                    kind: ScriptKind::Plugin,
+                    name: name.to_string(),
+                    generation: generation + 1,
+                    error: None,
+                }
             }
             Err(error) => {
-                tracing::error!(script = name, "plugin not loaded{}: {error}", if old.is_some() { ", the previous version keeps running" } else { "" });
+                tracing::error!(
+                    script = name,
+                    "plugin not loaded{}: {error}",
+                    if old.is_some() {
+                        ", the previous version keeps running"
+                    } else {
+                        ""
+                    }
+                );
                 let mut shared = self.shared();
                 shared.world = world_before;
                 shared.commands.truncate(commands_before);
-                ScriptStatus { kind: ScriptKind::Plugin, name: name.to_string(), generation, error: Some(error) }
+                ScriptStatus {
+                    kind: ScriptKind::Plugin,
+                    name: name.to_string(),
+                    generation,
+                    error: Some(error),
+                }
             }
         }
     }
@@ -197,8 +247,18 @@ impl LuaHost {
 
     /// The loaded plugins, in dispatch order.
     pub fn plugin_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.order.iter().filter(|n| self.scripts.contains_key(*n)).cloned().collect();
-        names.extend(self.scripts.keys().filter(|n| !self.order.contains(n)).cloned());
+        let mut names: Vec<String> = self
+            .order
+            .iter()
+            .filter(|n| self.scripts.contains_key(*n))
+            .cloned()
+            .collect();
+        names.extend(
+            self.scripts
+                .keys()
+                .filter(|n| !self.order.contains(n))
+                .cloned(),
+        );
         names
     }
 
@@ -219,13 +279,19 @@ impl LuaHost {
 
     /// Offers `sms` to each plugin in order; the first whose `sms` hook returns true wins.
     pub fn dispatch_sms(&mut self, sms: &IncomingSms, now: Instant) -> Dispatch {
-        let current = Current { reply_to: Some(sms.from.clone()), call_id: None };
+        let current = Current {
+            reply_to: Some(sms.from.clone()),
+            call_id: None,
+        };
         self.offer("sms", &HookArg::Sms(sms), current, now)
     }
 
     /// Offers `call` to each plugin in order; the first whose `call` hook returns true wins.
     pub fn dispatch_call(&mut self, call: &Call, now: Instant) -> Dispatch {
-        let current = Current { reply_to: call.from.clone(), call_id: Some(call.id) };
+        let current = Current {
+            reply_to: call.from.clone(),
+            call_id: Some(call.id),
+        };
         self.offer("call", &HookArg::Call(call), current, now)
     }
 
@@ -237,19 +303,32 @@ impl LuaHost {
         let (hook, arg, current) = match ev {
             Event::InputChanged { name, on } => {
                 self.shared().world.inputs.insert(name.clone(), *on);
-                ("input", HookArg::Switch { name, on: *on }, Current::default())
+                (
+                    "input",
+                    HookArg::Switch { name, on: *on },
+                    Current::default(),
+                )
             }
             Event::OutputChanged { name, on } => {
                 self.shared().world.outputs.insert(name.clone(), *on);
-                ("output", HookArg::Switch { name, on: *on }, Current::default())
+                (
+                    "output",
+                    HookArg::Switch { name, on: *on },
+                    Current::default(),
+                )
             }
             Event::Modem(status) => {
                 self.shared().world.modem = status.clone();
                 return self.finish(out);
             }
-            Event::CallEnded(call) => {
-                ("call_ended", HookArg::Call(call), Current { reply_to: call.from.clone(), call_id: Some(call.id) })
-            }
+            Event::CallEnded(call) => (
+                "call_ended",
+                HookArg::Call(call),
+                Current {
+                    reply_to: call.from.clone(),
+                    call_id: Some(call.id),
+                },
+            ),
             _ => return self.finish(out),
         };
         for name in self.plugin_names() {
@@ -272,7 +351,9 @@ impl LuaHost {
         let mut out = Dispatch::default();
         let mut due = Vec::new();
         for (rank, name) in self.plugin_names().into_iter().enumerate() {
-            let Some(script) = self.scripts.get(&name) else { continue };
+            let Some(script) = self.scripts.get(&name) else {
+                continue;
+            };
             if script.disabled {
                 continue;
             }
@@ -283,14 +364,18 @@ impl LuaHost {
         }
         due.sort();
         for (_, _, id, name, generation) in due {
-            let Some(script) = self.scripts.get(&name) else { continue };
+            let Some(script) = self.scripts.get(&name) else {
+                continue;
+            };
             // A callback of an older generation never runs.
             if script.generation != generation || script.disabled {
                 continue;
             }
             let function = {
                 let mut ctx = script.ctx();
-                let Some(timer) = ctx.timers.get_mut(&id) else { continue };
+                let Some(timer) = ctx.timers.get_mut(&id) else {
+                    continue;
+                };
                 let one_shot = match timer.every {
                     Some(every) => {
                         let next = timer.due + every;
@@ -300,20 +385,26 @@ impl LuaHost {
                     None => ctx.timers.remove(&id).is_some(),
                 };
                 drop(ctx);
-                script.lua.named_registry_value::<Table>(TIMERS_REGISTRY_KEY).and_then(|fns| {
-                    let f = fns.raw_get::<Option<Function>>(id)?;
-                    if one_shot {
-                        fns.raw_set(id, Value::Nil)?;
-                    }
-                    Ok(f)
-                })
+                script
+                    .lua
+                    .named_registry_value::<Table>(TIMERS_REGISTRY_KEY)
+                    .and_then(|fns| {
+                        let f = fns.raw_get::<Option<Function>>(id)?;
+                        if one_shot {
+                            fns.raw_set(id, Value::Nil)?;
+                        }
+                        Ok(f)
+                    })
             };
             match function {
                 Ok(Some(f)) => {
                     self.run(&name, &f, &HookArg::None, Current::default(), now, &mut out);
                 }
                 Ok(None) => {}
-                Err(e) => out.errors.push(describe(&e, &script_file(&self.scripts, &name), &self.opts)),
+                Err(e) => {
+                    out.errors
+                        .push(describe(&e, &script_file(&self.scripts, &name), &self.opts))
+                }
             }
         }
         self.finish(out)
@@ -336,8 +427,18 @@ impl LuaHost {
     }
 
     /// Calls `hook` of script `name` if it has one; true when it returned a true value.
-    fn call_hook(&mut self, name: &str, hook: &str, arg: &HookArg, current: Current, now: Instant, out: &mut Dispatch) -> bool {
-        let Some(script) = self.scripts.get(name) else { return false };
+    fn call_hook(
+        &mut self,
+        name: &str,
+        hook: &str,
+        arg: &HookArg,
+        current: Current,
+        now: Instant,
+        out: &mut Dispatch,
+    ) -> bool {
+        let Some(script) = self.scripts.get(name) else {
+            return false;
+        };
         if script.disabled {
             return false;
         }
@@ -349,8 +450,18 @@ impl LuaHost {
     }
 
     /// Runs `f` in script `name` with a fresh budget, counting failures.
-    fn run(&mut self, name: &str, f: &Function, arg: &HookArg, current: Current, now: Instant, out: &mut Dispatch) -> bool {
-        let Some(script) = self.scripts.get_mut(name) else { return false };
+    fn run(
+        &mut self,
+        name: &str,
+        f: &Function,
+        arg: &HookArg,
+        current: Current,
+        now: Instant,
+        out: &mut Dispatch,
+    ) -> bool {
+        let Some(script) = self.scripts.get_mut(name) else {
+            return false;
+        };
         {
             let mut ctx = script.ctx();
             ctx.now = now;
@@ -389,7 +500,9 @@ impl LuaHost {
 }
 
 fn script_file(scripts: &BTreeMap<String, Script>, name: &str) -> String {
-    scripts.get(name).map_or_else(|| name.to_string(), |s| s.file.clone())
+    scripts
+        .get(name)
+        .map_or_else(|| name.to_string(), |s| s.file.clone())
 }
 
 fn disabled_message(file: &str) -> String {
@@ -398,7 +511,10 @@ fn disabled_message(file: &str) -> String {
 
 /// The name errors use for `path`: its file name.
 fn file_name(path: &Path) -> String {
-    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 /// Turns an mlua error into `file:line: message` (or `file: message` when Lua knows no line).
@@ -406,14 +522,20 @@ fn describe(err: &mlua::Error, file: &str, opts: &HostOptions) -> String {
     let message = match err {
         mlua::Error::SyntaxError { message, .. } => message.clone(),
         mlua::Error::RuntimeError(m) => m.clone(),
-        mlua::Error::MemoryError(_) => format!("out of memory (limit {} KiB)", opts.memory_limit_kb),
+        mlua::Error::MemoryError(_) => {
+            format!("out of memory (limit {} KiB)", opts.memory_limit_kb)
+        }
         mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => {
             return describe(cause, file, opts)
         }
         other => other.to_string(),
     };
     // mlua appends a traceback; the first part is what the user needs.
-    let message = message.split("\nstack traceback:").next().unwrap_or_default().trim_end();
+    let message = message
+        .split("\nstack traceback:")
+        .next()
+        .unwrap_or_default()
+        .trim_end();
     if message.starts_with(&format!("{file}:")) {
         message.to_string()
     } else {
@@ -433,9 +555,10 @@ fn load(
     run_init: bool,
 ) -> Result<Script, String> {
     let file = file_name(path);
-    let source = std::fs::read_to_string(path).map_err(|e| format!("{file}: cannot read {}: {e}", path.display()))?;
-    let (lua, budget) =
-        sandbox::new_state(opts.memory_limit_kb, opts.instruction_limit).map_err(|e| describe(&e, &file, opts))?;
+    let source = std::fs::read_to_string(path)
+        .map_err(|e| format!("{file}: cannot read {}: {e}", path.display()))?;
+    let (lua, budget) = sandbox::new_state(opts.memory_limit_kb, opts.instruction_limit)
+        .map_err(|e| describe(&e, &file, opts))?;
     let ctx = Arc::new(Mutex::new(ScriptCtx {
         name: name.to_string(),
         now,
@@ -444,7 +567,11 @@ fn load(
         timers: BTreeMap::new(),
         next_timer_id: 0,
     }));
-    let api = ApiContext { shared: Arc::clone(shared), script: Arc::clone(&ctx), config: Arc::new(config.clone()) };
+    let api = ApiContext {
+        shared: Arc::clone(shared),
+        script: Arc::clone(&ctx),
+        config: Arc::new(config.clone()),
+    };
     api::register_all(&lua, &api).map_err(|e| describe(&e, &file, opts))?;
 
     budget.reset();
@@ -463,18 +590,41 @@ fn load(
     for hook in HOOK_NAMES {
         match hooks.raw_get::<Value>(hook) {
             Ok(Value::Nil | Value::Function(_)) => {}
-            Ok(other) => return Err(format!("{file}: '{hook}' must be a function, not {}", other.type_name())),
+            Ok(other) => {
+                return Err(format!(
+                    "{file}: '{hook}' must be a function, not {}",
+                    other.type_name()
+                ))
+            }
             Err(e) => return Err(describe(&e, &file, opts)),
         }
     }
     if !run_init {
-        return Ok(Script { hooks, lua, budget, ctx, file, generation: 0, consecutive_failures: 0, disabled: false });
+        return Ok(Script {
+            hooks,
+            lua,
+            budget,
+            ctx,
+            file,
+            generation: 0,
+            consecutive_failures: 0,
+            disabled: false,
+        });
     }
     if let Ok(Some(init)) = hooks.raw_get::<Option<Function>>("init") {
         budget.reset();
         init.call::<()>(()).map_err(|e| describe(&e, &file, opts))?;
     }
-    Ok(Script { hooks, lua, budget, ctx, file, generation: 0, consecutive_failures: 0, disabled: false })
+    Ok(Script {
+        hooks,
+        lua,
+        budget,
+        ctx,
+        file,
+        generation: 0,
+        consecutive_failures: 0,
+        disabled: false,
+    })
 }
 
 /// Compiles and runs the script at `path` in a throw-away sandbox and checks that it returns a
@@ -487,7 +637,17 @@ pub fn check_script(path: &Path, opts: &HostOptions) -> Result<(), String> {
     }));
     let name = file_name(path);
     let name = name.strip_suffix(".lua").unwrap_or(&name).to_string();
-    load(opts, &shared, &name, path, &serde_json::Value::Null, BTreeMap::new(), Instant::now(), false).map(|_| ())
+    load(
+        opts,
+        &shared,
+        &name,
+        path,
+        &serde_json::Value::Null,
+        BTreeMap::new(),
+        Instant::now(),
+        false,
+    )
+    .map(|_| ())
 }
 
 #[cfg(test)]

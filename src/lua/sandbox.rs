@@ -26,7 +26,11 @@ pub struct Budget {
 
 impl Budget {
     fn new(limit: u64) -> Self {
-        Self { limit, used: AtomicU64::new(0), exceeded: AtomicBool::new(false) }
+        Self {
+            limit,
+            used: AtomicU64::new(0),
+            exceeded: AtomicBool::new(false),
+        }
     }
 
     /// Starts a new call with the whole budget.
@@ -76,8 +80,16 @@ unsafe extern "C-unwind" fn budget_hook(state: *mut ffi::lua_State, _ar: *mut ff
 }
 
 /// A fresh state with only the safe libraries, the memory limit and the budget hook.
-pub fn new_state(memory_limit_kb: usize, instruction_limit: u64) -> mlua::Result<(Lua, Arc<Budget>)> {
-    let libs = StdLib::STRING | StdLib::TABLE | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE | StdLib::OS;
+pub fn new_state(
+    memory_limit_kb: usize,
+    instruction_limit: u64,
+) -> mlua::Result<(Lua, Arc<Budget>)> {
+    let libs = StdLib::STRING
+        | StdLib::TABLE
+        | StdLib::MATH
+        | StdLib::UTF8
+        | StdLib::COROUTINE
+        | StdLib::OS;
     let lua = Lua::new_with(libs, LuaOptions::default())?;
     restrict_globals(&lua)?;
     let budget = Arc::new(Budget::new(instruction_limit));
@@ -172,7 +184,9 @@ mod tests {
     #[test]
     fn coroutine_loop_is_stopped_by_the_budget() {
         let lua = state();
-        let r = lua.load("coroutine.wrap(function() while true do end end)()").exec();
+        let r = lua
+            .load("coroutine.wrap(function() while true do end end)()")
+            .exec();
         let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(msg.contains("instruction limit exceeded"), "{msg}");
     }
