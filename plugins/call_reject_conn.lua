@@ -4,8 +4,10 @@
 --
 -- Config (`[plugins.call_reject_conn]`):
 --   relay   = "relay"          -- the gateway output driven by the board's relay
---   input   = "door"           -- the gateway input read as the board's input (input A)
---   input_b = "window"         -- optional second input (STATUS then says INPUTA / INPUTB)
+--   input   = "door"           -- the gateway input read as the board's input (input A):
+--                              -- input ON = "HIGH" (open), OFF = "LOW" (closed to ground)
+--   input_b = "window"         -- optional second input B, same mapping (STATUS then says
+--                              -- INPUTA / INPUTB)
 --   master  = "+447700900123"  -- optional first master, so no `MASTER n,imei5` is needed;
 --                              -- it is always a master and cannot be removed by SMS
 --
@@ -476,6 +478,10 @@ local function parse(text)
     return nil
   end
   local upper = rest and string.upper(rest)
+  if command.arg == "optional" and upper ~= nil and not string.match(upper, "^%d+%s*[SM]?$") then
+    -- "OPEN THE GATE" is someone else's sentence, not a relay time.
+    return nil
+  end
   return word, upper, rest
 end
 
@@ -509,6 +515,9 @@ local function on_sms(msg)
   else
     gw.log.info(word .. " from an unauthorised sender " .. tostring(sender) .. " ignored")
     return true
+  end
+  if not ok then
+    gw.log.info(word .. " from " .. tostring(sender) .. " failed: bad argument or nothing to change")
   end
   if command.reply == "textres" and setting("textres") then
     gw.sms.reply(ok and OK_TEXT or FAILED_TEXT)
