@@ -26,6 +26,10 @@
 --   * TEXTRES replies follow the setting after the command: TEXTRES ENABLE is answered,
 --     TEXTRES DISABLE is not. CLEAR ALL never answers. OPEN/ON/CLOSE/OFF are relay commands,
 --     confirmed by ACKNOWLEDGE (`RELAY CLOSED` / `RELAY OPEN`), not by TEXTRES.
+--   * `MASTER n,imei5` works from any phone (silently for a non-master); a master may leave
+--     out the IMEI code, and a wrong one is "Operation Failed" for a master, silence for others.
+--   * `OPEN`/`ON` take an optional time (`ON 10s`, `ON 2 m`); any other argument means the
+--     message is not ours (return false), so "OPEN THE GATE" is left to other plugins.
 --   * A number needs at least 8 digits (the matching works on 8); at most 512 entries.
 --   * Masters may dial in as well as users. Under CALL DIALER the same numbers (never a
 --     withheld one) switch the input alerts; the setting survives restarts.
