@@ -275,10 +275,16 @@ pub(crate) fn register_sms(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
     Ok(())
 }
 
+/// Builds the command for one `gw.call` function from a call id.
+type CallCommand = fn(u64) -> Command;
+
+/// Logs one `gw.log` line: script name, message.
+type LogLine = fn(&str, &str);
+
 /// `gw.call`: reject, answer or hang up a call.
 pub(crate) fn register_call(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
     let m = module(lua, "call")?;
-    let actions: [(&str, fn(u64) -> Command); 3] = [
+    let actions: [(&str, CallCommand); 3] = [
         ("reject", |call_id| Command::RejectCall { call_id }),
         ("answer", |call_id| Command::AnswerCall { call_id }),
         ("hangup", |call_id| Command::HangUp { call_id }),
@@ -305,7 +311,7 @@ pub(crate) fn register_call(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
 /// `gw.log`: log lines tagged with the script name.
 pub(crate) fn register_log(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
     let m = module(lua, "log")?;
-    let levels: [(&str, fn(&str, &str)); 4] = [
+    let levels: [(&str, LogLine); 4] = [
         ("debug", |script, msg| tracing::debug!(script, "{msg}")),
         ("info", |script, msg| tracing::info!(script, "{msg}")),
         ("warn", |script, msg| tracing::warn!(script, "{msg}")),

@@ -180,16 +180,15 @@ impl LuaHost {
             let shared = self.shared();
             (shared.world.clone(), shared.commands.len())
         };
-        match load(
-            &self.opts,
-            &self.shared,
+        let req = LoadRequest {
             name,
             path,
             config,
             store,
             now,
-            true,
-        ) {
+            run_init: true,
+        };
+        match load(&self.opts, &self.shared, req) {
             Ok(mut script) => {
                 script.generation = generation + 1;
                 tracing::info!(
@@ -543,17 +542,32 @@ fn describe(err: &mlua::Error, file: &str, opts: &HostOptions) -> String {
     }
 }
 
+/// What one load needs besides the host's settings.
+struct LoadRequest<'a> {
+    name: &'a str,
+    path: &'a Path,
+    config: &'a serde_json::Value,
+    /// The `gw.store` contents to start with.
+    store: BTreeMap<String, String>,
+    now: Instant,
+    /// False for `gsmgw check`, where `init` would act without the real config.
+    run_init: bool,
+}
+
 /// Builds a script's state, runs its file and `init`, and checks what it returned.
 fn load(
     opts: &HostOptions,
     shared: &Arc<Mutex<Shared>>,
-    name: &str,
-    path: &Path,
-    config: &serde_json::Value,
-    store: BTreeMap<String, String>,
-    now: Instant,
-    run_init: bool,
+    req: LoadRequest,
 ) -> Result<Script, String> {
+    let LoadRequest {
+        name,
+        path,
+        config,
+        store,
+        now,
+        run_init,
+    } = req;
     let file = file_name(path);
     let source = std::fs::read_to_string(path)
         .map_err(|e| format!("{file}: cannot read {}: {e}", path.display()))?;
@@ -637,17 +651,15 @@ pub fn check_script(path: &Path, opts: &HostOptions) -> Result<(), String> {
     }));
     let name = file_name(path);
     let name = name.strip_suffix(".lua").unwrap_or(&name).to_string();
-    load(
-        opts,
-        &shared,
-        &name,
+    let req = LoadRequest {
+        name: &name,
         path,
-        &serde_json::Value::Null,
-        BTreeMap::new(),
-        Instant::now(),
-        false,
-    )
-    .map(|_| ())
+        config: &serde_json::Value::Null,
+        store: BTreeMap::new(),
+        now: Instant::now(),
+        run_init: false,
+    };
+    load(opts, &shared, req).map(|_| ())
 }
 
 #[cfg(test)]

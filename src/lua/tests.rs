@@ -704,3 +704,8 @@ fn check_script_reports_file_and_line() {
     let error = check_script(&bad, &opts()).err().unwrap_or_default();
     assert!(error.starts_with("bad.lua:3:"), "{error}");
 }
+
+#[test]
+fn endless_recursion_is_stopped() {
+    assert_stopped_and_next_dispatch_works("local function f() return 1 + f() end f()", "p.lua");
+}
