@@ -734,3 +734,24 @@ fn the_complete_plugin_in_the_docs_answers_status_to_the_master_only() {
     assert_eq!(stranger.handled_by.as_deref(), Some("status"));
     assert!(stranger.commands.is_empty());
 }
+
+#[test]
+fn sms_time_reaches_the_hook_as_utc_rfc3339() {
+    let mut f = Fixture::new();
+    f.load(
+        "p",
+        "return { sms = function(m) gw.sms.reply(m.time .. ' ' .. m.id) return true end }",
+    );
+    let time = chrono::DateTime::parse_from_rfc3339("2026-03-01T11:15:00+01:00").ok();
+    let sms = IncomingSms {
+        id: 12,
+        from: MASTER.into(),
+        text: "x".into(),
+        time,
+        incomplete: false,
+    };
+
+    let d = f.host.dispatch_sms(&sms, f.t0);
+
+    assert_eq!(d.commands, vec![send(MASTER, "2026-03-01T10:15:00Z 12")]);
+}
