@@ -100,9 +100,12 @@ enum HookArg<'a> {
 
 impl HookArg<'_> {
     fn to_lua(&self, lua: &Lua) -> mlua::Result<Value> {
+        if let HookArg::None = self {
+            return Ok(Value::Nil);
+        }
         let t = lua.create_table()?;
         match self {
-            HookArg::None => return Ok(Value::Nil),
+            HookArg::None => {}
             HookArg::Sms(sms) => {
                 t.set("from", sms.from.as_str())?;
                 t.set("text", sms.text.as_str())?;

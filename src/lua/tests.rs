@@ -709,3 +709,49 @@ fn check_script_reports_file_and_line() {
 fn endless_recursion_is_stopped() {
     assert_stopped_and_next_dispatch_works("local function f() return 1 + f() end f()", "p.lua");
 }
+
+#[test]
+fn the_complete_plugin_in_the_docs_answers_status_to_the_master_only() {
+    let mut f = Fixture::new();
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/lua-api.md"))
+        .unwrap_or_default();
+    let example = docs
+        .split("-- plugins/status.lua")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .unwrap_or_default();
+    let path = f.write("status", &format!("--{example}"));
+    let config = serde_json::json!({"master": "07700900123"});
+    let status = f
+        .host
+        .load_plugin("status", &path, &config, BTreeMap::new(), f.t0);
+    assert_eq!(status.error, None);
+
+    let master = f.sms(MASTER, "status.");
+    let stranger = f.sms("+447700900999", "STATUS");
+
+    assert_eq!(master.commands, vec![send(MASTER, "RELAY OPEN INPUT LOW")]);
+    assert_eq!(stranger.handled_by.as_deref(), Some("status"));
+    assert!(stranger.commands.is_empty());
+}
+
+#[test]
+fn sms_time_reaches_the_hook_as_utc_rfc3339() {
+    let mut f = Fixture::new();
+    f.load(
+        "p",
+        "return { sms = function(m) gw.sms.reply(m.time .. ' ' .. m.id) return true end }",
+    );
+    let time = chrono::DateTime::parse_from_rfc3339("2026-03-01T11:15:00+01:00").ok();
+    let sms = IncomingSms {
+        id: 12,
+        from: MASTER.into(),
+        text: "x".into(),
+        time,
+        incomplete: false,
+    };
+
+    let d = f.host.dispatch_sms(&sms, f.t0);
+
+    assert_eq!(d.commands, vec![send(MASTER, "2026-03-01T10:15:00Z 12")]);
+}
