@@ -731,31 +731,28 @@ impl Store {
 
     /// One outbox row.
     pub fn outbox_get(&mut self, id: i64) -> Result<Option<OutboxRow>, StoreError> {
-        let row = {
-            let mut stmt = self.conn.prepare_cached(
-                "SELECT id, recipient, text, request_id, attempts, status, error, created_at, \
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, recipient, text, request_id, attempts, status, error, created_at, \
                         sent_at, delivery_status \
                  FROM outbox WHERE id = ?1",
-            )?;
-            let row = stmt
-                .query_row([id], |row| {
-                    Ok(OutboxRow {
-                        id: row.get(0)?,
-                        to: row.get(1)?,
-                        text: row.get(2)?,
-                        request_id: row.get(3)?,
-                        attempts: row.get(4)?,
-                        status: OutboxStatus::parse(5, &row.get::<_, String>(5)?)?,
-                        parts_sent: Vec::new(),
-                        error: row.get(6)?,
-                        created_at: utc_column(row, 7)?,
-                        sent_at: optional_utc_column(row, 8)?,
-                        delivery_status: row.get(9)?,
-                    })
+        )?;
+        let row = stmt
+            .query_row([id], |row| {
+                Ok(OutboxRow {
+                    id: row.get(0)?,
+                    to: row.get(1)?,
+                    text: row.get(2)?,
+                    request_id: row.get(3)?,
+                    attempts: row.get(4)?,
+                    status: OutboxStatus::parse(5, &row.get::<_, String>(5)?)?,
+                    parts_sent: Vec::new(),
+                    error: row.get(6)?,
+                    created_at: utc_column(row, 7)?,
+                    sent_at: optional_utc_column(row, 8)?,
+                    delivery_status: row.get(9)?,
                 })
-                .optional()?;
-            row
-        };
+            })
+            .optional()?;
         let Some(mut row) = row else { return Ok(None) };
         let mut stmt = self.conn.prepare_cached(
             "SELECT message_ref FROM outbox_parts WHERE outbox_id = ?1 ORDER BY part_index",
@@ -784,10 +781,11 @@ impl Store {
             })?
             .collect::<Result<Vec<_>, _>>()?;
         // The report carries the recipient as the network formats it, which may differ from
-        // how it was stored ("+44…" vs "44…").
+        // how it was stored ("+44…", "44…", "07…"); the reference already narrows the rows
+        // down, so the last digits are enough to tell them apart.
         Ok(candidates
             .into_iter()
-            .find(|(_, recipient)| recipient == to || crate::phone::same(recipient, to, None, None))
+            .find(|(_, recipient)| recipient_matches(recipient, to))
             .map(|(id, _)| id))
     }
 
@@ -1005,6 +1003,14 @@ impl PartGroup {
         )?;
         Ok(id)
     }
+}
+
+/// True when a delivery report's recipient is the stored recipient.
+fn recipient_matches(stored: &str, reported: &str) -> bool {
+    const REPORT_MATCH_DIGITS: usize = 8;
+    stored == reported
+        || crate::phone::same(stored, reported, None, None)
+        || crate::phone::same(stored, reported, None, Some(REPORT_MATCH_DIGITS))
 }
 
 fn insert_inbox_row(
