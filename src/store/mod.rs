@@ -41,49 +41,63 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const CONSUMED_PART_MEMORY: TimeDelta = TimeDelta::days(30);
 
 /// Errors from the store.
+///
+/// Messages do not repeat their cause; it is the error's `source()`, printed by `{:#}`.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The directory that should hold the database file could not be created.
-    #[error("cannot create the directory {path} for the store: {source}")]
+    #[error("cannot create the directory {path} for the store")]
     CreateDir {
         /// The directory.
         path: PathBuf,
         /// Why.
         source: std::io::Error,
     },
-    /// The database file could not be opened or is not a usable SQLite database (corrupt, not
-    /// SQLite, unreadable, locked for too long).
+    /// The file exists but is not an SQLite database (or is damaged beyond reading).
     #[error(
-        "cannot open the store {path}: {source} (help: check the file's permissions; if it is \
-         not a gsmgw database, move it away or set store.path to another file)"
+        "the store {path} is not an SQLite database (help: move the file away to start with an \
+         empty store, or set store.path to another file)"
+    )]
+    NotADatabase {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The database file could not be opened or set up (permissions, locked for too long).
+    #[error(
+        "cannot open the store {path} (help: check that gsmgw can read and write the file and \
+         its directory)"
     )]
     Open {
-        /// The database file.
+        /// The file.
         path: PathBuf,
         /// Why, as SQLite reports it.
-        source: Box<StoreError>,
+        source: rusqlite::Error,
     },
     /// The file was written by a newer gsmgw whose schema this build does not know.
     #[error(
-        "the store's schema version is {found} but this gsmgw knows only up to {known} \
+        "the store {path} has schema version {found} but this gsmgw knows only up to {known} \
          (help: run the newer gsmgw, or restore a backup)"
     )]
     NewerSchema {
+        /// The file.
+        path: PathBuf,
         /// The version recorded in the file.
         found: u32,
         /// The newest version this build knows.
         known: u32,
     },
     /// A schema migration failed; the file is left at the previous version.
-    #[error("store schema migration to version {version} failed: {source}")]
+    #[error("migrating the store {path} to schema version {version} failed")]
     Migration {
+        /// The file.
+        path: PathBuf,
         /// The version that could not be applied.
         version: u32,
         /// Why.
         source: rusqlite::Error,
     },
     /// An SQLite operation failed (disk full, I/O error, a stored value of the wrong type).
-    #[error("store: {0}")]
+    #[error("store: SQLite operation failed")]
     Sqlite(#[from] rusqlite::Error),
     /// An outgoing SMS would exceed a cap from `[sms]`; it is recorded as failed with the
     /// reason (row `id`), not sent.
@@ -125,7 +139,7 @@ pub enum StoreError {
         next: usize,
     },
     /// A script value to store is not valid JSON.
-    #[error("value for {scope}/{key} is not JSON: {source}")]
+    #[error("value for {scope}/{key} is not JSON")]
     InvalidJson {
         /// The script's scope.
         scope: String,
@@ -324,25 +338,32 @@ impl Store {
         }
         let open = || -> Result<Store, StoreError> {
             let conn = Connection::open(path)?;
-            Store::init(conn, limits)
+            Store::init(conn, path, limits)
         };
         // SQLite opens lazily: a file that is not a database is only noticed by the first
-        // statement, inside `init`, so the whole of it names the path.
-        open().map_err(|source| match source {
-            StoreError::NewerSchema { .. } => source,
-            other => StoreError::Open {
+        // statement, inside `init`, so every error from there names the path.
+        open().map_err(|e| match e {
+            StoreError::Sqlite(source)
+                if source.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) =>
+            {
+                StoreError::NotADatabase {
+                    path: path.to_path_buf(),
+                }
+            }
+            StoreError::Sqlite(source) => StoreError::Open {
                 path: path.to_path_buf(),
-                source: Box::new(other),
+                source,
             },
+            other => other,
         })
     }
 
     /// An empty store in memory, for tests and `gsmgw try`.
     pub fn open_in_memory(limits: SmsConfig) -> Result<Store, StoreError> {
-        Store::init(Connection::open_in_memory()?, limits)
+        Store::init(Connection::open_in_memory()?, Path::new(":memory:"), limits)
     }
 
-    fn init(mut conn: Connection, limits: SmsConfig) -> Result<Store, StoreError> {
+    fn init(mut conn: Connection, path: &Path, limits: SmsConfig) -> Result<Store, StoreError> {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         // An in-memory database answers "memory": nothing to do there.
         let mode: String =
@@ -351,7 +372,7 @@ impl Store {
             tracing::warn!(mode, "store: WAL not available, using this journal mode");
         }
         conn.pragma_update(None, "foreign_keys", true)?;
-        schema::migrate(&mut conn)?;
+        schema::migrate(&mut conn, path)?;
         Ok(Store {
             conn,
             limits,
@@ -498,6 +519,9 @@ impl Store {
     /// before `older_than`: each becomes an inbox row marked incomplete, with
     /// [`MISSING_PART_MARKER`] where each missing part would be. Returns the new inbox ids, to
     /// deliver. Also forgets assembled-part hashes far older than `older_than`.
+    ///
+    /// After downtime, read the SIM (the `AT+CMGL` sweep) before calling this, or a missing
+    /// part still waiting there arrives too late.
     pub fn parts_expire(&mut self, older_than: DateTime<Utc>) -> Result<Vec<i64>, StoreError> {
         let now = Utc::now();
         let tx = self.write(Durability::Full)?;
@@ -541,6 +565,7 @@ impl Store {
     /// Queues an outgoing SMS to `to` (normalised), checking the caps of `[sms]` over the rows
     /// queued or sent in the hour and the day before `now`. Over a cap, the row is still
     /// recorded, as `failed` with the reason, and [`StoreError::Capped`] carries its id.
+    /// A cap of 0 allows nothing. A row counts once, however many parts it is sent in.
     pub fn outbox_insert(
         &mut self,
         to: &str,

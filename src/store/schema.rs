@@ -5,6 +5,8 @@
 //! the file either before or after a migration, never half-way. Start-up is idempotent: a file
 //! that is up to date is left untouched.
 
+use std::path::Path;
+
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use super::StoreError;
@@ -105,7 +107,7 @@ pub(super) fn latest_version() -> u32 {
 }
 
 /// Brings the file up to [`latest_version`], refusing a file written by a newer gsmgw.
-pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
     let known = latest_version();
     loop {
@@ -120,7 +122,11 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             .flatten()
             .unwrap_or(0);
         if found > known {
-            return Err(StoreError::NewerSchema { found, known });
+            return Err(StoreError::NewerSchema {
+                path: path.to_path_buf(),
+                found,
+                known,
+            });
         }
         if found == known {
             return Ok(());
@@ -129,9 +135,14 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         let sql = usize::try_from(found)
             .ok()
             .and_then(|index| MIGRATIONS.get(index))
-            .ok_or(StoreError::NewerSchema { found, known })?;
+            .ok_or_else(|| StoreError::NewerSchema {
+                path: path.to_path_buf(),
+                found,
+                known,
+            })?;
         tx.execute_batch(sql)
             .map_err(|source| StoreError::Migration {
+                path: path.to_path_buf(),
                 version: next,
                 source,
             })?;

@@ -107,7 +107,10 @@ fn a_file_from_a_newer_gsmgw_is_refused() {
     .unwrap();
     drop(conn);
     let err = Store::open(&file.path, limits()).unwrap_err();
-    assert!(matches!(err, StoreError::NewerSchema { .. }), "{err}");
+    assert!(
+        matches!(&err, StoreError::NewerSchema { path, .. } if *path == file.path),
+        "{err}"
+    );
 }
 
 #[test]
@@ -119,13 +122,29 @@ fn a_file_that_is_not_sqlite_gives_an_error_naming_the_path() {
     )
     .unwrap();
     let err = Store::open(&file.path, limits()).unwrap_err();
-    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    assert!(
+        matches!(&err, StoreError::NotADatabase { path } if *path == file.path),
+        "{err:?}"
+    );
     let message = err.to_string();
     assert!(
         message.contains(&file.path.display().to_string()),
         "{message}"
     );
-    assert!(message.contains("not a database"), "{message}");
+}
+
+#[test]
+fn a_directory_in_place_of_the_file_gives_an_error_naming_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Store::open(dir.path(), limits()).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Open { path, .. } if path == dir.path()),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains(&dir.path().display().to_string()),
+        "{err}"
+    );
 }
 
 #[test]
@@ -134,6 +153,22 @@ fn opening_creates_the_missing_directories() {
     let path = dir.path().join("var/lib/gsmgw/gsmgw.db");
     Store::open(&path, limits()).unwrap();
     assert!(path.exists());
+}
+
+#[test]
+fn sms_writes_are_fully_synced_and_script_data_is_not() {
+    let file = test_file();
+    let mut store = Store::open(&file.path, limits()).unwrap();
+    let synchronous = |store: &Store| -> i64 {
+        store
+            .conn
+            .query_row("PRAGMA synchronous", [], |row| row.get(0))
+            .unwrap()
+    };
+    store.kv_set("rule", "k", Some("1")).unwrap();
+    assert_eq!(synchronous(&store), 1, "NORMAL for script data");
+    store.inbox_insert(&sms("h", "+441", "x")).unwrap();
+    assert_eq!(synchronous(&store), 2, "FULL for the inbox");
 }
 
 // ---- inbox ----
