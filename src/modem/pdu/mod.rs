@@ -256,6 +256,10 @@ fn parse_hex(hex: &str) -> Result<Vec<u8>, PduError> {
     if hex.is_empty() {
         return Err(PduError::Empty);
     }
+    // Report a stray character before an odd length: it is the more useful of the two.
+    if let Some((position, found)) = hex.char_indices().find(|(_, c)| !c.is_ascii_hexdigit()) {
+        return Err(PduError::InvalidHex { position, found });
+    }
     hex::decode(hex).map_err(|e| match e {
         hex::FromHexError::InvalidHexCharacter { c, index } => PduError::InvalidHex {
             position: index,
