@@ -156,3 +156,69 @@ pub fn septet_count(text: &str) -> Option<usize> {
         .map(|c| char_to_septets(c).map(Septets::len))
         .sum()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seven_septets_take_seven_octets_with_one_spare_bit() {
+        let septets = encode("abcdefg").unwrap();
+        let packed = pack(&septets, 0);
+        assert_eq!(packed.len(), 7);
+        assert_eq!(packed.last().map(|o| o >> 1), Some(0), "spare bit is zero");
+        assert_eq!(unpack(&packed, 0, 7), septets);
+    }
+
+    #[test]
+    fn eight_septets_fill_seven_octets_exactly() {
+        let septets = encode("abcdefgh").unwrap();
+        let packed = pack(&septets, 0);
+        assert_eq!(packed.len(), 7);
+        assert_eq!(decode(&unpack(&packed, 0, 8)), "abcdefgh");
+    }
+
+    #[test]
+    fn hello_packs_like_the_reference_example() {
+        assert_eq!(
+            hex::encode_upper(pack(&encode("hellohello").unwrap(), 0)),
+            "E8329BFD4697D9EC37"
+        );
+    }
+
+    #[test]
+    fn fill_bits_shift_the_septets() {
+        let septets = encode("MBOX").unwrap();
+        let packed = pack(&septets, 1);
+        assert_eq!(packed.first().map(|o| o & 1), Some(0));
+        assert_eq!(unpack(&packed, 1, 4), septets);
+    }
+
+    #[test]
+    fn unpack_stops_when_the_octets_run_out() {
+        assert_eq!(unpack(&[0xE8, 0x32], 0, 5).len(), 2);
+    }
+
+    #[test]
+    fn extension_characters_take_an_escape_and_round_trip() {
+        let text = "€[]{}^~|\\\u{0C}";
+        let septets = encode(text).unwrap();
+        assert_eq!(septets.len(), 20);
+        assert!(septets.iter().step_by(2).all(|&s| s == ESCAPE));
+        assert_eq!(decode(&septets), text);
+        assert_eq!(septet_count(text), Some(20));
+    }
+
+    #[test]
+    fn unknown_extension_septet_falls_back_to_the_basic_table() {
+        assert_eq!(decode(&[ESCAPE, 0x41, ESCAPE]), "A ");
+    }
+
+    #[test]
+    fn characters_outside_the_alphabet_have_no_septets() {
+        assert_eq!(septet_count("ça"), None);
+        assert_eq!(septet_count("😀"), None);
+        assert_eq!(septet_count("Ça é"), Some(4));
+        assert_eq!(char_to_septets('\u{1B}'), None, "a raw ESC is not text");
+    }
+}

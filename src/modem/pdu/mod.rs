@@ -256,6 +256,10 @@ fn parse_hex(hex: &str) -> Result<Vec<u8>, PduError> {
     if hex.is_empty() {
         return Err(PduError::Empty);
     }
+    // Report a stray character before an odd length: it is the more useful of the two.
+    if let Some((position, found)) = hex.char_indices().find(|(_, c)| !c.is_ascii_hexdigit()) {
+        return Err(PduError::InvalidHex { position, found });
+    }
     hex::decode(hex).map_err(|e| match e {
         hex::FromHexError::InvalidHexCharacter { c, index } => PduError::InvalidHex {
             position: index,
@@ -279,7 +283,7 @@ fn decode_deliver(r: &mut Reader, smsc: Option<String>, fo: u8) -> Result<Delive
     Ok(Deliver {
         smsc,
         sender,
-        timestamp: Some(timestamp),
+        timestamp,
         text: ud.text,
         encoding: scheme.encoding,
         data: ud.data,
@@ -328,8 +332,8 @@ fn decode_status_report(r: &mut Reader, smsc: Option<String>) -> Result<StatusRe
         smsc,
         message_ref,
         recipient,
-        service_centre_time: Some(service_centre_time),
-        discharge_time: Some(discharge_time),
+        service_centre_time,
+        discharge_time,
         status,
     })
 }
@@ -458,9 +462,21 @@ impl<'a> Reader<'a> {
         Ok(with_type_prefix(toa, number))
     }
 
-    fn timestamp(&mut self, field: &'static str) -> Result<DateTime<FixedOffset>, PduError> {
+    /// A time stamp; `None` when its digits make no date (all zeros, as some SIMs store),
+    /// since losing the message over its time stamp would be worse.
+    fn timestamp(
+        &mut self,
+        field: &'static str,
+    ) -> Result<Option<DateTime<FixedOffset>>, PduError> {
         let raw = self.take(7, field)?;
-        decode_timestamp(raw, field)
+        match decode_timestamp(raw, field) {
+            Ok(t) => Ok(Some(t)),
+            Err(e @ PduError::InvalidTimestamp { .. }) => {
+                tracing::debug!("ignoring time stamp: {e}");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn user_data(&mut self, has_header: bool, encoding: Encoding) -> Result<UserData, PduError> {
@@ -1150,5 +1166,341 @@ mod tests {
         let parts = encode_submit("+34616585119", "hola", &SubmitOptions::default()).unwrap();
         assert_eq!(parts[0].hex, "0001000B914316565811F9000004E8373B0C");
         assert_eq!(parts[0].tpdu_len, 17);
+    }
+
+    fn submit_texts(parts: &[EncodedPart]) -> Vec<Submit> {
+        parts.iter().map(|p| submit(&p.hex)).collect()
+    }
+
+    #[test]
+    fn exactly_160_septets_fit_one_part_and_161_need_two() {
+        let opts = SubmitOptions::default();
+        assert_eq!(
+            encode_submit("123", &"a".repeat(160), &opts).unwrap().len(),
+            1
+        );
+        assert_eq!(
+            encode_submit("123", &"€".repeat(80), &opts).unwrap().len(),
+            1
+        );
+        let parts = encode_submit("123", &"a".repeat(161), &opts).unwrap();
+        let decoded = submit_texts(&parts);
+        assert_eq!(decoded.len(), 2);
+        assert_eq!(decoded[0].text.len(), 153);
+        assert_eq!(
+            decoded[0].concat,
+            Some(Concat {
+                reference: 0,
+                total: 2,
+                seq: 1
+            })
+        );
+    }
+
+    #[test]
+    fn escape_sequence_is_never_split_across_parts() {
+        let text = format!("{}€tail{}", "a".repeat(152), "b".repeat(10));
+        let decoded =
+            submit_texts(&encode_submit("123", &text, &SubmitOptions::default()).unwrap());
+        assert_eq!(decoded[0].text, "a".repeat(152));
+        assert!(decoded[1].text.starts_with('€'));
+    }
+
+    #[test]
+    fn surrogate_pair_is_never_split_across_parts() {
+        let text = format!("{}😀{}", "ü".repeat(66), "b".repeat(10));
+        let parts = encode_submit("123", &format!("{text}ł"), &SubmitOptions::default()).unwrap();
+        let decoded = submit_texts(&parts);
+        assert_eq!(decoded[0].encoding, Encoding::Ucs2);
+        assert_eq!(decoded[0].text, "ü".repeat(66));
+        assert!(decoded[1].text.starts_with('😀'));
+    }
+
+    #[test]
+    fn seventy_ucs2_units_fit_one_part_and_seventy_one_need_two() {
+        let opts = SubmitOptions::default();
+        assert_eq!(
+            encode_submit("123", &"ł".repeat(70), &opts).unwrap().len(),
+            1
+        );
+        let parts = encode_submit("123", &"ł".repeat(71), &opts).unwrap();
+        assert_eq!(submit_texts(&parts)[0].text.chars().count(), 67);
+    }
+
+    #[test]
+    fn reference_above_255_uses_the_16_bit_element() {
+        let text = "a".repeat(200);
+        let eight = encode_submit(
+            "1",
+            &text,
+            &SubmitOptions {
+                reference: 255,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(eight[0].hex.contains("050003FF02"), "{}", eight[0].hex);
+        let sixteen = encode_submit(
+            "1",
+            &text,
+            &SubmitOptions {
+                reference: 256,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(
+            sixteen[0].hex.contains("06080401000201"),
+            "{}",
+            sixteen[0].hex
+        );
+        assert_eq!(
+            submit(&sixteen[1].hex).concat,
+            Some(Concat {
+                reference: 256,
+                total: 2,
+                seq: 2
+            })
+        );
+    }
+
+    #[test]
+    fn trailing_cr_is_kept_because_the_length_counts_it() {
+        for text in ["abcdef\r", "abcdefg\r", "abcdefghijklmn\r"] {
+            let parts = encode_submit("1", text, &SubmitOptions::default()).unwrap();
+            assert_eq!(submit(&parts[0].hex).text, text);
+        }
+    }
+
+    #[test]
+    fn trailing_at_sign_is_kept_when_seven_septets_leave_a_spare_bit() {
+        let parts = encode_submit("1", "abcdef@", &SubmitOptions::default()).unwrap();
+        assert_eq!(submit(&parts[0].hex).text, "abcdef@");
+    }
+
+    #[test]
+    fn force_ucs2_sends_plain_text_as_ucs2() {
+        let opts = SubmitOptions {
+            force_ucs2: true,
+            ..Default::default()
+        };
+        let s = submit(&encode_submit("1", "hi", &opts).unwrap()[0].hex);
+        assert_eq!((s.encoding, s.text.as_str()), (Encoding::Ucs2, "hi"));
+    }
+
+    #[test]
+    fn numbers_encode_with_their_type_of_address() {
+        let national = encode_submit("0612", "x", &SubmitOptions::default()).unwrap();
+        assert!(
+            national[0].hex.starts_with("0001000481"),
+            "{}",
+            national[0].hex
+        );
+        let international = encode_submit("+3361", "x", &SubmitOptions::default()).unwrap();
+        assert!(
+            international[0].hex.starts_with("0001000491"),
+            "{}",
+            international[0].hex
+        );
+    }
+
+    #[test]
+    fn bad_inputs_to_the_encoder_are_errors() {
+        let opts = SubmitOptions::default();
+        assert!(matches!(
+            encode_submit("12ab", "x", &opts),
+            Err(PduError::InvalidNumber(_))
+        ));
+        assert!(matches!(
+            encode_submit("", "x", &opts),
+            Err(PduError::InvalidNumber(_))
+        ));
+        let class9 = SubmitOptions {
+            class: Some(9),
+            ..Default::default()
+        };
+        assert_eq!(
+            encode_submit("1", "x", &class9),
+            Err(PduError::InvalidClass(9))
+        );
+        let when = ts("2024-01-01T00:00:00Z");
+        assert!(matches!(
+            encode_deliver("TwelveChars!", "x", when, 0),
+            Err(PduError::InvalidAlphanumeric(_))
+        ));
+        let too_long = "ł".repeat(67 * 256);
+        assert_eq!(
+            encode_submit("1", &too_long, &opts),
+            Err(PduError::TooManyParts { parts: 256 })
+        );
+    }
+
+    #[test]
+    fn unpaired_surrogate_decodes_to_a_replacement_character() {
+        // DELIVER, UCS-2: D83D (a lone high surrogate) then 'A'.
+        let d = deliver("00040481214300081110102143650004D83D0041");
+        assert_eq!(d.text, "\u{FFFD}A");
+        assert_eq!(decode_ucs2(&[0x00, 0x41, 0x00]), "A\u{FFFD}");
+    }
+
+    #[test]
+    fn time_zones_decode_with_sign_and_quarter_hours() {
+        let cases = [
+            ([0x40], 3600),      // +4 quarters
+            ([0x29], -3 * 3600), // sign bit, 12 quarters
+            ([0x08], 0),         // "-0"
+            ([0x22], 22 * 900),  // +05:30
+            ([0xC2], 8 * 3600),  // non-BCD units digit, as some modems send
+        ];
+        for ([tz], seconds) in cases {
+            let raw = [0x11, 0x10, 0x10, 0x21, 0x43, 0x65, tz];
+            let t = decode_timestamp(&raw, "test").unwrap();
+            assert_eq!(t.offset().local_minus_utc(), seconds, "tz {tz:#04x}");
+            assert_eq!(t.naive_local().to_string(), "2011-01-01 12:34:56");
+        }
+    }
+
+    #[test]
+    fn timestamps_round_trip_through_the_encoder() {
+        for s in [
+            "2024-12-31T23:59:59-08:00",
+            "2030-06-15T00:00:00+13:45",
+            "1999-01-02T03:04:05+00:00",
+        ] {
+            let t = ts(s);
+            assert_eq!(decode_timestamp(&encode_timestamp(t), "test"), Ok(t));
+        }
+    }
+
+    #[test]
+    fn all_zero_time_stamp_decodes_as_no_time_stamp() {
+        let d = deliver("00040481214300000000000000000002E834");
+        assert_eq!((d.timestamp, d.text.as_str()), (None, "hi"));
+    }
+
+    #[test]
+    fn impossible_dates_and_non_bcd_digits_are_errors() {
+        let month_13 = [0x11, 0x31, 0x10, 0x21, 0x43, 0x65, 0x00];
+        assert!(matches!(
+            decode_timestamp(&month_13, "t"),
+            Err(PduError::InvalidTimestamp { .. })
+        ));
+        let hex_digit = [0x1A, 0x10, 0x10, 0x21, 0x43, 0x65, 0x00];
+        assert!(matches!(
+            decode_timestamp(&hex_digit, "t"),
+            Err(PduError::InvalidSemiOctet { .. })
+        ));
+    }
+
+    #[test]
+    fn json_has_every_key_with_null_where_not_applicable() {
+        let parts = encode_deliver("+4411", "hi", ts("2024-03-01T12:30:45+01:00"), 0).unwrap();
+        let json = to_json(&decode(&parts[0], true));
+        let expected = json!({
+            "type": "deliver", "smsc": null, "sender": "+4411", "text": "hi", "encoding": "gsm7",
+            "data_hex": null, "timestamp": "2024-03-01T12:30:45+01:00", "class": null,
+            "concat": null, "message_ref": null, "status": null,
+        });
+        assert_eq!(json, expected);
+        let report = to_json(&decode(
+            "00060505810531F1010150610000400101506100004000",
+            true,
+        ));
+        assert_eq!(report["type"], "status-report");
+        assert_eq!(report["recipient"], "50131");
+        assert_eq!(report["message_ref"], 5);
+        assert_eq!(report["status"], 0);
+        assert_eq!(report.as_object().map(|o| o.len()), Some(11));
+        assert_eq!(
+            to_json(&decode("zz", true)),
+            json!({ "error": "not a hex PDU: 'z' at position 0" })
+        );
+    }
+
+    #[test]
+    fn encoding_serialises_to_its_short_name() {
+        assert_eq!(
+            serde_json::to_string(&Encoding::EightBit).unwrap(),
+            "\"8bit\""
+        );
+        assert_eq!(
+            serde_json::from_str::<Encoding>("\"ucs2\"").unwrap(),
+            Encoding::Ucs2
+        );
+    }
+
+    #[test]
+    fn ussd_packed_gsm7_hex_decodes_and_drops_the_cr_padding() {
+        let mut septets = gsm7::encode("Balance").unwrap();
+        septets.push(0x0D);
+        let packed = hex::encode_upper(gsm7::pack(&septets, 0));
+        assert_eq!(decode_ussd(&packed, Some(0x0F)), "Balance");
+        let plain = hex::encode_upper(gsm7::pack(&gsm7::encode("Your balance: 5€").unwrap(), 0));
+        assert_eq!(decode_ussd(&plain, Some(0x0F)), "Your balance: 5€");
+    }
+
+    #[test]
+    fn ussd_ucs2_hex_decodes_and_plain_text_passes_through() {
+        assert_eq!(
+            decode_ussd("04110430043B0430043D0441", Some(0x48)),
+            "Баланс"
+        );
+        assert_eq!(decode_ussd("Balance: 5 EUR", Some(0x0F)), "Balance: 5 EUR");
+        assert_eq!(decode_ussd("1234", Some(0x0F)), "1234");
+        assert_eq!(decode_ussd("0041", None), "0041");
+    }
+
+    fn message_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let piece = prop_oneof![
+            4 => proptest::char::range(' ', '~'),
+            1 => proptest::sample::select(vec!['€', '[', ']', '{', '}', '^', '~', '|', '\\', '\u{0C}']),
+            1 => proptest::sample::select(vec!['é', 'ü', 'ñ', 'Ä', 'ç', 'ł', 'ő', 'Ж']),
+            1 => proptest::sample::select(vec!['😀', '🎉', '👍', '𝄞']),
+        ];
+        proptest::collection::vec(piece, 0..400).prop_map(|chars| chars.into_iter().collect())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_survives_encode_submit_and_decode(text in message_text(), reference in 0u16..600) {
+            let opts = SubmitOptions { reference, ..Default::default() };
+            let parts = encode_submit("+15551234", &text, &opts).unwrap();
+            let decoded = submit_texts(&parts);
+            let joined: String = decoded.iter().map(|s| s.text.as_str()).collect();
+            proptest::prop_assert_eq!(&joined, &text);
+            let (single, per_part, units) = match gsm7_septets(&text) {
+                Some(n) => (160, if reference > 255 { 152 } else { 153 }, n),
+                None => (70, if reference > 255 { 66 } else { 67 }, text.encode_utf16().count()),
+            };
+            if units <= single {
+                proptest::prop_assert_eq!(parts.len(), 1);
+                proptest::prop_assert_eq!(decoded[0].concat, None);
+            } else {
+                // A character that does not fit is moved whole, so a part may end one unit short.
+                proptest::prop_assert!(parts.len() >= units.div_ceil(per_part));
+                proptest::prop_assert!(parts.len() <= units.div_ceil(per_part - 1));
+                for (i, s) in decoded.iter().enumerate() {
+                    let expected = Concat { reference, total: decoded.len() as u8, seq: i as u8 + 1 };
+                    proptest::prop_assert_eq!(s.concat, Some(expected));
+                }
+            }
+            for part in &parts {
+                proptest::prop_assert!(part.tpdu_len <= 140 + 2 + 12 + 3);
+            }
+        }
+
+        #[test]
+        fn random_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let hex = hex::encode(&bytes);
+            let _ = decode(&hex, true);
+            let _ = decode(&hex, false);
+        }
+
+        #[test]
+        fn random_strings_never_panic_the_decoder_or_ussd(text in ".{0,80}", dcs in proptest::num::u8::ANY) {
+            let _ = decode(&text, true);
+            let _ = decode_ussd(&text, Some(dcs));
+        }
     }
 }
