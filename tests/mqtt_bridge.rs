@@ -21,7 +21,11 @@ const WAIT: Duration = Duration::from_secs(15);
 
 fn unique(name: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("{name}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A client that sees everything under a filter.
@@ -60,21 +64,34 @@ impl Observer {
                 }
             }
         });
-        timeout(WAIT, subscribed_rx).await.expect("observer subscribed in time").expect("observer task alive");
-        Observer { client, received, _task: task }
+        timeout(WAIT, subscribed_rx)
+            .await
+            .expect("observer subscribed in time")
+            .expect("observer task alive");
+        Observer {
+            client,
+            received,
+            _task: task,
+        }
     }
 
     /// The next message on `topic` (others are skipped).
     async fn next_on(&mut self, topic: &str) -> Publish {
         let wait = async {
             loop {
-                let p = self.received.recv().await.expect("observer connection alive");
+                let p = self
+                    .received
+                    .recv()
+                    .await
+                    .expect("observer connection alive");
                 if p.topic == topic {
                     return p;
                 }
             }
         };
-        timeout(WAIT, wait).await.unwrap_or_else(|_| panic!("nothing on {topic} within {WAIT:?}"))
+        timeout(WAIT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("nothing on {topic} within {WAIT:?}"))
     }
 
     /// Waits for `payload` on `topic`, skipping other payloads there.
@@ -88,7 +105,10 @@ impl Observer {
     }
 
     async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>, retain: bool) {
-        self.client.publish(topic, QoS::AtLeastOnce, retain, payload).await.expect("observer publish");
+        self.client
+            .publish(topic, QoS::AtLeastOnce, retain, payload)
+            .await
+            .expect("observer publish");
     }
 }
 
@@ -105,15 +125,32 @@ struct Gateway {
 impl Gateway {
     fn start(url: &str) -> Gateway {
         let device = unique("gw");
-        let cfg = MqttConfig { url: url.to_string(), prefix: "test".into(), ..Default::default() };
+        let cfg = MqttConfig {
+            url: url.to_string(),
+            prefix: "test".into(),
+            ..Default::default()
+        };
         let bus = Bus::new();
         let (commands_tx, commands) = mpsc::channel(16);
         let (stop, stop_rx) = oneshot::channel::<()>();
         let shutdown = async move {
             let _ = stop_rx.await;
         };
-        let (handle, task) = mqtt::spawn(&cfg, &device, &bus, commands_tx, shutdown).expect("bridge starts");
-        Gateway { prefix: cfg.topic_prefix(&device), bus, commands, handle, task, stop: Some(stop) }
+        let (handle, task) =
+            mqtt::spawn(&cfg, &device, &bus, commands_tx, shutdown).expect("bridge starts");
+        Gateway {
+            prefix: cfg.topic_prefix(&device),
+            bus,
+            commands,
+            handle,
+            task,
+            stop: Some(stop),
+        }
+    }
+
+    /// The client id the bridge uses by default.
+    fn client_id(&self) -> String {
+        format!("gsmgw-{}", self.prefix.trim_start_matches("test/"))
     }
 
     fn topic(&self, suffix: &str) -> String {
@@ -121,7 +158,10 @@ impl Gateway {
     }
 
     async fn next_command(&mut self) -> Command {
-        timeout(WAIT, self.commands.recv()).await.expect("a command in time").expect("bridge alive")
+        timeout(WAIT, self.commands.recv())
+            .await
+            .expect("a command in time")
+            .expect("bridge alive")
     }
 }
 
@@ -142,7 +182,9 @@ async fn setup() -> Option<(Mosquitto, Gateway, Observer)> {
 
 #[tokio::test]
 async fn status_is_online_retained_and_the_will_says_offline_when_the_connection_dies() {
-    let Some((broker, gw, mut observer)) = setup().await else { return };
+    let Some((broker, gw, mut observer)) = setup().await else {
+        return;
+    };
     let late = Observer::start(broker.port, &gw.topic("status")).await;
     let mut late = late;
     let online = late.next_on(&gw.topic("status")).await;
@@ -154,6 +196,12 @@ async fn status_is_online_retained_and_the_will_says_offline_when_the_connection
     gw.task.abort();
     let offline = observer.wait_for(&gw.topic("status"), "offline").await;
     assert_eq!(offline.payload, "offline");
+    let abrupt = format!("Client {} closed its connection.", gw.client_id());
+    assert!(
+        broker.wait_for_log(&abrupt),
+        "no abrupt close in the log:\n{}",
+        broker.log()
+    );
     let mut after = Observer::start(broker.port, &gw.topic("status")).await;
     let retained = after.next_on(&gw.topic("status")).await;
     assert!(retained.retain);
@@ -162,22 +210,45 @@ async fn status_is_online_retained_and_the_will_says_offline_when_the_connection
 
 #[tokio::test]
 async fn clean_shutdown_says_offline_retained_and_ends_the_task() {
-    let Some((broker, mut gw, mut observer)) = setup().await else { return };
+    let Some((broker, mut gw, mut observer)) = setup().await else {
+        return;
+    };
     drop(gw.stop.take());
-    timeout(WAIT, &mut gw.task).await.expect("bridge ends after shutdown").expect("bridge did not panic");
+    timeout(WAIT, &mut gw.task)
+        .await
+        .expect("bridge ends after shutdown")
+        .expect("bridge did not panic");
     observer.wait_for(&gw.topic("status"), "offline").await;
+    // `disconnected.` (not `closed its connection.`): a DISCONNECT, so the will was not used.
+    let clean = format!("Client {} disconnected.", gw.client_id());
+    assert!(
+        broker.wait_for_log(&clean),
+        "no clean disconnect in the log:\n{}",
+        broker.log()
+    );
     let mut after = Observer::start(broker.port, &gw.topic("status")).await;
     let retained = after.next_on(&gw.topic("status")).await;
     assert!(retained.retain);
     assert_eq!(retained.payload, "offline");
-    assert!(gw.handle.publish("x", b"y".to_vec(), false).await.is_err(), "a stopped bridge refuses");
+    assert!(
+        gw.handle.publish("x", b"y".to_vec(), false).await.is_err(),
+        "a stopped bridge refuses"
+    );
 }
 
 #[tokio::test]
 async fn output_and_input_changes_are_published_retained() {
-    let Some((broker, gw, _observer)) = setup().await else { return };
-    gw.bus.publish(Event::OutputChanged { name: "relay1".into(), on: true });
-    gw.bus.publish(Event::InputChanged { name: "door".into(), on: false });
+    let Some((broker, gw, _observer)) = setup().await else {
+        return;
+    };
+    gw.bus.publish(Event::OutputChanged {
+        name: "relay1".into(),
+        on: true,
+    });
+    gw.bus.publish(Event::InputChanged {
+        name: "door".into(),
+        on: false,
+    });
     let mut late = Observer::start(broker.port, &gw.topic("#")).await;
     let output = late.next_on(&gw.topic("output/relay1")).await;
     assert!(output.retain);
@@ -189,10 +260,19 @@ async fn output_and_input_changes_are_published_retained() {
 
 #[tokio::test]
 async fn sms_and_call_events_are_published_as_json() {
-    let Some((_broker, gw, mut observer)) = setup().await else { return };
-    let sms = IncomingSms { id: 12, from: "+447700900123".into(), text: "OPEN".into(), time: None, incomplete: false };
+    let Some((_broker, gw, mut observer)) = setup().await else {
+        return;
+    };
+    let sms = IncomingSms {
+        id: 12,
+        from: "+447700900123".into(),
+        text: "OPEN".into(),
+        time: None,
+        incomplete: false,
+    };
     gw.bus.publish(Event::SmsReceived(sms));
-    gw.bus.publish(Event::CallRinging(Call { id: 1, from: None }));
+    gw.bus
+        .publish(Event::CallRinging(Call { id: 1, from: None }));
     let received = observer.next_on(&gw.topic("sms/received")).await;
     assert!(!received.retain);
     assert_eq!(received.qos, QoS::AtLeastOnce);
@@ -206,112 +286,206 @@ async fn sms_and_call_events_are_published_as_json() {
 
 #[tokio::test]
 async fn set_commands_become_set_output_commands() {
-    let Some((_broker, mut gw, observer)) = setup().await else { return };
+    let Some((_broker, mut gw, observer)) = setup().await else {
+        return;
+    };
     let set = gw.topic("output/relay1/set");
     observer.publish(&set, "on", false).await;
     observer.publish(&set, "TOGGLE", false).await;
-    observer.publish(&set, r#"{"state":"ON","seconds":5}"#, false).await;
+    observer
+        .publish(&set, r#"{"state":"ON","seconds":5}"#, false)
+        .await;
     let expected = [
-        OutputAction::Set { on: true, duration: None },
+        OutputAction::Set {
+            on: true,
+            duration: None,
+        },
         OutputAction::Toggle,
-        OutputAction::Set { on: true, duration: Some(Duration::from_secs(5)) },
+        OutputAction::Set {
+            on: true,
+            duration: Some(Duration::from_secs(5)),
+        },
     ];
     for action in expected {
-        assert_eq!(gw.next_command().await, Command::SetOutput { name: "relay1".into(), action });
+        assert_eq!(
+            gw.next_command().await,
+            Command::SetOutput {
+                name: "relay1".into(),
+                action
+            }
+        );
     }
 }
 
 #[tokio::test]
 async fn a_retained_command_is_ignored() {
-    let Some(broker) = Mosquitto::start() else { return };
+    let Some(broker) = Mosquitto::start() else {
+        return;
+    };
     let mut gw = Gateway::start("mqtt://127.0.0.1:1"); // never connects; only its prefix is used
     gw.task.abort();
     // The retained command is on the broker before a bridge with that prefix connects.
     let prefix = gw.prefix.clone();
     let mut observer = Observer::start(broker.port, &format!("{prefix}/#")).await;
-    observer.publish(&format!("{prefix}/output/relay1/set"), "ON", true).await;
-    observer.wait_for(&format!("{prefix}/output/relay1/set"), "ON").await;
+    observer
+        .publish(&format!("{prefix}/output/relay1/set"), "ON", true)
+        .await;
+    observer
+        .wait_for(&format!("{prefix}/output/relay1/set"), "ON")
+        .await;
 
     let device = prefix.trim_start_matches("test/").to_string();
-    let cfg = MqttConfig { url: broker.url(), prefix: "test".into(), ..Default::default() };
+    let cfg = MqttConfig {
+        url: broker.url(),
+        prefix: "test".into(),
+        ..Default::default()
+    };
     let (commands_tx, commands) = mpsc::channel(16);
-    let (_handle, _task) =
-        mqtt::spawn(&cfg, &device, &gw.bus, commands_tx, std::future::pending()).expect("bridge starts");
+    let (_handle, _task) = mqtt::spawn(&cfg, &device, &gw.bus, commands_tx, std::future::pending())
+        .expect("bridge starts");
     gw.commands = commands;
-    observer.wait_for(&format!("{prefix}/status"), "online").await;
-    observer.publish(&format!("{prefix}/output/relay1/set"), "OFF", false).await;
+    observer
+        .wait_for(&format!("{prefix}/status"), "online")
+        .await;
+    observer
+        .publish(&format!("{prefix}/output/relay1/set"), "OFF", false)
+        .await;
     assert_eq!(
         gw.next_command().await,
-        Command::SetOutput { name: "relay1".into(), action: OutputAction::Set { on: false, duration: None } },
+        Command::SetOutput {
+            name: "relay1".into(),
+            action: OutputAction::Set {
+                on: false,
+                duration: None
+            }
+        },
         "the retained ON must not come first"
     );
 }
 
 #[tokio::test]
 async fn bad_payloads_are_refused_and_the_connection_survives() {
-    let Some((_broker, mut gw, mut observer)) = setup().await else { return };
+    let Some((_broker, mut gw, mut observer)) = setup().await else {
+        return;
+    };
     let set = gw.topic("output/relay1/set");
     observer.publish(&set, vec![0xff, 0xfe, 0x00], false).await;
     observer.publish(&set, vec![b'O'; 1 << 20], false).await;
     observer.publish(&set, "{not json", false).await;
-    observer.publish(&gw.topic("output/nosuchrelay/set"), "MAYBE", false).await;
-    observer.publish(&gw.topic("sms/send"), vec![b'{'; 1 << 20], false).await;
+    observer
+        .publish(&gw.topic("output/nosuchrelay/set"), "MAYBE", false)
+        .await;
+    observer
+        .publish(&gw.topic("sms/send"), vec![b'{'; 1 << 20], false)
+        .await;
     observer.publish(&set, "OFF", false).await;
     assert_eq!(
         gw.next_command().await,
-        Command::SetOutput { name: "relay1".into(), action: OutputAction::Set { on: false, duration: None } }
+        Command::SetOutput {
+            name: "relay1".into(),
+            action: OutputAction::Set {
+                on: false,
+                duration: None
+            }
+        }
     );
     assert!(gw.handle.connected());
     // The oversized sms/send was answered, not fatal.
     let failed = observer.next_on(&gw.topic("sms/sent")).await;
     assert_eq!(json_of(&failed)["status"], "failed");
     while let Ok(p) = observer.received.try_recv() {
-        assert!(!(p.topic == gw.topic("status") && p.payload == "offline"), "the bridge was disconnected");
+        assert!(
+            !(p.topic == gw.topic("status") && p.payload == "offline"),
+            "the bridge was disconnected"
+        );
     }
 }
 
 #[tokio::test]
 async fn sms_send_becomes_a_send_sms_command() {
-    let Some((_broker, mut gw, observer)) = setup().await else { return };
-    observer.publish(&gw.topic("sms/send"), r#"{"to":"+447700900123","text":"hello","id":"r1"}"#, false).await;
+    let Some((_broker, mut gw, observer)) = setup().await else {
+        return;
+    };
+    observer
+        .publish(
+            &gw.topic("sms/send"),
+            r#"{"to":"+447700900123","text":"hello","id":"r1"}"#,
+            false,
+        )
+        .await;
     assert_eq!(
         gw.next_command().await,
-        Command::SendSms { to: "+447700900123".into(), text: "hello".into(), request_id: Some("r1".into()) }
+        Command::SendSms {
+            to: "+447700900123".into(),
+            text: "hello".into(),
+            request_id: Some("r1".into())
+        }
     );
 }
 
 #[tokio::test]
 async fn bad_sms_requests_are_answered_failed_on_sms_sent() {
-    let Some((_broker, mut gw, mut observer)) = setup().await else { return };
+    let Some((_broker, mut gw, mut observer)) = setup().await else {
+        return;
+    };
     let long = "x".repeat(1601);
     let requests = [
         ("bad-json".to_string(), "{\"to\":".to_string()),
-        ("letters".into(), json!({"to":"+44abc","text":"hi","id":"letters"}).to_string()),
-        ("no-text".into(), json!({"to":"+447700900123","id":"no-text"}).to_string()),
-        ("too-long".into(), json!({"to":"+447700900123","text":long,"id":"too-long"}).to_string()),
+        (
+            "letters".into(),
+            json!({"to":"+44abc","text":"hi","id":"letters"}).to_string(),
+        ),
+        (
+            "no-text".into(),
+            json!({"to":"+447700900123","id":"no-text"}).to_string(),
+        ),
+        (
+            "too-long".into(),
+            json!({"to":"+447700900123","text":long,"id":"too-long"}).to_string(),
+        ),
     ];
     for (_, payload) in &requests {
-        observer.publish(&gw.topic("sms/send"), payload.as_str(), false).await;
+        observer
+            .publish(&gw.topic("sms/send"), payload.as_str(), false)
+            .await;
     }
     for (id, _) in &requests {
         let reply = json_of(&observer.next_on(&gw.topic("sms/sent")).await);
         assert_eq!(reply["status"], "failed", "{reply}");
-        assert!(reply["error"].as_str().is_some_and(|e| !e.is_empty()), "{reply}");
-        let expected_id = if id == "bad-json" { Value::Null } else { json!(id) };
+        assert!(
+            reply["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{reply}"
+        );
+        let expected_id = if id == "bad-json" {
+            Value::Null
+        } else {
+            json!(id)
+        };
         assert_eq!(reply["id"], expected_id, "{reply}");
     }
-    assert!(gw.commands.try_recv().is_err(), "no command from a refused request");
+    assert!(
+        gw.commands.try_recv().is_err(),
+        "no command from a refused request"
+    );
 }
 
 #[tokio::test]
 async fn state_is_republished_after_a_broker_restart() {
-    let Some((mut broker, gw, mut observer)) = setup().await else { return };
-    gw.bus.publish(Event::OutputChanged { name: "relay1".into(), on: true });
+    let Some((mut broker, gw, mut observer)) = setup().await else {
+        return;
+    };
+    gw.bus.publish(Event::OutputChanged {
+        name: "relay1".into(),
+        on: true,
+    });
     observer.wait_for(&gw.topic("output/relay1"), "ON").await;
 
     broker.restart();
     // Changed while (or just as) the broker is away: the latest state must win.
-    gw.bus.publish(Event::OutputChanged { name: "relay1".into(), on: false });
+    gw.bus.publish(Event::OutputChanged {
+        name: "relay1".into(),
+        on: false,
+    });
     let mut after = Observer::start(broker.port, &gw.topic("#")).await;
     after.wait_for(&gw.topic("status"), "online").await;
     let relay = after.wait_for(&gw.topic("output/relay1"), "OFF").await;
@@ -319,14 +493,24 @@ async fn state_is_republished_after_a_broker_restart() {
     let mut late = Observer::start(broker.port, &gw.topic("output/relay1")).await;
     let retained = late.next_on(&gw.topic("output/relay1")).await;
     assert!(retained.retain);
-    assert_eq!(retained.payload, "OFF", "the broker holds the latest state again");
+    assert_eq!(
+        retained.payload, "OFF",
+        "the broker holds the latest state again"
+    );
 }
 
 #[tokio::test]
 async fn scripts_publish_through_the_handle_under_the_prefix() {
-    let Some((broker, gw, mut observer)) = setup().await else { return };
-    gw.handle.publish("rules/night/state", b"armed".to_vec(), true).await.expect("publish");
-    observer.wait_for(&gw.topic("rules/night/state"), "armed").await;
+    let Some((broker, gw, mut observer)) = setup().await else {
+        return;
+    };
+    gw.handle
+        .publish("rules/night/state", b"armed".to_vec(), true)
+        .await
+        .expect("publish");
+    observer
+        .wait_for(&gw.topic("rules/night/state"), "armed")
+        .await;
     let mut late = Observer::start(broker.port, &gw.topic("rules/#")).await;
     let p = late.next_on(&gw.topic("rules/night/state")).await;
     assert!(p.retain, "kept by the broker for late subscribers");

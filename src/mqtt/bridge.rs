@@ -17,7 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
-use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, Outgoing as MqttOutgoing, Packet, Publish, QoS};
+use rumqttc::{
+    AsyncClient, Event as MqttEvent, EventLoop, Outgoing as MqttOutgoing, Packet, Publish, QoS,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -86,7 +88,9 @@ impl Backoff {
     /// The delay before the next attempt (1 s, 2 s, 4 s … 60 s, each shortened by up to 25 %,
     /// never below 1 s).
     pub fn next_delay(&mut self, rng: &mut impl Rng) -> Duration {
-        let base = BACKOFF_MIN.saturating_mul(1 << self.failures.min(6)).min(BACKOFF_MAX);
+        let base = BACKOFF_MIN
+            .saturating_mul(1 << self.failures.min(6))
+            .min(BACKOFF_MAX);
         self.failures = self.failures.saturating_add(1);
         base.mul_f64(rng.gen_range(0.75..=1.0)).max(BACKOFF_MIN)
     }
@@ -127,8 +131,20 @@ pub(super) struct Parts {
 }
 
 /// Spawns the publisher and command tasks and returns the connection task's future.
-pub(super) fn run(parts: Parts, shutdown: impl Future<Output = ()> + Send + 'static) -> impl Future<Output = ()> + Send {
-    let Parts { client, eventloop, topics, bus_rx, requests_rx, requests_tx, commands, connected } = parts;
+pub(super) fn run(
+    parts: Parts,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> impl Future<Output = ()> + Send {
+    let Parts {
+        client,
+        eventloop,
+        topics,
+        bus_rx,
+        requests_rx,
+        requests_tx,
+        commands,
+        connected,
+    } = parts;
     let (link_tx, link_rx) = mpsc::unbounded_channel();
     let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_QUEUE_LIMIT);
     let publisher = Publisher {
@@ -138,8 +154,20 @@ pub(super) fn run(parts: Parts, shutdown: impl Future<Output = ()> + Send + 'sta
         connected: connected.clone(),
     };
     let publisher = AbortOnDrop(tokio::spawn(publisher.run(link_rx, bus_rx, requests_rx)));
-    let command_task = AbortOnDrop(tokio::spawn(forward_commands(topics.clone(), incoming_rx, commands, requests_tx)));
-    let connection = Connection { client, eventloop, topics, link_tx, incoming_tx, connected };
+    let command_task = AbortOnDrop(tokio::spawn(forward_commands(
+        topics.clone(),
+        incoming_rx,
+        commands,
+        requests_tx,
+    )));
+    let connection = Connection {
+        client,
+        eventloop,
+        topics,
+        link_tx,
+        incoming_tx,
+        connected,
+    };
     connection.run(shutdown, publisher, command_task)
 }
 
@@ -211,7 +239,9 @@ impl Connection {
         let client = self.client.clone();
         let status = self.topics.status();
         let request = async move {
-            client.publish(status, QoS::AtLeastOnce, true, "offline").await?;
+            client
+                .publish(status, QoS::AtLeastOnce, true, "offline")
+                .await?;
             client.disconnect().await
         };
         let drain = async {
@@ -222,7 +252,8 @@ impl Connection {
                 }
             }
         };
-        match tokio::time::timeout(GOODBYE_TIMEOUT, async { tokio::join!(request, drain).0 }).await {
+        match tokio::time::timeout(GOODBYE_TIMEOUT, async { tokio::join!(request, drain).0 }).await
+        {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "MQTT: could not say offline"),
             Err(_) => tracing::warn!("MQTT: disconnect timed out"),
@@ -291,7 +322,11 @@ impl Publisher {
                 tracing::warn!(error = %e, "MQTT subscribe failed");
             }
         }
-        let online = Outgoing { topic: self.topics.status(), payload: b"online".to_vec(), retain: true };
+        let online = Outgoing {
+            topic: self.topics.status(),
+            payload: b"online".to_vec(),
+            retain: true,
+        };
         self.publish(online).await;
         for out in self.outbox.on_connect() {
             self.publish(out).await;
@@ -301,7 +336,16 @@ impl Publisher {
     /// Hands `out` to the event loop. If the connection has just dropped it waits in rumqttc's
     /// pending queue, which is replayed before anything newer on reconnect.
     async fn publish(&self, out: Outgoing) {
-        if let Err(e) = self.client.publish(out.topic.as_str(), QoS::AtLeastOnce, out.retain, out.payload).await {
+        if let Err(e) = self
+            .client
+            .publish(
+                out.topic.as_str(),
+                QoS::AtLeastOnce,
+                out.retain,
+                out.payload,
+            )
+            .await
+        {
             tracing::warn!(topic = %out.topic, error = %e, "MQTT publish failed");
         }
     }
@@ -322,18 +366,29 @@ async fn forward_commands(
             continue;
         }
         let command = match topics.classify(&publish.topic) {
-            Some(CommandTopic::OutputSet(name)) => match messages::parse_output_command(&publish.payload) {
-                Ok(action) => Command::SetOutput { name: name.to_string(), action },
-                Err(e) => {
-                    tracing::warn!(topic = %publish.topic, error = %e, "MQTT: bad output command ignored");
-                    continue;
+            Some(CommandTopic::OutputSet(name)) => {
+                match messages::parse_output_command(&publish.payload) {
+                    Ok(action) => Command::SetOutput {
+                        name: name.to_string(),
+                        action,
+                    },
+                    Err(e) => {
+                        tracing::warn!(topic = %publish.topic, error = %e, "MQTT: bad output command ignored");
+                        continue;
+                    }
                 }
-            },
+            }
             Some(CommandTopic::SmsSend) => match messages::parse_sms_request(&publish.payload) {
-                Ok(req) => Command::SendSms { to: req.to, text: req.text, request_id: req.id },
+                Ok(req) => Command::SendSms {
+                    to: req.to,
+                    text: req.text,
+                    request_id: req.id,
+                },
                 Err(rejection) => {
                     tracing::warn!(error = %rejection.error, "MQTT: SMS request refused");
-                    let _ = replies.send(messages::sms_request_failed(&topics, &rejection)).await;
+                    let _ = replies
+                        .send(messages::sms_request_failed(&topics, &rejection))
+                        .await;
                     continue;
                 }
             },
@@ -354,18 +409,29 @@ mod tests {
     use rand::rngs::mock::StepRng;
 
     fn state(topic: &str, payload: &str) -> Outgoing {
-        Outgoing { topic: topic.into(), payload: payload.into(), retain: true }
+        Outgoing {
+            topic: topic.into(),
+            payload: payload.into(),
+            retain: true,
+        }
     }
 
     fn event(n: usize) -> Outgoing {
-        Outgoing { topic: "p/call".into(), payload: n.to_string().into_bytes(), retain: false }
+        Outgoing {
+            topic: "p/call".into(),
+            payload: n.to_string().into_bytes(),
+            retain: false,
+        }
     }
 
     #[test]
     fn while_connected_everything_is_published_at_once() {
         let mut outbox = Outbox::default();
         assert_eq!(outbox.record(event(1), true), Some(event(1)));
-        assert_eq!(outbox.record(state("p/output/a", "ON"), true), Some(state("p/output/a", "ON")));
+        assert_eq!(
+            outbox.record(state("p/output/a", "ON"), true),
+            Some(state("p/output/a", "ON"))
+        );
         assert_eq!(outbox.on_connect(), vec![state("p/output/a", "ON")]);
     }
 
@@ -376,8 +442,15 @@ mod tests {
         assert_eq!(outbox.record(event(1), false), None);
         assert_eq!(outbox.record(state("p/output/a", "OFF"), false), None);
         assert_eq!(outbox.record(event(2), false), None);
-        assert_eq!(outbox.on_connect(), vec![state("p/output/a", "OFF"), event(1), event(2)]);
-        assert_eq!(outbox.on_connect(), vec![state("p/output/a", "OFF")], "events go out once, state every time");
+        assert_eq!(
+            outbox.on_connect(),
+            vec![state("p/output/a", "OFF"), event(1), event(2)]
+        );
+        assert_eq!(
+            outbox.on_connect(),
+            vec![state("p/output/a", "OFF")],
+            "events go out once, state every time"
+        );
     }
 
     #[test]
@@ -397,8 +470,13 @@ mod tests {
         // StepRng(0, 0) makes gen_range return its lower bound: the shortest jittered delay.
         let mut low = StepRng::new(0, 0);
         let mut backoff = Backoff::default();
-        let delays: Vec<u64> = (0..9).map(|_| backoff.next_delay(&mut low).as_millis() as u64).collect();
-        assert_eq!(delays, [1000, 1500, 3000, 6000, 12000, 24000, 45000, 45000, 45000]);
+        let delays: Vec<u64> = (0..9)
+            .map(|_| backoff.next_delay(&mut low).as_millis() as u64)
+            .collect();
+        assert_eq!(
+            delays,
+            [1000, 1500, 3000, 6000, 12000, 24000, 45000, 45000, 45000]
+        );
         backoff.reset();
         assert_eq!(backoff.next_delay(&mut low), Duration::from_secs(1));
         let mut rng = rand::thread_rng();

@@ -64,7 +64,10 @@ fn free_port(first_port: u16) -> Result<u16, MqttError> {
         // readiness check below turns into a clear error.
         .find(|port| TcpListener::bind((Ipv4Addr::LOCALHOST, *port)).is_ok())
         .ok_or_else(|| {
-            MqttError::Broker(format!("no free port in {first_port}..{}", first_port.saturating_add(PORT_ATTEMPTS)))
+            MqttError::Broker(format!(
+                "no free port in {first_port}..{}",
+                first_port.saturating_add(PORT_ATTEMPTS)
+            ))
         })
 }
 
@@ -86,7 +89,9 @@ pub fn start(first_port: u16) -> Result<EmbeddedBroker, MqttError> {
     // A bounded wait for the listener thread to bind: rumqttd gives no readiness signal.
     while TcpStream::connect_timeout(&listen.into(), Duration::from_millis(200)).is_err() {
         if Instant::now() >= deadline {
-            return Err(MqttError::Broker(format!("not listening on {listen} after {READY_TIMEOUT:?}")));
+            return Err(MqttError::Broker(format!(
+                "not listening on {listen} after {READY_TIMEOUT:?}"
+            )));
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -28,11 +28,19 @@ pub struct Outgoing {
 
 impl Outgoing {
     fn state(topic: String, payload: impl Into<Vec<u8>>) -> Self {
-        Self { topic, payload: payload.into(), retain: true }
+        Self {
+            topic,
+            payload: payload.into(),
+            retain: true,
+        }
     }
 
     fn event(topic: String, payload: &Value) -> Self {
-        Self { topic, payload: payload.to_string().into_bytes(), retain: false }
+        Self {
+            topic,
+            payload: payload.to_string().into_bytes(),
+            retain: false,
+        }
     }
 }
 
@@ -63,9 +71,10 @@ pub fn for_event(topics: &Topics, event: &Event) -> Option<Outgoing> {
             topics.call(),
             &json!({ "event_type": "ringing", "from": call.from }),
         ),
-        Event::CallEnded(call) => {
-            Outgoing::event(topics.call(), &json!({ "event_type": "ended", "from": call.from }))
-        }
+        Event::CallEnded(call) => Outgoing::event(
+            topics.call(),
+            &json!({ "event_type": "ended", "from": call.from }),
+        ),
         Event::SmsStatus(status) => {
             let (state, error) = match &status.status {
                 SendStatus::Queued => ("queued", None),
@@ -125,7 +134,10 @@ pub fn sms_request_failed(topics: &Topics, rejection: &SmsRejection) -> Outgoing
 /// or JSON `{"state":"ON","seconds":5}` (`seconds` optional: switch back after it).
 pub fn parse_output_command(payload: &[u8]) -> Result<OutputAction, String> {
     if payload.len() > MAX_OUTPUT_COMMAND_BYTES {
-        return Err(format!("the payload is {} bytes, too long for a command", payload.len()));
+        return Err(format!(
+            "the payload is {} bytes, too long for a command",
+            payload.len()
+        ));
     }
     let text = std::str::from_utf8(payload).map_err(|_| "the payload is not UTF-8".to_string())?;
     let text = text.trim();
@@ -138,7 +150,10 @@ pub fn parse_output_command(payload: &[u8]) -> Result<OutputAction, String> {
 fn parse_state(state: &str, duration: Option<Duration>) -> Result<OutputAction, String> {
     match state.to_ascii_uppercase().as_str() {
         "ON" => Ok(OutputAction::Set { on: true, duration }),
-        "OFF" => Ok(OutputAction::Set { on: false, duration }),
+        "OFF" => Ok(OutputAction::Set {
+            on: false,
+            duration,
+        }),
         "TOGGLE" if duration.is_none() => Ok(OutputAction::Toggle),
         "TOGGLE" => Err("TOGGLE takes no seconds".into()),
         _ => Err(format!("{state:?} is not ON, OFF or TOGGLE")),
@@ -185,9 +200,13 @@ pub struct SmsRejection {
 
 /// Parses and validates `{"to":"…","text":"…","id":"…"}` (`id` optional, string or number).
 pub fn parse_sms_request(payload: &[u8]) -> Result<SmsRequest, SmsRejection> {
-    let reject = |id: Option<String>, to: Option<String>, error: String| SmsRejection { id, to, error };
+    let reject =
+        |id: Option<String>, to: Option<String>, error: String| SmsRejection { id, to, error };
     if payload.len() > MAX_SMS_REQUEST_BYTES {
-        let error = format!("the payload is {} bytes, too long for an SMS request", payload.len());
+        let error = format!(
+            "the payload is {} bytes, too long for an SMS request",
+            payload.len()
+        );
         return Err(reject(None, None, error));
     }
     let value: Value = serde_json::from_slice(payload)
@@ -197,7 +216,10 @@ pub fn parse_sms_request(payload: &[u8]) -> Result<SmsRequest, SmsRejection> {
         Some(Value::Number(n)) => Some(n.to_string()),
         _ => None,
     };
-    let to = value.get("to").and_then(Value::as_str).map(|s| s.trim().to_string());
+    let to = value
+        .get("to")
+        .and_then(Value::as_str)
+        .map(|s| s.trim().to_string());
     let Some(to) = to else {
         return Err(reject(id, None, "\"to\" is missing or not a string".into()));
     };
@@ -205,24 +227,35 @@ pub fn parse_sms_request(payload: &[u8]) -> Result<SmsRequest, SmsRejection> {
         return Err(reject(id, Some(to), error));
     }
     let Some(text) = value.get("text").and_then(Value::as_str) else {
-        return Err(reject(id, Some(to), "\"text\" is missing or not a string".into()));
+        return Err(reject(
+            id,
+            Some(to),
+            "\"text\" is missing or not a string".into(),
+        ));
     };
     let chars = text.chars().count();
     if chars == 0 {
         return Err(reject(id, Some(to), "\"text\" is empty".into()));
     }
     if chars > MAX_SMS_TEXT_CHARS {
-        let error = format!("\"text\" has {chars} characters, at most {MAX_SMS_TEXT_CHARS} may be sent");
+        let error =
+            format!("\"text\" has {chars} characters, at most {MAX_SMS_TEXT_CHARS} may be sent");
         return Err(reject(id, Some(to), error));
     }
-    Ok(SmsRequest { to, text: text.to_string(), id })
+    Ok(SmsRequest {
+        to,
+        text: text.to_string(),
+        id,
+    })
 }
 
 /// A number may be written with spaces, dashes, dots, brackets and a leading `+`; anything else
 /// (letters above all) means it is not a number we can send to.
 fn check_number(to: &str) -> Result<(), String> {
     let body = to.strip_prefix('+').unwrap_or(to);
-    let well_formed = body.chars().all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-' | '.' | '(' | ')'));
+    let well_formed = body
+        .chars()
+        .all(|c| c.is_ascii_digit() || matches!(c, ' ' | '-' | '.' | '(' | ')'));
     let digits = crate::phone::digits(body).len();
     if !well_formed || !(3..=20).contains(&digits) {
         return Err(format!("{to:?} is not a phone number"));
@@ -236,7 +269,10 @@ mod tests {
     use crate::bus::{Call, IncomingSms, ModemStatus, ScriptKind, ScriptStatus, SmsStatus};
 
     fn set(on: bool, seconds: Option<u64>) -> OutputAction {
-        OutputAction::Set { on, duration: seconds.map(Duration::from_secs) }
+        OutputAction::Set {
+            on,
+            duration: seconds.map(Duration::from_secs),
+        }
     }
 
     #[test]
@@ -248,13 +284,25 @@ mod tests {
 
     #[test]
     fn json_output_commands_may_carry_a_duration() {
-        assert_eq!(parse_output_command(br#"{"state":"ON","seconds":5}"#), Ok(set(true, Some(5))));
+        assert_eq!(
+            parse_output_command(br#"{"state":"ON","seconds":5}"#),
+            Ok(set(true, Some(5)))
+        );
         assert_eq!(
             parse_output_command(br#" {"state":"on","seconds":0.5} "#),
-            Ok(OutputAction::Set { on: true, duration: Some(Duration::from_millis(500)) })
+            Ok(OutputAction::Set {
+                on: true,
+                duration: Some(Duration::from_millis(500))
+            })
         );
-        assert_eq!(parse_output_command(br#"{"state":"OFF"}"#), Ok(set(false, None)));
-        assert_eq!(parse_output_command(br#"{"state":"TOGGLE","seconds":null}"#), Ok(OutputAction::Toggle));
+        assert_eq!(
+            parse_output_command(br#"{"state":"OFF"}"#),
+            Ok(set(false, None))
+        );
+        assert_eq!(
+            parse_output_command(br#"{"state":"TOGGLE","seconds":null}"#),
+            Ok(OutputAction::Toggle)
+        );
     }
 
     #[test]
@@ -272,7 +320,11 @@ mod tests {
             br#"{"state":"ON","seconds":1e300}"#,
             br#"{"state":"TOGGLE","seconds":5}"#,
         ] {
-            assert!(parse_output_command(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_output_command(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         assert!(parse_output_command(&vec![b'O'; 1 << 20]).is_err());
     }
@@ -281,17 +333,29 @@ mod tests {
     fn sms_requests_are_validated() {
         assert_eq!(
             parse_sms_request(br#"{"to":" +44 7700-900123 ","text":"hi","id":"r1"}"#),
-            Ok(SmsRequest { to: "+44 7700-900123".into(), text: "hi".into(), id: Some("r1".into()) })
+            Ok(SmsRequest {
+                to: "+44 7700-900123".into(),
+                text: "hi".into(),
+                id: Some("r1".into())
+            })
         );
-        assert_eq!(parse_sms_request(br#"{"to":"112","text":"x","id":7}"#).map(|r| r.id), Ok(Some("7".into())));
+        assert_eq!(
+            parse_sms_request(br#"{"to":"112","text":"x","id":7}"#).map(|r| r.id),
+            Ok(Some("7".into()))
+        );
         let long = "é".repeat(MAX_SMS_TEXT_CHARS);
         assert!(parse_sms_request(json!({"to":"123","text":long}).to_string().as_bytes()).is_ok());
     }
 
     #[test]
     fn bad_sms_requests_are_rejected_with_the_id_and_a_reason() {
-        let rejected = |payload: &str| parse_sms_request(payload.as_bytes()).err().map(|r| (r.id, r.error));
-        let too_long = json!({"to":"123","text":"x".repeat(MAX_SMS_TEXT_CHARS + 1),"id":"a"}).to_string();
+        let rejected = |payload: &str| {
+            parse_sms_request(payload.as_bytes())
+                .err()
+                .map(|r| (r.id, r.error))
+        };
+        let too_long =
+            json!({"to":"123","text":"x".repeat(MAX_SMS_TEXT_CHARS + 1),"id":"a"}).to_string();
         for payload in [
             r#"{"to":"12ab34","text":"x","id":"a"}"#,
             r#"{"text":"x","id":"a"}"#,
@@ -315,10 +379,36 @@ mod tests {
     #[test]
     fn state_events_are_retained_and_plain() {
         let t = Topics::new("g/d");
-        let out = for_event(&t, &Event::OutputChanged { name: "relay".into(), on: true });
-        assert_eq!(out, Some(Outgoing { topic: "g/d/output/relay".into(), payload: b"ON".to_vec(), retain: true }));
-        let out = for_event(&t, &Event::InputChanged { name: "door".into(), on: false });
-        assert_eq!(out, Some(Outgoing { topic: "g/d/input/door".into(), payload: b"OFF".to_vec(), retain: true }));
+        let out = for_event(
+            &t,
+            &Event::OutputChanged {
+                name: "relay".into(),
+                on: true,
+            },
+        );
+        assert_eq!(
+            out,
+            Some(Outgoing {
+                topic: "g/d/output/relay".into(),
+                payload: b"ON".to_vec(),
+                retain: true
+            })
+        );
+        let out = for_event(
+            &t,
+            &Event::InputChanged {
+                name: "door".into(),
+                on: false,
+            },
+        );
+        assert_eq!(
+            out,
+            Some(Outgoing {
+                topic: "g/d/input/door".into(),
+                payload: b"OFF".to_vec(),
+                retain: true
+            })
+        );
     }
 
     #[test]
@@ -333,7 +423,10 @@ mod tests {
         let out = for_event(&Topics::new("g/d"), &Event::Modem(status));
         let out = out.unwrap_or_else(|| Outgoing::state(String::new(), ""));
         assert!(out.retain);
-        assert_eq!(json_of(&out), json!({"registered":true,"roaming":false,"operator":"Op","signal_dbm":-71}));
+        assert_eq!(
+            json_of(&out),
+            json!({"registered":true,"roaming":false,"operator":"Op","signal_dbm":-71})
+        );
         assert!(!String::from_utf8_lossy(&out.payload).contains("350000000000001"));
     }
 
@@ -341,8 +434,15 @@ mod tests {
     fn sms_and_call_events_are_json_and_not_retained() {
         let t = Topics::new("g/d");
         let time = chrono::DateTime::parse_from_rfc3339("2024-05-01T10:00:00+02:00").ok();
-        let sms = IncomingSms { id: 4, from: "+4470".into(), text: "hi".into(), time, incomplete: false };
-        let out = for_event(&t, &Event::SmsReceived(sms)).unwrap_or_else(|| Outgoing::state(String::new(), ""));
+        let sms = IncomingSms {
+            id: 4,
+            from: "+4470".into(),
+            text: "hi".into(),
+            time,
+            incomplete: false,
+        };
+        let out = for_event(&t, &Event::SmsReceived(sms))
+            .unwrap_or_else(|| Outgoing::state(String::new(), ""));
         assert_eq!(out.topic, "g/d/sms/received");
         assert!(!out.retain);
         assert_eq!(
@@ -350,9 +450,21 @@ mod tests {
             json!({"event_type":"received","from":"+4470","text":"hi","time":"2024-05-01T10:00:00+02:00","id":4})
         );
         let out = for_event(&t, &Event::CallRinging(Call { id: 1, from: None }));
-        assert_eq!(out.as_ref().map(json_of), Some(json!({"event_type":"ringing","from":null})));
-        let out = for_event(&t, &Event::CallEnded(Call { id: 1, from: Some("+1".into()) }));
-        assert_eq!(out.as_ref().map(json_of), Some(json!({"event_type":"ended","from":"+1"})));
+        assert_eq!(
+            out.as_ref().map(json_of),
+            Some(json!({"event_type":"ringing","from":null}))
+        );
+        let out = for_event(
+            &t,
+            &Event::CallEnded(Call {
+                id: 1,
+                from: Some("+1".into()),
+            }),
+        );
+        assert_eq!(
+            out.as_ref().map(json_of),
+            Some(json!({"event_type":"ended","from":"+1"}))
+        );
     }
 
     #[test]
@@ -369,9 +481,20 @@ mod tests {
             out.as_ref().map(json_of),
             Some(json!({"id":"r","status":"failed","error":"no credit","to":"+1"}))
         );
-        let script = ScriptStatus { kind: ScriptKind::Rule, name: "night".into(), generation: 3, error: None };
+        let script = ScriptStatus {
+            kind: ScriptKind::Rule,
+            name: "night".into(),
+            generation: 3,
+            error: None,
+        };
         let out = for_event(&t, &Event::Script(script));
-        assert_eq!(out.as_ref().map(|o| (o.topic.as_str(), o.retain)), Some(("g/d/rules/night", true)));
-        assert_eq!(out.as_ref().map(json_of), Some(json!({"state":"loaded","error":null,"generation":3})));
+        assert_eq!(
+            out.as_ref().map(|o| (o.topic.as_str(), o.retain)),
+            Some(("g/d/rules/night", true))
+        );
+        assert_eq!(
+            out.as_ref().map(json_of),
+            Some(json!({"state":"loaded","error":null,"generation":3}))
+        );
     }
 }

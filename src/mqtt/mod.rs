@@ -25,7 +25,9 @@ use crate::bus::{Bus, Command};
 use crate::config::{MqttConfig, MqttMode};
 
 pub use bridge::{Backoff, Outbox, EVENT_QUEUE_LIMIT};
-pub use messages::{parse_output_command, parse_sms_request, Outgoing, SmsRejection, SmsRequest, MAX_SMS_TEXT_CHARS};
+pub use messages::{
+    parse_output_command, parse_sms_request, Outgoing, SmsRejection, SmsRequest, MAX_SMS_TEXT_CHARS,
+};
 pub use topics::{check_suffix, CommandTopic, Topics};
 
 /// Large enough for any command we accept and then some: an oversized message (a 1 MB
@@ -85,10 +87,22 @@ impl MqttHandle {
     /// Publishes `payload` on `<p>/<topic_suffix>` (QoS 1). Retained messages are state: kept
     /// and re-published on every reconnect (the latest wins). Others are events: queued while
     /// the broker is away. Returns once the bridge has taken the message.
-    pub async fn publish(&self, topic_suffix: &str, payload: Vec<u8>, retain: bool) -> Result<(), MqttError> {
+    pub async fn publish(
+        &self,
+        topic_suffix: &str,
+        payload: Vec<u8>,
+        retain: bool,
+    ) -> Result<(), MqttError> {
         check_suffix(topic_suffix).map_err(MqttError::InvalidTopic)?;
-        let out = Outgoing { topic: self.topics.under(topic_suffix), payload, retain };
-        self.requests.send(out).await.map_err(|_| MqttError::Stopped)
+        let out = Outgoing {
+            topic: self.topics.under(topic_suffix),
+            payload,
+            retain,
+        };
+        self.requests
+            .send(out)
+            .await
+            .map_err(|_| MqttError::Stopped)
     }
 }
 
@@ -103,8 +117,14 @@ pub struct BrokerAddress {
 /// Parses `mqtt://host[:port]` (default 1883) or `mqtts://host[:port]` (default 8883); IPv6
 /// hosts in brackets.
 pub fn parse_url(url: &str) -> Result<BrokerAddress, MqttError> {
-    let invalid = |reason: &str| MqttError::InvalidUrl { url: url.to_string(), reason: reason.to_string() };
-    let (scheme, rest) = url.trim().split_once("://").ok_or_else(|| invalid("no scheme"))?;
+    let invalid = |reason: &str| MqttError::InvalidUrl {
+        url: url.to_string(),
+        reason: reason.to_string(),
+    };
+    let (scheme, rest) = url
+        .trim()
+        .split_once("://")
+        .ok_or_else(|| invalid("no scheme"))?;
     let (tls, default_port) = match scheme.to_ascii_lowercase().as_str() {
         "mqtt" | "tcp" => (false, 1883),
         "mqtts" | "ssl" => (true, 8883),
@@ -112,13 +132,22 @@ pub fn parse_url(url: &str) -> Result<BrokerAddress, MqttError> {
     };
     let authority = rest.trim_end_matches('/');
     if authority.contains(['/', '@', '?']) {
-        return Err(invalid("only host and port are allowed (credentials go in mqtt.username/password)"));
+        return Err(invalid(
+            "only host and port are allowed (credentials go in mqtt.username/password)",
+        ));
     }
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         let (host, after) = v6.split_once(']').ok_or_else(|| invalid("unclosed ["))?;
         match after {
             "" => (host, None),
-            _ => (host, Some(after.strip_prefix(':').ok_or_else(|| invalid("junk after ]"))?)),
+            _ => (
+                host,
+                Some(
+                    after
+                        .strip_prefix(':')
+                        .ok_or_else(|| invalid("junk after ]"))?,
+                ),
+            ),
         }
     } else {
         match authority.rsplit_once(':') {
@@ -131,12 +160,24 @@ pub fn parse_url(url: &str) -> Result<BrokerAddress, MqttError> {
     }
     let port = match port {
         None => default_port,
-        Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| invalid("bad port"))?,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| invalid("bad port"))?,
     };
-    Ok(BrokerAddress { host: host.to_string(), port, tls })
+    Ok(BrokerAddress {
+        host: host.to_string(),
+        port,
+        tls,
+    })
 }
 
-fn mqtt_options(cfg: &MqttConfig, device_id: &str, topics: &Topics) -> Result<MqttOptions, MqttError> {
+fn mqtt_options(
+    cfg: &MqttConfig,
+    device_id: &str,
+    topics: &Topics,
+) -> Result<MqttOptions, MqttError> {
     let address = parse_url(&cfg.url)?;
     let client_id = match cfg.client_id.trim() {
         "" => format!("gsmgw-{device_id}"),
@@ -144,20 +185,31 @@ fn mqtt_options(cfg: &MqttConfig, device_id: &str, topics: &Topics) -> Result<Mq
     };
     // rumqttc sends keep-alive as u16 seconds.
     if cfg.keep_alive_s > u64::from(u16::MAX) {
-        return Err(MqttError::InvalidConfig { key: "keep_alive_s", reason: "at most 65535".into() });
+        return Err(MqttError::InvalidConfig {
+            key: "keep_alive_s",
+            reason: "at most 65535".into(),
+        });
     }
     let mut options = MqttOptions::new(client_id, address.host, address.port);
     options
         .set_keep_alive(Duration::from_secs(cfg.keep_alive_s))
         .set_clean_session(true)
         .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
-        .set_last_will(LastWill::new(topics.status(), "offline", QoS::AtLeastOnce, true));
+        .set_last_will(LastWill::new(
+            topics.status(),
+            "offline",
+            QoS::AtLeastOnce,
+            true,
+        ));
     match (&cfg.username, &cfg.password) {
         (Some(user), password) => {
             options.set_credentials(user.clone(), password.clone().unwrap_or_default());
         }
         (None, Some(_)) => {
-            return Err(MqttError::InvalidConfig { key: "password", reason: "a password needs a username".into() })
+            return Err(MqttError::InvalidConfig {
+                key: "password",
+                reason: "a password needs a username".into(),
+            })
         }
         (None, None) => {}
     }
@@ -188,7 +240,11 @@ pub fn spawn(
     let (client, eventloop) = AsyncClient::new(options, CLIENT_QUEUE);
     let (requests_tx, requests_rx) = mpsc::channel(HANDLE_QUEUE);
     let connected = Arc::new(AtomicBool::new(false));
-    let handle = MqttHandle { topics: topics.clone(), requests: requests_tx.clone(), connected: connected.clone() };
+    let handle = MqttHandle {
+        topics: topics.clone(),
+        requests: requests_tx.clone(),
+        connected: connected.clone(),
+    };
     let parts = bridge::Parts {
         client,
         eventloop,
@@ -209,21 +265,51 @@ mod tests {
 
     #[test]
     fn urls_give_host_port_and_tls() {
-        let addr = |host: &str, port, tls| BrokerAddress { host: host.into(), port, tls };
-        assert_eq!(parse_url("mqtt://broker:1884").ok(), Some(addr("broker", 1884, false)));
-        assert_eq!(parse_url("mqtt://broker").ok(), Some(addr("broker", 1883, false)));
-        assert_eq!(parse_url("mqtts://broker/").ok(), Some(addr("broker", 8883, true)));
-        assert_eq!(parse_url("mqtt://[::1]:1999").ok(), Some(addr("::1", 1999, false)));
-        for bad in ["broker:1883", "http://b", "mqtt://", "mqtt://b:0", "mqtt://b:x", "mqtt://u:p@b", "mqtt://[::1"] {
+        let addr = |host: &str, port, tls| BrokerAddress {
+            host: host.into(),
+            port,
+            tls,
+        };
+        assert_eq!(
+            parse_url("mqtt://broker:1884").ok(),
+            Some(addr("broker", 1884, false))
+        );
+        assert_eq!(
+            parse_url("mqtt://broker").ok(),
+            Some(addr("broker", 1883, false))
+        );
+        assert_eq!(
+            parse_url("mqtts://broker/").ok(),
+            Some(addr("broker", 8883, true))
+        );
+        assert_eq!(
+            parse_url("mqtt://[::1]:1999").ok(),
+            Some(addr("::1", 1999, false))
+        );
+        for bad in [
+            "broker:1883",
+            "http://b",
+            "mqtt://",
+            "mqtt://b:0",
+            "mqtt://b:x",
+            "mqtt://u:p@b",
+            "mqtt://[::1",
+        ] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn on_demand_mode_is_refused_for_now() {
-        let cfg = MqttConfig { mode: MqttMode::OnDemand, ..Default::default() };
+        let cfg = MqttConfig {
+            mode: MqttMode::OnDemand,
+            ..Default::default()
+        };
         let (tx, _rx) = mpsc::channel(1);
         let spawned = spawn(&cfg, "gw", &Bus::new(), tx, std::future::pending());
-        assert!(matches!(spawned, Err(MqttError::UnsupportedMode(MqttMode::OnDemand))));
+        assert!(matches!(
+            spawned,
+            Err(MqttError::UnsupportedMode(MqttMode::OnDemand))
+        ));
     }
 }

@@ -21,7 +21,9 @@ pub enum CommandTopic<'a> {
 impl Topics {
     /// The topics under `prefix` (already `<prefix>/<device_id>`, no trailing `/`).
     pub fn new(prefix: impl Into<String>) -> Self {
-        Self { prefix: prefix.into() }
+        Self {
+            prefix: prefix.into(),
+        }
     }
 
     /// `<p>`.
@@ -86,7 +88,9 @@ impl Topics {
 
     /// Which command `topic` carries, if it is one of ours.
     pub fn classify<'t>(&self, topic: &'t str) -> Option<CommandTopic<'t>> {
-        let rest = topic.strip_prefix(self.prefix.as_str())?.strip_prefix('/')?;
+        let rest = topic
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix('/')?;
         if rest == "sms/send" {
             return Some(CommandTopic::SmsSend);
         }
@@ -125,15 +129,27 @@ mod tests {
         assert_eq!(t.sms_received(), "gsmgw/gate/sms/received");
         assert_eq!(t.sms_sent(), "gsmgw/gate/sms/sent");
         assert_eq!(t.call(), "gsmgw/gate/call");
-        assert_eq!(t.script(ScriptKind::Plugin, "rtu5024"), "gsmgw/gate/plugins/rtu5024");
-        assert_eq!(t.script(ScriptKind::Rule, "night"), "gsmgw/gate/rules/night");
+        assert_eq!(
+            t.script(ScriptKind::Plugin, "rtu5024"),
+            "gsmgw/gate/plugins/rtu5024"
+        );
+        assert_eq!(
+            t.script(ScriptKind::Rule, "night"),
+            "gsmgw/gate/rules/night"
+        );
     }
 
     #[test]
     fn command_topics_are_recognised_only_under_our_prefix() {
         let t = Topics::new("gsmgw/gate");
-        assert_eq!(t.classify("gsmgw/gate/output/relay1/set"), Some(CommandTopic::OutputSet("relay1")));
-        assert_eq!(t.classify("gsmgw/gate/sms/send"), Some(CommandTopic::SmsSend));
+        assert_eq!(
+            t.classify("gsmgw/gate/output/relay1/set"),
+            Some(CommandTopic::OutputSet("relay1"))
+        );
+        assert_eq!(
+            t.classify("gsmgw/gate/sms/send"),
+            Some(CommandTopic::SmsSend)
+        );
         assert_eq!(t.classify("gsmgw/gateway/sms/send"), None);
         assert_eq!(t.classify("gsmgw/other/output/relay1/set"), None);
         assert_eq!(t.classify("gsmgw/gate/output//set"), None);

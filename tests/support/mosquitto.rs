@@ -48,13 +48,19 @@ impl Mosquitto {
         };
         let dir = tempfile::tempdir().expect("temp dir for mosquitto");
         let port = free_port();
+        // The log goes to stderr, which we write to a file: run as root, Mosquitto drops to
+        // its own user and could not open a file in our temp dir.
         let config = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest file {}\n",
-            dir.path().join("mosquitto.log").display()
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n"
         );
         std::fs::write(dir.path().join("mosquitto.conf"), config).expect("write mosquitto.conf");
         let child = spawn(&binary, dir.path());
-        let mut mosquitto = Mosquitto { port, binary, child, dir };
+        let mut mosquitto = Mosquitto {
+            port,
+            binary,
+            child,
+            dir,
+        };
         mosquitto.wait_until_ready();
         Some(mosquitto)
     }
@@ -83,6 +89,19 @@ impl Mosquitto {
         std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
     }
 
+    /// Waits (bounded) until Mosquitto's log contains `needle`; false if it never does.
+    pub fn wait_for_log(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !self.log().contains(needle) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            // A bounded poll: the log file is the only view into what Mosquitto decided.
+            std::thread::sleep(POLL_INTERVAL);
+        }
+        true
+    }
+
     fn wait_until_ready(&mut self) {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
@@ -93,7 +112,11 @@ impl Mosquitto {
                 panic!("mosquitto exited with {status}:\n{}", self.log());
             }
             if Instant::now() >= deadline {
-                panic!("mosquitto not accepting on port {} after {READY_TIMEOUT:?}:\n{}", self.port, self.log());
+                panic!(
+                    "mosquitto not accepting on port {} after {READY_TIMEOUT:?}:\n{}",
+                    self.port,
+                    self.log()
+                );
             }
             // A bounded poll for the listener to appear: Mosquitto gives no readiness signal.
             std::thread::sleep(POLL_INTERVAL);
@@ -102,12 +125,17 @@ impl Mosquitto {
 }
 
 fn spawn(binary: &Path, dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("mosquitto.log"))
+        .expect("open mosquitto.log");
     Command::new(binary)
         .arg("-c")
         .arg(dir.join("mosquitto.conf"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("spawn mosquitto")
 }
