@@ -1,0 +1,168 @@
+//! The topic tree under `<prefix>/<device_id>`: building the topics we publish and recognising
+//! the ones we are subscribed to.
+
+use crate::bus::ScriptKind;
+
+/// The topics of one gateway, all under `<prefix>/<device_id>` (`p`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    prefix: String,
+}
+
+/// What a message that arrived on one of our subscriptions asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandTopic<'a> {
+    /// `<p>/output/<name>/set`.
+    OutputSet(&'a str),
+    /// `<p>/sms/send`.
+    SmsSend,
+}
+
+impl Topics {
+    /// The topics under `prefix` (already `<prefix>/<device_id>`, no trailing `/`).
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// `<p>`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `<p>/<suffix>`.
+    pub fn under(&self, suffix: &str) -> String {
+        format!("{}/{}", self.prefix, suffix)
+    }
+
+    /// `<p>/status`: `online` | `offline`, retained, the last will.
+    pub fn status(&self) -> String {
+        self.under("status")
+    }
+
+    /// `<p>/output/<name>`.
+    pub fn output(&self, name: &str) -> String {
+        format!("{}/output/{name}", self.prefix)
+    }
+
+    /// `<p>/output/+/set`, the subscription for output commands.
+    pub fn output_set_filter(&self) -> String {
+        self.under("output/+/set")
+    }
+
+    /// `<p>/input/<name>`.
+    pub fn input(&self, name: &str) -> String {
+        format!("{}/input/{name}", self.prefix)
+    }
+
+    /// `<p>/modem`.
+    pub fn modem(&self) -> String {
+        self.under("modem")
+    }
+
+    /// `<p>/sms/received`.
+    pub fn sms_received(&self) -> String {
+        self.under("sms/received")
+    }
+
+    /// `<p>/sms/send`, where requests to send an SMS arrive.
+    pub fn sms_send(&self) -> String {
+        self.under("sms/send")
+    }
+
+    /// `<p>/sms/sent`, where the outcome of each request is reported.
+    pub fn sms_sent(&self) -> String {
+        self.under("sms/sent")
+    }
+
+    /// `<p>/call`.
+    pub fn call(&self) -> String {
+        self.under("call")
+    }
+
+    /// `<p>/plugins/<name>` or `<p>/rules/<name>`.
+    pub fn script(&self, kind: ScriptKind, name: &str) -> String {
+        format!("{}/{}/{name}", self.prefix, kind.topic())
+    }
+
+    /// Which command `topic` carries, if it is one of ours.
+    pub fn classify<'t>(&self, topic: &'t str) -> Option<CommandTopic<'t>> {
+        let rest = topic
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix('/')?;
+        if rest == "sms/send" {
+            return Some(CommandTopic::SmsSend);
+        }
+        let name = rest.strip_prefix("output/")?.strip_suffix("/set")?;
+        (!name.is_empty() && !name.contains('/')).then_some(CommandTopic::OutputSet(name))
+    }
+}
+
+/// Checks a topic suffix given by a script or the app: one or more non-empty levels, no
+/// wildcards (a publish to a wildcard topic is a protocol error that would drop the connection).
+pub fn check_suffix(suffix: &str) -> Result<(), String> {
+    if suffix.is_empty() {
+        return Err("the topic is empty".into());
+    }
+    if suffix.contains(['+', '#', '\0']) {
+        return Err(format!("the topic {suffix:?} contains a wildcard or NUL"));
+    }
+    if suffix.split('/').any(str::is_empty) {
+        return Err(format!("the topic {suffix:?} has an empty level"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_are_built_under_the_prefix() {
+        let t = Topics::new("gsmgw/gate");
+        assert_eq!(t.status(), "gsmgw/gate/status");
+        assert_eq!(t.output("relay1"), "gsmgw/gate/output/relay1");
+        assert_eq!(t.output_set_filter(), "gsmgw/gate/output/+/set");
+        assert_eq!(t.input("door"), "gsmgw/gate/input/door");
+        assert_eq!(t.modem(), "gsmgw/gate/modem");
+        assert_eq!(t.sms_received(), "gsmgw/gate/sms/received");
+        assert_eq!(t.sms_sent(), "gsmgw/gate/sms/sent");
+        assert_eq!(t.call(), "gsmgw/gate/call");
+        assert_eq!(
+            t.script(ScriptKind::Plugin, "rtu5024"),
+            "gsmgw/gate/plugins/rtu5024"
+        );
+        assert_eq!(
+            t.script(ScriptKind::Rule, "night"),
+            "gsmgw/gate/rules/night"
+        );
+    }
+
+    #[test]
+    fn command_topics_are_recognised_only_under_our_prefix() {
+        let t = Topics::new("gsmgw/gate");
+        assert_eq!(
+            t.classify("gsmgw/gate/output/relay1/set"),
+            Some(CommandTopic::OutputSet("relay1"))
+        );
+        assert_eq!(
+            t.classify("gsmgw/gate/sms/send"),
+            Some(CommandTopic::SmsSend)
+        );
+        assert_eq!(t.classify("gsmgw/gateway/sms/send"), None);
+        assert_eq!(t.classify("gsmgw/other/output/relay1/set"), None);
+        assert_eq!(t.classify("gsmgw/gate/output//set"), None);
+        assert_eq!(t.classify("gsmgw/gate/output/a/b/set"), None);
+        assert_eq!(t.classify("gsmgw/gate/output/relay1"), None);
+    }
+
+    #[test]
+    fn suffixes_with_wildcards_or_empty_levels_are_refused() {
+        assert!(check_suffix("alarm").is_ok());
+        assert!(check_suffix("rules/night/state").is_ok());
+        for bad in ["", "a/+", "#", "a//b", "/a", "a/", "a\0b"] {
+            assert!(check_suffix(bad).is_err(), "{bad:?}");
+        }
+    }
+}
