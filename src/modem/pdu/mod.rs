@@ -608,7 +608,7 @@ fn semi_octet_digits(octets: &[u8], count: usize, field: &'static str) -> Result
             0xD => 'b',
             0xE => 'c',
             // Filler is allowed only as the last semi-octet.
-            _ if i + 1 == count || i + 2 == count && octet == 0xFF => continue,
+            _ if i + 1 == count => continue,
             _ => return Err(PduError::InvalidSemiOctet { field, octet }),
         };
         out.push(c);
