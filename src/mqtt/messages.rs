@@ -20,6 +20,7 @@ const MAX_OUTPUT_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
 /// A message to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
+    /// The full topic, prefix included.
     pub topic: String,
     pub payload: Vec<u8>,
     /// Retained messages are state (the latest wins); the others are events (each counts).
@@ -184,6 +185,7 @@ fn parse_output_json(text: &str) -> Result<OutputAction, String> {
 /// A request from `sms/send` that passed validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SmsRequest {
+    /// The number as given, trimmed (normalised later, by whoever sends).
     pub to: String,
     pub text: String,
     /// Echoed on `sms/sent` so that the requester can match the outcome.
@@ -193,8 +195,11 @@ pub struct SmsRequest {
 /// Why a `sms/send` request was refused, with what could be read of it for the reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SmsRejection {
+    /// The request's `id`, when it could be read.
     pub id: Option<String>,
+    /// The request's `to`, when it could be read.
     pub to: Option<String>,
+    /// What is wrong, for the requester.
     pub error: String,
 }
 

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use crate::bus::{Bus, Command};
 use crate::config::{MqttConfig, MqttMode};
 
-pub use bridge::{Backoff, Outbox, EVENT_QUEUE_LIMIT};
+pub use bridge::EVENT_QUEUE_LIMIT;
 pub use messages::{
     parse_output_command, parse_sms_request, Outgoing, SmsRejection, SmsRequest, MAX_SMS_TEXT_CHARS,
 };
@@ -109,8 +109,10 @@ impl MqttHandle {
 /// Where to connect, from `mqtt.url`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerAddress {
+    /// A host name or IP address (IPv6 without brackets).
     pub host: String,
     pub port: u16,
+    /// `mqtts://`: TLS with the system's root certificates.
     pub tls: bool,
 }
 
