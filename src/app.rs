@@ -45,7 +45,11 @@ pub struct Gateway {
 }
 
 /// Runs the gateway until `shutdown` resolves, then drains every task.
-pub async fn run(cfg: Config, opts: RunOptions, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    cfg: Config,
+    opts: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let gateway = start(cfg, opts).await?;
     shutdown.await;
     tracing::info!("shutting down");
@@ -54,10 +58,8 @@ pub async fn run(cfg: Config, opts: RunOptions, shutdown: impl Future<Output = (
 }
 
 /// A future that resolves when `rx` turns true (or its sender is gone).
-fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    }
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 /// Builds every task. Config problems were found before; what can fail here is the outside
@@ -89,7 +91,10 @@ pub async fn start(cfg: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
         None
     };
 
-    let restored = store.output_states().await.context("reading the saved output states")?;
+    let restored = store
+        .output_states()
+        .await
+        .context("reading the saved output states")?;
     let backend = match opts.gpio_backend {
         Some(b) => b,
         None => gpio::open_backend(&cfg).context("opening the GPIO backend")?,
@@ -132,10 +137,19 @@ pub async fn start(cfg: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
     );
     tasks.push(("modem", modem_task));
 
-    let handles = Handles { bus: bus.clone(), gpio, modem, store, mqtt };
+    let handles = Handles {
+        bus: bus.clone(),
+        gpio,
+        modem,
+        store,
+        mqtt,
+    };
 
     let router_handles = handles.clone();
-    tasks.push(("commands", tokio::spawn(route_commands(cmd_rx, router_handles))));
+    tasks.push((
+        "commands",
+        tokio::spawn(route_commands(cmd_rx, router_handles)),
+    ));
 
     let host = load_scripts(&cfg, &handles).await?;
     let (scripts_stop, scripts_stop_rx) = watch::channel(false);
@@ -163,7 +177,14 @@ pub async fn start(cfg: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
         Err(e) => tracing::error!(error = %e, "could not read undelivered messages"),
     }
 
-    Ok(Gateway { handles, scripts_stop, scripts_task, stop, tasks, store_thread })
+    Ok(Gateway {
+        handles,
+        scripts_stop,
+        scripts_task,
+        stop,
+        tasks,
+        store_thread,
+    })
 }
 
 impl Gateway {
@@ -175,14 +196,15 @@ impl Gateway {
             tracing::error!(error = %e, "the script task failed");
         }
         let _ = self.stop.send(true);
-        let Handles { store, .. } = self.handles;
         for (name, task) in self.tasks {
             if let Err(e) = task.await {
                 tracing::error!(task = name, error = %e, "task failed");
             }
         }
-        // The store thread ends when its last handle is gone.
-        drop(store);
+        // Last: every write the other tasks made on their way out is committed first.
+        if let Err(e) = self.handles.store.shutdown().await {
+            tracing::error!(error = %e, "the store did not shut down cleanly");
+        }
         let thread = self.store_thread;
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         tracing::info!("stopped");
@@ -198,7 +220,11 @@ pub async fn execute(h: &Handles, cmd: Command) {
                 tracing::warn!(output = %name, error = %e, "output command failed");
             }
         }
-        Command::SendSms { to, text, request_id } => {
+        Command::SendSms {
+            to,
+            text,
+            request_id,
+        } => {
             if let Err(e) = h.modem.queue_sms(&to, &text, request_id.as_deref()).await {
                 tracing::warn!(to = %to, error = %e, "SMS not queued");
             }
@@ -211,7 +237,11 @@ pub async fn execute(h: &Handles, cmd: Command) {
                 tracing::error!(scope = %scope, key = %key, error = %e, "could not save script data");
             }
         }
-        Command::MqttPublish { topic, payload, retain } => match &h.mqtt {
+        Command::MqttPublish {
+            topic,
+            payload,
+            retain,
+        } => match &h.mqtt {
             Some(m) => {
                 if let Err(e) = m.publish(&topic, payload, retain).await {
                     tracing::warn!(topic = %topic, error = %e, "MQTT publish failed");
@@ -377,7 +407,9 @@ pub fn check(path: &std::path::Path) -> CheckReport {
             continue;
         }
         match crate::lua::check_script(&script, &opts) {
-            Ok(()) => report.lines.push(format!("plugin {name}: {} compiles", script.display())),
+            Ok(()) => report
+                .lines
+                .push(format!("plugin {name}: {} compiles", script.display())),
             Err(e) => report.problems.push(e),
         }
     }

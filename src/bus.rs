@@ -99,19 +99,31 @@ pub enum Event {
     SmsStatus(SmsStatus),
     CallRinging(Call),
     CallEnded(Call),
-    InputChanged { name: String, on: bool },
-    OutputChanged { name: String, on: bool },
+    InputChanged {
+        name: String,
+        on: bool,
+    },
+    OutputChanged {
+        name: String,
+        on: bool,
+    },
     Modem(ModemStatus),
     Script(ScriptStatus),
     /// A message on a topic that a script subscribed to (topic relative to the prefix).
-    Mqtt { topic: String, payload: Vec<u8> },
+    Mqtt {
+        topic: String,
+        payload: Vec<u8>,
+    },
 }
 
 /// What to do with a named output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputAction {
     /// Switch on or off; with a duration, switch back after it (a pulse when `on`).
-    Set { on: bool, duration: Option<Duration> },
+    Set {
+        on: bool,
+        duration: Option<Duration>,
+    },
     /// Invert the current state.
     Toggle,
 }
@@ -119,14 +131,35 @@ pub enum OutputAction {
 /// A request to one of the owning tasks, routed by the app in the order it was issued.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    SetOutput { name: String, action: OutputAction },
-    SendSms { to: String, text: String, request_id: Option<String> },
-    RejectCall { call_id: u64 },
-    AnswerCall { call_id: u64 },
-    HangUp { call_id: u64 },
+    SetOutput {
+        name: String,
+        action: OutputAction,
+    },
+    SendSms {
+        to: String,
+        text: String,
+        request_id: Option<String>,
+    },
+    RejectCall {
+        call_id: u64,
+    },
+    AnswerCall {
+        call_id: u64,
+    },
+    HangUp {
+        call_id: u64,
+    },
     /// Persist a script's key/value datum (`value` is JSON; `None` deletes).
-    KvSet { scope: String, key: String, value: Option<String> },
-    MqttPublish { topic: String, payload: Vec<u8>, retain: bool },
+    KvSet {
+        scope: String,
+        key: String,
+        value: Option<String>,
+    },
+    MqttPublish {
+        topic: String,
+        payload: Vec<u8>,
+        retain: bool,
+    },
 }
 
 /// The fan-out of events to every subscriber.
@@ -171,10 +204,16 @@ mod tests {
         let mut a = bus.subscribe();
         let b = bus.subscribe();
         drop(b);
-        bus.publish(Event::InputChanged { name: "door".into(), on: true });
+        bus.publish(Event::InputChanged {
+            name: "door".into(),
+            on: true,
+        });
         assert_eq!(
             a.try_recv().ok(),
-            Some(Event::InputChanged { name: "door".into(), on: true })
+            Some(Event::InputChanged {
+                name: "door".into(),
+                on: true
+            })
         );
         assert_eq!(bus.lock().len(), 1);
     }

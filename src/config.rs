@@ -41,7 +41,10 @@ pub struct GatewayConfig {
 
 impl Default for GatewayConfig {
     fn default() -> Self {
-        Self { device_id: "gsmgw".into(), country_code: String::new() }
+        Self {
+            device_id: "gsmgw".into(),
+            country_code: String::new(),
+        }
     }
 }
 
@@ -139,7 +142,10 @@ pub struct GpioConfig {
 
 impl Default for GpioConfig {
     fn default() -> Self {
-        Self { backend: GpioBackendKind::Cdev, chip: PathBuf::from("/dev/gpiochip0") }
+        Self {
+            backend: GpioBackendKind::Cdev,
+            chip: PathBuf::from("/dev/gpiochip0"),
+        }
     }
 }
 
@@ -212,7 +218,9 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { path: PathBuf::from("/var/lib/gsmgw/gsmgw.db") }
+        Self {
+            path: PathBuf::from("/var/lib/gsmgw/gsmgw.db"),
+        }
     }
 }
 
@@ -336,10 +344,17 @@ pub struct Problem {
 pub enum ConfigError {
     /// The file could not be read or parsed, or a value has the wrong type.
     #[error("{file}: {key}: {message}")]
-    Parse { file: String, key: String, message: String },
+    Parse {
+        file: String,
+        key: String,
+        message: String,
+    },
     /// The file parsed but some values are not acceptable; every one is listed.
     #[error("{}", format_problems(.file, .problems))]
-    Invalid { file: String, problems: Vec<Problem> },
+    Invalid {
+        file: String,
+        problems: Vec<Problem>,
+    },
 }
 
 fn format_problems(file: &str, problems: &[Problem]) -> String {
@@ -406,7 +421,10 @@ impl Config {
         if problems.is_empty() {
             Ok(cfg)
         } else {
-            Err(ConfigError::Invalid { file: name.to_string(), problems })
+            Err(ConfigError::Invalid {
+                file: name.to_string(),
+                problems,
+            })
         }
     }
 
@@ -414,10 +432,16 @@ impl Config {
     pub fn validate(&self) -> Vec<Problem> {
         let mut out = Vec::new();
         let mut bad = |key: &str, message: String| {
-            out.push(Problem { key: key.to_string(), message })
+            out.push(Problem {
+                key: key.to_string(),
+                message,
+            })
         };
         let id = &self.gateway.device_id;
-        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
             bad(
                 "gateway.device_id",
@@ -426,10 +450,16 @@ impl Config {
         }
         let cc = &self.gateway.country_code;
         if !cc.chars().all(|c| c.is_ascii_digit()) || cc.len() > 3 {
-            bad("gateway.country_code", format!("{cc:?} must be 1-3 digits like \"44\", or empty"));
+            bad(
+                "gateway.country_code",
+                format!("{cc:?} must be 1-3 digits like \"44\", or empty"),
+            );
         }
         if self.modem.port.as_os_str().is_empty() {
-            bad("modem.port", "must name the serial device, e.g. /dev/ttyUSB0".into());
+            bad(
+                "modem.port",
+                "must name the serial device, e.g. /dev/ttyUSB0".into(),
+            );
         }
         if self.modem.baud == 0 {
             bad("modem.baud", "must be a baud rate like 115200".into());
@@ -462,22 +492,36 @@ impl Config {
         for (section, name, line) in named {
             let key = format!("{section}.{name}");
             if name.is_empty()
-                || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
             {
-                bad(&key, "names are letters, digits, '_' or '-' (they become MQTT topics)".into());
+                bad(
+                    &key,
+                    "names are letters, digits, '_' or '-' (they become MQTT topics)".into(),
+                );
             }
             if let LineId::Name(s) = line {
                 if s.trim().is_empty() {
-                    bad(&format!("{key}.line"), "must be a line offset or a line name".into());
+                    bad(
+                        &format!("{key}.line"),
+                        "must be a line offset or a line name".into(),
+                    );
                 }
             }
             if let Some(other) = lines.insert(line.to_string(), key.clone()) {
-                bad(&format!("{key}.line"), format!("line {line} is already used by {other}"));
+                bad(
+                    &format!("{key}.line"),
+                    format!("line {line} is already used by {other}"),
+                );
             }
         }
         if self.outputs.keys().any(|n| self.inputs.contains_key(n)) {
             for n in self.outputs.keys().filter(|n| self.inputs.contains_key(*n)) {
-                bad(&format!("inputs.{n}"), "an output has the same name; names must be unique".into());
+                bad(
+                    &format!("inputs.{n}"),
+                    "an output has the same name; names must be unique".into(),
+                );
             }
         }
         if self.lua.memory_limit_kb < 256 {
@@ -492,7 +536,10 @@ impl Config {
                 bad("lua.plugins", format!("{p:?} is listed twice"));
             }
             if p.is_empty() || p.contains('/') || p.contains('\\') || p.contains("..") {
-                bad("lua.plugins", format!("{p:?} must be a plugin name, not a path"));
+                bad(
+                    "lua.plugins",
+                    format!("{p:?} must be a plugin name, not a path"),
+                );
             }
         }
         if self.mqtt.enabled {
@@ -500,11 +547,17 @@ impl Config {
                 Some(("mqtt" | "mqtts", rest)) if !rest.is_empty() => {}
                 _ => bad(
                     "mqtt.url",
-                    format!("{:?} must look like mqtt://host:1883 or mqtts://host:8883", self.mqtt.url),
+                    format!(
+                        "{:?} must look like mqtt://host:1883 or mqtts://host:8883",
+                        self.mqtt.url
+                    ),
                 ),
             }
             if self.mqtt.prefix.is_empty() || self.mqtt.prefix.contains(['#', '+']) {
-                bad("mqtt.prefix", "must be non-empty and contain no MQTT wildcards".into());
+                bad(
+                    "mqtt.prefix",
+                    "must be non-empty and contain no MQTT wildcards".into(),
+                );
             }
         }
         out
@@ -527,14 +580,30 @@ impl Config {
 
 fn parse_error(file: &str, e: ::config::ConfigError) -> ConfigError {
     let (key, message) = match &e {
-        ::config::ConfigError::Type { key: Some(k), unexpected, expected, .. } => {
-            (k.clone(), format!("invalid type: {unexpected}, expected {expected}"))
-        }
-        ::config::ConfigError::At { error, key: Some(k), .. } => (k.clone(), error.to_string()),
-        ::config::ConfigError::At { error, key: None, .. } => ("-".into(), error.to_string()),
+        ::config::ConfigError::Type {
+            key: Some(k),
+            unexpected,
+            expected,
+            ..
+        } => (
+            k.clone(),
+            format!("invalid type: {unexpected}, expected {expected}"),
+        ),
+        ::config::ConfigError::At {
+            error,
+            key: Some(k),
+            ..
+        } => (k.clone(), error.to_string()),
+        ::config::ConfigError::At {
+            error, key: None, ..
+        } => ("-".into(), error.to_string()),
         other => ("-".into(), other.to_string()),
     };
-    ConfigError::Parse { file: file.to_string(), key, message }
+    ConfigError::Parse {
+        file: file.to_string(),
+        key,
+        message,
+    }
 }
 
 #[cfg(unix)]
@@ -586,9 +655,15 @@ url = "http://x"
         assert!(has("g.toml: gateway.device_id:"), "{lines:?}");
         assert!(has("g.toml: modem.baud:"), "{lines:?}");
         assert!(has("g.toml: modem.pin: must be 4 to 8 digits"), "{lines:?}");
-        assert!(has("g.toml: inputs.door.line: line 17 is already used by outputs.relay"), "{lines:?}");
+        assert!(
+            has("g.toml: inputs.door.line: line 17 is already used by outputs.relay"),
+            "{lines:?}"
+        );
         assert!(has("g.toml: mqtt.url:"), "{lines:?}");
-        assert!(!err.to_string().contains("\"12\""), "the PIN must not be echoed");
+        assert!(
+            !err.to_string().contains("\"12\""),
+            "the PIN must not be echoed"
+        );
     }
 
     #[test]

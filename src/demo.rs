@@ -53,30 +53,53 @@ pub async fn run(config: Option<PathBuf>, mqtt_port: u16) -> anyhow::Result<()> 
     #[cfg(not(feature = "embedded-broker"))]
     {
         let _ = mqtt_port;
-        println!("(built without the embedded broker: using {} from the config)", cfg.mqtt.url);
+        println!(
+            "(built without the embedded broker: using {} from the config)",
+            cfg.mqtt.url
+        );
     }
 
-    let (sim, sim_events) = SimModem::start(SimConfig::default()).context("starting the simulated modem")?;
+    let (sim, sim_events) =
+        SimModem::start(SimConfig::default()).context("starting the simulated modem")?;
     cfg.modem.port = sim.path().to_path_buf();
     let (backend, sim_gpio) = gpio::sim_backend(&cfg);
     let prefix = cfg.mqtt.topic_prefix(&cfg.gateway.device_id);
 
-    println!("gsmgw demo: simulated modem on {}, MQTT on {}", sim.path().display(), cfg.mqtt.url);
+    println!(
+        "gsmgw demo: simulated modem on {}, MQTT on {}",
+        sim.path().display(),
+        cfg.mqtt.url
+    );
     #[cfg(feature = "embedded-broker")]
-    println!("  (mosquitto_sub -p {} -t '{prefix}/#' -v  to watch from another terminal)", broker.port);
+    println!(
+        "  (mosquitto_sub -p {} -t '{prefix}/#' -v  to watch from another terminal)",
+        broker.port
+    );
     println!("  plugins: {}", cfg.lua.plugins.join(", "));
     for (name, section) in &cfg.plugins {
         if let Some(master) = section.get("master").and_then(|m| m.as_str()) {
             println!("  {name}: master number {master}");
         }
     }
-    println!("  outputs: {}", cfg.outputs.keys().cloned().collect::<Vec<_>>().join(", "));
-    println!("  inputs: {}", cfg.inputs.keys().cloned().collect::<Vec<_>>().join(", "));
+    println!(
+        "  outputs: {}",
+        cfg.outputs.keys().cloned().collect::<Vec<_>>().join(", ")
+    );
+    println!(
+        "  inputs: {}",
+        cfg.inputs.keys().cloned().collect::<Vec<_>>().join(", ")
+    );
     println!("{HELP}");
 
     let call_active = Arc::new(AtomicBool::new(false));
     let mqtt_url = cfg.mqtt.url.clone();
-    let gateway = app::start(cfg, RunOptions { gpio_backend: Some(backend) }).await?;
+    let gateway = app::start(
+        cfg,
+        RunOptions {
+            gpio_backend: Some(backend),
+        },
+    )
+    .await?;
     let printers = [
         tokio::spawn(print_sim(sim_events, call_active.clone())),
         tokio::spawn(print_bus(gateway.handles.bus.subscribe())),
@@ -94,7 +117,12 @@ pub async fn run(config: Option<PathBuf>, mqtt_port: u16) -> anyhow::Result<()> 
     Ok(())
 }
 
-async fn console(h: &app::Handles, sim: &SimHandle, sim_gpio: &SimGpio, call_active: &Arc<AtomicBool>) {
+async fn console(
+    h: &app::Handles,
+    sim: &SimHandle,
+    sim_gpio: &SimGpio,
+    call_active: &Arc<AtomicBool>,
+) {
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {
         let line = tokio::select! {
@@ -127,7 +155,10 @@ async fn console(h: &app::Handles, sim: &SimHandle, sim_gpio: &SimGpio, call_act
                     "withheld" | "-" => None,
                     n => Some(n.to_string()),
                 };
-                println!("→ call from {}", from.as_deref().unwrap_or("a withheld number"));
+                println!(
+                    "→ call from {}",
+                    from.as_deref().unwrap_or("a withheld number")
+                );
                 call_active.store(true, Ordering::SeqCst);
                 tokio::spawn(keep_ringing(sim.clone(), from, call_active.clone()));
             }
@@ -180,7 +211,10 @@ async fn keep_ringing(sim: SimHandle, from: Option<String>, active: Arc<AtomicBo
     }
 }
 
-async fn print_sim(mut events: tokio::sync::mpsc::UnboundedReceiver<SimEvent>, call_active: Arc<AtomicBool>) {
+async fn print_sim(
+    mut events: tokio::sync::mpsc::UnboundedReceiver<SimEvent>,
+    call_active: Arc<AtomicBool>,
+) {
     while let Some(ev) = events.recv().await {
         match ev {
             SimEvent::SmsSent { to, text, .. } => println!("← SMS to {to}: {text}"),
@@ -210,7 +244,12 @@ async fn print_bus(mut events: tokio::sync::mpsc::UnboundedReceiver<Event>) {
             }
             Event::Script(s) => match s.error {
                 Some(e) => println!("  {} {} failed: {e}", s.kind.topic(), s.name),
-                None => println!("  {} {} loaded (generation {})", s.kind.topic(), s.name, s.generation),
+                None => println!(
+                    "  {} {} loaded (generation {})",
+                    s.kind.topic(),
+                    s.name,
+                    s.generation
+                ),
             },
             _ => {}
         }
@@ -226,7 +265,11 @@ async fn print_mqtt(url: String, prefix: String) {
     else {
         return;
     };
-    let mut opts = rumqttc::MqttOptions::new(format!("gsmgw-demo-console-{}", std::process::id()), host, port);
+    let mut opts = rumqttc::MqttOptions::new(
+        format!("gsmgw-demo-console-{}", std::process::id()),
+        host,
+        port,
+    );
     opts.set_keep_alive(Duration::from_secs(30));
     let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 64);
     let topic = format!("{prefix}/#");

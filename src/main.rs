@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use gsmgw::config::Config;
 
 #[derive(Parser)]
-#[command(name = "gsmgw", version, about = "SMS and dial-in GSM gateway with GPIO, Lua plugins and MQTT")]
+#[command(
+    name = "gsmgw",
+    version,
+    about = "SMS and dial-in GSM gateway with GPIO, Lua plugins and MQTT"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -79,7 +83,10 @@ fn init_tracing(demo: bool) {
     let default = if demo { "gsmgw=warn" } else { "gsmgw=info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("GSMGW_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {

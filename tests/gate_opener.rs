@@ -85,14 +85,31 @@ struct Rig {
 }
 
 async fn start(mqtt_port: Option<u16>) -> Rig {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GSMGW_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("gsmgw=warn")),
+        )
+        .with_test_writer()
+        .try_init();
     let (sim, sim_events) = SimModem::start(SimConfig::default()).expect("sim modem starts");
     let dir = tempfile::tempdir().expect("temp dir");
     let cfg = config(&sim, dir.path(), mqtt_port);
     let (backend, _sim_gpio) = gpio::sim_backend(&cfg);
-    let gateway = app::start(cfg, RunOptions { gpio_backend: Some(backend) })
-        .await
-        .expect("gateway starts");
-    let mut rig = Rig { gateway, sim, sim_events, _dir: dir };
+    let gateway = app::start(
+        cfg,
+        RunOptions {
+            gpio_backend: Some(backend),
+        },
+    )
+    .await
+    .expect("gateway starts");
+    let mut rig = Rig {
+        gateway,
+        sim,
+        sim_events,
+        _dir: dir,
+    };
     // The modem is ready once the driver has read the IMEI and polled the network.
     let mut status = rig.gateway.handles.bus.subscribe();
     if !rig.gateway.handles.modem.status().ready {
@@ -143,7 +160,9 @@ async fn master_status_is_answered_and_a_stranger_gets_nothing() {
 
 #[tokio::test(start_paused = true)]
 async fn a_users_call_is_rejected_and_pulses_the_relay_seen_on_mqtt() {
-    let Some(broker) = mosquitto::Mosquitto::start() else { return };
+    let Some(broker) = mosquitto::Mosquitto::start() else {
+        return;
+    };
     let mut rig = start(Some(broker.port)).await;
 
     let mut opts = rumqttc::MqttOptions::new("observer", "127.0.0.1", broker.port);
@@ -166,7 +185,11 @@ async fn a_users_call_is_rejected_and_pulses_the_relay_seen_on_mqtt() {
     assert_eq!(first.as_deref(), Some("OFF"));
 
     // Configure by SMS with confirmations on, so each step is known to be done.
-    for cmd in ["TEXTRES ENABLE", &format!("ADD {USER_NATIONAL}"), "REJECT ALL"] {
+    for cmd in [
+        "TEXTRES ENABLE",
+        &format!("ADD {USER_NATIONAL}"),
+        "REJECT ALL",
+    ] {
         rig.sim.inject_sms(MASTER, cmd);
         let (to, _) = next_sms(&mut rig.sim_events).await;
         assert_eq!(to, MASTER);
@@ -185,14 +208,20 @@ async fn a_users_call_is_rejected_and_pulses_the_relay_seen_on_mqtt() {
         }
     })
     .await;
-    assert!(commands.iter().any(|c| c == "AT+CHUP"), "commands seen: {commands:?}");
+    assert!(
+        commands.iter().any(|c| c == "AT+CHUP"),
+        "commands seen: {commands:?}"
+    );
 
     let on = within(20, "relay ON on MQTT", relay.recv()).await;
     assert_eq!(on.as_deref(), Some("ON"));
     // RLYTIME defaults to 3 s: nothing may change before it has passed.
     tokio::time::advance(Duration::from_millis(2900)).await;
     let gpio = &rig.gateway.handles.gpio;
-    assert!(gpio.output("relay").await.expect("relay exists"), "the relay went off before RLYTIME");
+    assert!(
+        gpio.output("relay").await.expect("relay exists"),
+        "the relay went off before RLYTIME"
+    );
     tokio::time::advance(Duration::from_millis(200)).await;
     let off = within(20, "relay OFF on MQTT", relay.recv()).await;
     assert_eq!(off.as_deref(), Some("OFF"));

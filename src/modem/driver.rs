@@ -80,7 +80,11 @@ impl ModemHandle {
                 status,
             })
         };
-        match self.store.outbox_insert(to, text, request_id, Utc::now()).await {
+        match self
+            .store
+            .outbox_insert(to, text, request_id, Utc::now())
+            .await
+        {
             Ok(id) => {
                 self.bus.publish(status(id, SendStatus::Queued));
                 // A full channel already holds a wake-up, so a failed try_send loses nothing.
@@ -90,7 +94,8 @@ impl ModemHandle {
             Err(e) => {
                 if let StoreError::Capped { id, reason } = &e {
                     tracing::warn!(to, %reason, "outgoing SMS not sent: cap reached");
-                    self.bus.publish(status(*id, SendStatus::Failed(reason.clone())));
+                    self.bus
+                        .publish(status(*id, SendStatus::Failed(reason.clone())));
                 }
                 Err(e.into())
             }
@@ -139,7 +144,12 @@ pub fn spawn(
 ) -> (ModemHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(64);
     let (status_tx, status_rx) = watch::channel(ModemStatus::default());
-    let handle = ModemHandle { tx, status: status_rx, store: store.clone(), bus: bus.clone() };
+    let handle = ModemHandle {
+        tx,
+        status: status_rx,
+        store: store.clone(),
+        bus: bus.clone(),
+    };
     let driver = Driver {
         port_path: opts.modem.port.clone(),
         cfg: opts.modem,
@@ -251,7 +261,10 @@ impl Driver {
                     backoff = Duration::from_secs(1);
                     let end = self.session(&mut shutdown).await;
                     self.port = None;
-                    self.set_status(ModemStatus { imei: self.status.imei.clone(), ..Default::default() });
+                    self.set_status(ModemStatus {
+                        imei: self.status.imei.clone(),
+                        ..Default::default()
+                    });
                     self.end_call();
                     match end {
                         SessionEnd::Shutdown => return,
@@ -259,7 +272,9 @@ impl Driver {
                             tracing::warn!(port = %self.port_path.display(), error = %e, "modem port lost; reopening");
                         }
                         SessionEnd::Unresponsive => {
-                            tracing::warn!("modem stopped answering; it was reset, re-initialising");
+                            tracing::warn!(
+                                "modem stopped answering; it was reset, re-initialising"
+                            );
                         }
                     }
                 }
@@ -374,6 +389,9 @@ impl Driver {
                 AtEvent::Completed { id, result } => {
                     tracing::debug!(?id, ?result, "completion of an abandoned command");
                 }
+                AtEvent::Discarded { bytes } => {
+                    tracing::warn!(bytes, "the modem sent an overlong line; dropped");
+                }
             }
         }
         done
@@ -381,8 +399,13 @@ impl Driver {
 
     async fn flush_tx(&mut self) -> Result<(), CmdError> {
         while let Some(bytes) = self.engine.poll_transmit() {
-            let port = self.port.as_mut().ok_or_else(|| CmdError::Port("port closed".into()))?;
-            port.write_all(&bytes).await.map_err(|e| CmdError::Port(e.to_string()))?;
+            let port = self
+                .port
+                .as_mut()
+                .ok_or_else(|| CmdError::Port("port closed".into()))?;
+            port.write_all(&bytes)
+                .await
+                .map_err(|e| CmdError::Port(e.to_string()))?;
         }
         Ok(())
     }
@@ -419,7 +442,10 @@ impl Driver {
                 .poll_timeout()
                 .map(Instant::from_std)
                 .unwrap_or_else(|| Instant::now() + self.cfg.command_timeout());
-            let port = self.port.as_mut().ok_or_else(|| CmdError::Port("port closed".into()))?;
+            let port = self
+                .port
+                .as_mut()
+                .ok_or_else(|| CmdError::Port("port closed".into()))?;
             tokio::select! {
                 read = port.read(&mut buf) => match read {
                     Ok(0) => return Err(CmdError::Port("end of file".into())),
@@ -432,7 +458,8 @@ impl Driver {
     }
 
     async fn simple(&mut self, text: &str) -> Result<Response, CmdError> {
-        self.command(AtCommand::new(text.to_string(), self.cfg.command_timeout())).await
+        self.command(AtCommand::new(text.to_string(), self.cfg.command_timeout()))
+            .await
     }
 
     /// The init sequence. Failures of optional settings are logged, not fatal.
@@ -440,7 +467,10 @@ impl Driver {
         // Synchronise: a modem that just booted may drop the first command.
         let mut synced = false;
         for _ in 0..3 {
-            match self.command(AtCommand::new("AT".into(), Duration::from_secs(2))).await {
+            match self
+                .command(AtCommand::new("AT".to_string(), Duration::from_secs(2)))
+                .await
+            {
                 Ok(_) => {
                     synced = true;
                     break;
@@ -461,13 +491,18 @@ impl Driver {
         self.unlock_sim().await?;
         for (cmd, what) in [
             ("AT+CMGF=0", "PDU mode: SMS cannot be read or sent"),
-            ("AT+CNMI=2,1,0,2,0", "new-SMS indications: relying on the periodic sweep"),
+            (
+                "AT+CNMI=2,1,0,2,0",
+                "new-SMS indications: relying on the periodic sweep",
+            ),
             ("AT+CLIP=1", "caller ID: calls will look withheld"),
             ("AT+CREG=1", "registration reports"),
         ] {
             match self.simple(cmd).await {
                 Ok(_) => {}
-                Err(CmdError::At(e)) => tracing::warn!(command = cmd, error = ?e, "modem refused {what}"),
+                Err(CmdError::At(e)) => {
+                    tracing::warn!(command = cmd, error = ?e, "modem refused {what}")
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -476,7 +511,12 @@ impl Driver {
                 let imei = resp
                     .lines
                     .iter()
-                    .map(|l| l.trim().trim_start_matches("+CGSN:").trim().trim_matches('"'))
+                    .map(|l| {
+                        l.trim()
+                            .trim_start_matches("+CGSN:")
+                            .trim()
+                            .trim_matches('"')
+                    })
                     .find(|l| l.len() >= 14 && l.chars().all(|c| c.is_ascii_digit()))
                     .map(str::to_string);
                 self.status.imei = imei;
@@ -502,12 +542,18 @@ impl Driver {
             }
             Err(e) => return Err(e),
         };
-        let state = resp.lines.iter().find_map(|l| l.strip_prefix("+CPIN:")).map(str::trim);
+        let state = resp
+            .lines
+            .iter()
+            .find_map(|l| l.strip_prefix("+CPIN:"))
+            .map(str::trim);
         match state {
             Some("READY") | None => Ok(()),
             Some("SIM PIN") => {
                 let Some(pin) = self.cfg.pin.clone() else {
-                    tracing::error!("the SIM asks for a PIN (help: set modem.pin or GSMGW_MODEM__PIN)");
+                    tracing::error!(
+                        "the SIM asks for a PIN (help: set modem.pin or GSMGW_MODEM__PIN)"
+                    );
                     return Ok(());
                 };
                 match self.simple(&format!("AT+CPIN=\"{pin}\"")).await {
@@ -524,7 +570,10 @@ impl Driver {
                 }
             }
             Some(other) => {
-                tracing::error!(state = other, "the SIM is not ready (help: a PUK may be needed; unlock it in a phone)");
+                tracing::error!(
+                    state = other,
+                    "the SIM is not ready (help: a PUK may be needed; unlock it in a phone)"
+                );
                 Ok(())
             }
         }
@@ -568,7 +617,12 @@ impl Driver {
         tracing::warn!("resetting the modem (AT+CFUN=1,1)");
         self.engine.reset();
         self.unanswered = 0;
-        let _ = self.command(AtCommand::new("AT+CFUN=1,1".into(), Duration::from_secs(5))).await;
+        let _ = self
+            .command(AtCommand::new(
+                "AT+CFUN=1,1".to_string(),
+                Duration::from_secs(5),
+            ))
+            .await;
         self.engine.reset();
     }
 
@@ -625,7 +679,7 @@ impl Driver {
                 }
             }
             Urc::Ring | Urc::Cring { .. } => self.on_ring(None),
-            Urc::Clip { number } => self.on_ring(Some(number)),
+            Urc::Clip { number, .. } => self.on_ring(Some(number)),
             Urc::NoCarrier => self.end_call(),
             Urc::Creg { stat, .. } => {
                 let mut st = self.status.clone();
@@ -687,7 +741,11 @@ impl Driver {
         let deliver = match pdu::decode(hex, true) {
             Ok(Pdu::Deliver(d)) => d,
             Ok(Pdu::StatusReport(r)) => {
-                tracing::info!(message_ref = r.message_ref, status = r.status, "delivery report");
+                tracing::info!(
+                    message_ref = r.message_ref,
+                    status = r.status,
+                    "delivery report"
+                );
                 return Ok(());
             }
             Ok(Pdu::Submit(_)) => {
@@ -704,7 +762,7 @@ impl Driver {
                     sent_at: None,
                     incomplete: true,
                 };
-                if let InboxInsert::New(id) = self.store.inbox_insert(row).await? {
+                if let InboxInsert::New(id) = self.store.inbox_insert(&row).await? {
                     self.store.inbox_mark_delivered(id).await?;
                 }
                 return Ok(());
@@ -722,7 +780,7 @@ impl Driver {
                     text: deliver.text,
                     sent_at: deliver.timestamp,
                 };
-                if let PartInsert::Complete(id) = self.store.part_insert(part).await? {
+                if let PartInsert::Complete(id) = self.store.part_insert(&part).await? {
                     if let Some(row) = self.store.inbox_get(id).await? {
                         self.bus.publish(Event::SmsReceived(IncomingSms {
                             id,
@@ -742,7 +800,7 @@ impl Driver {
                     sent_at: deliver.timestamp,
                     incomplete: false,
                 };
-                match self.store.inbox_insert(row).await? {
+                match self.store.inbox_insert(&row).await? {
                     InboxInsert::New(id) => self.bus.publish(Event::SmsReceived(IncomingSms {
                         id,
                         from,
@@ -773,7 +831,10 @@ impl Driver {
         let mut lines = resp.lines.iter();
         while let Some(line) = lines.next() {
             if let Some(rest) = line.strip_prefix("+CMGL:") {
-                let index = rest.split(',').next().and_then(|s| s.trim().parse::<u32>().ok());
+                let index = rest
+                    .split(',')
+                    .next()
+                    .and_then(|s| s.trim().parse::<u32>().ok());
                 match (index, lines.next()) {
                     (Some(i), Some(pdu)) => found.push((i, pdu.clone())),
                     _ => tracing::warn!(line = %line, "unreadable +CMGL entry"),
@@ -804,18 +865,26 @@ impl Driver {
             }
             // The reference is derived from the row, so a resend after a crash reuses it and
             // the recipient's phone still joins the parts.
-            let opts = SubmitOptions { reference: (row.id % 256) as u16, ..Default::default() };
+            let opts = SubmitOptions {
+                reference: (row.id % 256) as u16,
+                ..Default::default()
+            };
             let parts = match pdu::encode_submit(&row.to, &row.text, &opts) {
                 Ok(p) => p,
                 Err(e) => {
-                    self.fail_permanently(row.id, &row.to, row.request_id.clone(), &e.to_string()).await;
+                    self.fail_permanently(row.id, &row.to, row.request_id.clone(), &e.to_string())
+                        .await;
                     continue;
                 }
             };
             let mut ok = true;
             for (i, part) in parts.iter().enumerate().skip(row.parts_sent.len()) {
                 if row.attempts > 0 || !row.parts_sent.is_empty() {
-                    tracing::info!(outbox_id = row.id, part = i + 1, "resending a part that may have gone out before");
+                    tracing::info!(
+                        outbox_id = row.id,
+                        part = i + 1,
+                        "resending a part that may have gone out before"
+                    );
                 }
                 let cmd = AtCommand::new(format!("AT+CMGS={}", part.tpdu_len), SEND_TIMEOUT)
                     .with_payload(part.hex.clone().into_bytes());
@@ -834,10 +903,19 @@ impl Driver {
                     Err(CmdError::At(e)) => {
                         ok = false;
                         let reason = format!("{e:?}");
-                        match self.store.outbox_attempt_failed(row.id, &reason, self.send_attempts).await {
+                        match self
+                            .store
+                            .outbox_attempt_failed(row.id, &reason, self.send_attempts)
+                            .await
+                        {
                             Ok(OutboxStatus::Failed) => {
                                 tracing::warn!(outbox_id = row.id, error = %reason, "SMS failed");
-                                self.publish_status(row.id, &row.to, row.request_id.clone(), SendStatus::Failed(reason));
+                                self.publish_status(
+                                    row.id,
+                                    &row.to,
+                                    row.request_id.clone(),
+                                    SendStatus::Failed(reason),
+                                );
                             }
                             Ok(_) => {
                                 tracing::info!(outbox_id = row.id, error = %reason, retry_in_s = self.send_backoff.as_secs(), "SMS send failed; will retry");
@@ -856,7 +934,12 @@ impl Driver {
                 match self.store.outbox_mark_sent(row.id).await {
                     Ok(()) => {
                         self.send_backoff = Duration::from_secs(5);
-                        self.publish_status(row.id, &row.to, row.request_id.clone(), SendStatus::Sent);
+                        self.publish_status(
+                            row.id,
+                            &row.to,
+                            row.request_id.clone(),
+                            SendStatus::Sent,
+                        );
                     }
                     Err(e) => tracing::error!(error = %e, "could not mark an SMS sent"),
                 }
@@ -865,7 +948,13 @@ impl Driver {
         Ok(())
     }
 
-    async fn fail_permanently(&mut self, id: i64, to: &str, request_id: Option<String>, reason: &str) {
+    async fn fail_permanently(
+        &mut self,
+        id: i64,
+        to: &str,
+        request_id: Option<String>,
+        reason: &str,
+    ) {
         tracing::warn!(outbox_id = id, error = reason, "SMS cannot be sent");
         if let Err(e) = self.store.outbox_attempt_failed(id, reason, 0).await {
             tracing::error!(error = %e, "could not mark an SMS failed");
@@ -873,8 +962,19 @@ impl Driver {
         self.publish_status(id, to, request_id, SendStatus::Failed(reason.to_string()));
     }
 
-    fn publish_status(&self, outbox_id: i64, to: &str, request_id: Option<String>, status: SendStatus) {
-        self.bus.publish(Event::SmsStatus(SmsStatus { outbox_id, to: to.to_string(), request_id, status }));
+    fn publish_status(
+        &self,
+        outbox_id: i64,
+        to: &str,
+        request_id: Option<String>,
+        status: SendStatus,
+    ) {
+        self.bus.publish(Event::SmsStatus(SmsStatus {
+            outbox_id,
+            to: to.to_string(),
+            request_id,
+            status,
+        }));
     }
 
     /// `RING`/`+CRING` (`clip` None) or `+CLIP` (`clip` Some): one event per call, with the
@@ -884,7 +984,14 @@ impl Driver {
         let call = self.call.get_or_insert_with(|| {
             let id = self.next_call_id;
             self.next_call_id += 1;
-            ActiveCall { id, from: None, announced: false, answered: false, started: now, last_ring: now }
+            ActiveCall {
+                id,
+                from: None,
+                announced: false,
+                answered: false,
+                started: now,
+                last_ring: now,
+            }
         });
         call.last_ring = now;
         if let Some(number) = clip {
@@ -901,8 +1008,15 @@ impl Driver {
         if let Some(c) = self.call.as_mut() {
             if !c.announced {
                 c.announced = true;
-                tracing::info!(call = c.id, from = c.from.as_deref().unwrap_or("withheld"), "incoming call");
-                self.bus.publish(Event::CallRinging(Call { id: c.id, from: c.from.clone() }));
+                tracing::info!(
+                    call = c.id,
+                    from = c.from.as_deref().unwrap_or("withheld"),
+                    "incoming call"
+                );
+                self.bus.publish(Event::CallRinging(Call {
+                    id: c.id,
+                    from: c.from.clone(),
+                }));
             }
         }
     }
@@ -910,7 +1024,10 @@ impl Driver {
     fn end_call(&mut self) {
         if let Some(c) = self.call.take() {
             if c.announced {
-                self.bus.publish(Event::CallEnded(Call { id: c.id, from: c.from }));
+                self.bus.publish(Event::CallEnded(Call {
+                    id: c.id,
+                    from: c.from,
+                }));
             }
         }
     }
@@ -942,7 +1059,13 @@ impl Driver {
 
 /// `+CSQ: <rssi>,<ber>` → dBm (`None` for 99, unknown).
 fn parse_csq(line: &str) -> Option<Option<i32>> {
-    let rssi: i32 = line.strip_prefix("+CSQ:")?.split(',').next()?.trim().parse().ok()?;
+    let rssi: i32 = line
+        .strip_prefix("+CSQ:")?
+        .split(',')
+        .next()?
+        .trim()
+        .parse()
+        .ok()?;
     Some(match rssi {
         0..=31 => Some(-113 + 2 * rssi),
         _ => None,
