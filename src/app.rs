@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::alarm::AlarmHandle;
 use crate::bus::{Bus, Command, Event};
 use crate::config::Config;
 use crate::gpio::{self, GpioBackend, GpioHandle};
@@ -32,6 +33,7 @@ pub struct Handles {
     pub modem: ModemHandle,
     pub store: StoreHandle,
     pub mqtt: Option<MqttHandle>,
+    pub alarm: AlarmHandle,
 }
 
 /// A running gateway: its handles and its tasks.
@@ -137,12 +139,14 @@ pub async fn start(cfg: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
     );
     tasks.push(("modem", modem_task));
 
+    let alarm = AlarmHandle::default();
     let handles = Handles {
         bus: bus.clone(),
         gpio,
         modem,
         store,
         mqtt,
+        alarm,
     };
 
     let router_handles = handles.clone();
@@ -249,6 +253,38 @@ pub async fn execute(h: &Handles, cmd: Command) {
             }
             None => tracing::debug!(topic = %topic, "MQTT disabled; publish dropped"),
         },
+        Command::MqttSubscribe { topic } => match &h.mqtt {
+            Some(m) => {
+                if let Err(e) = m.subscribe(&topic).await {
+                    tracing::warn!(topic = %topic, error = %e, "MQTT subscribe failed");
+                }
+            }
+            None => tracing::debug!(topic = %topic, "MQTT disabled; subscription ignored"),
+        },
+        Command::MqttConnect { id, seconds } => {
+            // Answered later as an event: connecting may take seconds, and the caller (a
+            // script) must not hold up the events behind it.
+            let (mqtt, bus) = (h.mqtt.clone(), h.bus.clone());
+            tokio::spawn(async move {
+                let result = match mqtt {
+                    Some(m) => m.connect_for(seconds).await.map_err(|e| e.to_string()),
+                    None => Err("MQTT is disabled in the config".to_string()),
+                };
+                bus.publish(Event::MqttSession { id, result });
+            });
+        }
+        Command::Alarm { action, by, code } => {
+            if let Err(e) = h.alarm.command(action, by.as_deref(), code.as_ref()).await {
+                tracing::warn!(?action, by = by.as_deref().unwrap_or("-"), error = %e, "alarm request refused");
+            }
+        }
+        Command::Ussd { id, code } => {
+            let (modem, bus) = (h.modem.clone(), h.bus.clone());
+            tokio::spawn(async move {
+                let result = modem.ussd(&code).await.map_err(|e| e.to_string());
+                bus.publish(Event::UssdResult { id, result });
+            });
+        }
     }
 }
 

@@ -92,6 +92,66 @@ pub struct ScriptStatus {
     pub error: Option<String>,
 }
 
+/// The alarm panel's states (Home Assistant's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AlarmState {
+    Disarmed,
+    /// Exit delay running: armed when it ends.
+    Arming,
+    ArmedAway,
+    ArmedHome,
+    /// Entry delay running: triggered when it ends unless disarmed.
+    Pending,
+    Triggered,
+}
+
+impl AlarmState {
+    /// The name used on MQTT and in Lua (`armed_away`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlarmState::Disarmed => "disarmed",
+            AlarmState::Arming => "arming",
+            AlarmState::ArmedAway => "armed_away",
+            AlarmState::ArmedHome => "armed_home",
+            AlarmState::Pending => "pending",
+            AlarmState::Triggered => "triggered",
+        }
+    }
+
+    /// The inverse of [`AlarmState::as_str`].
+    pub fn parse(s: &str) -> Option<AlarmState> {
+        [
+            AlarmState::Disarmed,
+            AlarmState::Arming,
+            AlarmState::ArmedAway,
+            AlarmState::ArmedHome,
+            AlarmState::Pending,
+            AlarmState::Triggered,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+}
+
+/// A password, PIN or code: its `Debug` shows `***`, so it never reaches a log by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// What can be asked of the alarm panel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlarmAction {
+    ArmAway,
+    ArmHome,
+    Disarm,
+    Trigger,
+}
+
 /// Everything that happens, as seen by the sinks.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -113,6 +173,26 @@ pub enum Event {
     Mqtt {
         topic: String,
         payload: Vec<u8>,
+    },
+    /// The alarm panel changed state; `by` names the user, zone or source when known.
+    Alarm {
+        state: AlarmState,
+        by: Option<String>,
+    },
+    /// The answer to [`Command::Ussd`] with the same `id`.
+    UssdResult {
+        id: u64,
+        result: Result<String, String>,
+    },
+    /// The outcome of [`Command::MqttConnect`] with the same `id`: `Ok("host:port ID=client")`.
+    MqttSession {
+        id: u64,
+        result: Result<String, String>,
+    },
+    /// A sender gave too many wrong passwords and is ignored until `until`.
+    Lockout {
+        number: String,
+        until: chrono::DateTime<chrono::Utc>,
     },
 }
 
@@ -159,6 +239,26 @@ pub enum Command {
         topic: String,
         payload: Vec<u8>,
         retain: bool,
+    },
+    /// Receive messages on `topic` (relative to the prefix) as [`Event::Mqtt`].
+    MqttSubscribe {
+        topic: String,
+    },
+    /// Connect the on-demand MQTT session for `seconds`; answered by [`Event::MqttSession`].
+    MqttConnect {
+        id: u64,
+        seconds: u64,
+    },
+    /// Ask the alarm panel; `code` is checked when the panel has one.
+    Alarm {
+        action: AlarmAction,
+        by: Option<String>,
+        code: Option<Secret>,
+    },
+    /// Send a USSD code (`*100#`); answered by [`Event::UssdResult`].
+    Ussd {
+        id: u64,
+        code: String,
     },
 }
 

@@ -12,9 +12,12 @@
 //! - [`store`]: the SQLite file: inbox, outbox, fragments, script data, output states.
 //! - [`lua`]: the Lua host running dialect plugins and rules, sandboxed.
 //! - [`mqtt`]: the MQTT bridge (and the broker embedded for the demo).
+//! - [`alarm`]: the alarm panel state machine.
 //! - [`app`]: wiring, start-up and graceful shutdown.
+//! - [`tryrun`]: `gsmgw try`, conversations through the scripts with everything simulated.
 //! - [`demo`]: `gsmgw demo`, everything simulated with a console.
 
+pub mod alarm;
 pub mod app;
 pub mod bus;
 pub mod config;
@@ -25,3 +28,4 @@ pub mod modem;
 pub mod mqtt;
 pub mod phone;
 pub mod store;
+pub mod tryrun;

@@ -39,6 +39,33 @@ enum Cmd {
         #[arg(short, long, default_value = "/etc/gsmgw/gsmgw.toml")]
         config: PathBuf,
     },
+    /// Run a conversation (JSON steps on stdin) through the plugins and rules, everything
+    /// simulated; prints one JSON result per step.
+    Try {
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Keep the store here between runs.
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
+    /// Queue an SMS through a running gateway (over MQTT) and wait for the result.
+    Send {
+        #[arg(short, long, default_value = "/etc/gsmgw/gsmgw.toml")]
+        config: PathBuf,
+        /// Seconds to wait for sms/sent.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        to: String,
+        text: String,
+    },
+    /// Home Assistant discovery payloads.
+    Discovery {
+        #[arg(short, long, default_value = "/etc/gsmgw/gsmgw.toml")]
+        config: PathBuf,
+        /// Print every discovery topic and payload.
+        #[arg(long)]
+        print: bool,
+    },
     /// The SMS PDU codec, for debugging.
     Pdu {
         #[command(subcommand)]
@@ -101,6 +128,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Check { config } => Ok(check(&config)),
+        Cmd::Try { config, state } => gsmgw::tryrun::run_cli(config.as_deref(), state.as_deref()),
+        Cmd::Send {
+            config,
+            timeout,
+            to,
+            text,
+        } => {
+            let cfg = Config::load(&config)?;
+            runtime()?.block_on(gsmgw::mqtt::cli::send(&cfg, &to, &text, timeout))
+        }
+        Cmd::Discovery { config, print } => {
+            let cfg = Config::load(&config)?;
+            gsmgw::mqtt::cli::discovery(&cfg, print)
+        }
         Cmd::Pdu { command } => Ok(pdu(command)),
     }
 }

@@ -298,7 +298,7 @@ impl Gateway {
                         self.store.remove(&key);
                     }
                 },
-                Command::MqttPublish { .. } => {}
+                other => panic!("this dialect never asks for {other:?}"),
             }
         }
     }

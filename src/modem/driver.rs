@@ -44,6 +44,9 @@ pub enum ModemError {
     /// The modem task has ended.
     #[error("the modem task has stopped")]
     Stopped,
+    /// The modem refused or did not answer.
+    #[error("the modem failed: {0}")]
+    Modem(String),
 }
 
 enum Request {
@@ -115,6 +118,12 @@ impl ModemHandle {
     /// Ends the call `call_id`, answered or not.
     pub async fn hang_up(&self, call_id: u64) -> Result<(), ModemError> {
         self.request(Request::HangUp(call_id)).await
+    }
+
+    /// Sends a USSD code (`*100#`) and returns the network's answer, decoded. (Not built yet.)
+    pub async fn ussd(&self, code: &str) -> Result<String, ModemError> {
+        let _ = code;
+        Err(ModemError::Modem("USSD is not supported yet".into()))
     }
 
     /// The last known modem status.

@@ -112,8 +112,15 @@ pub fn for_event(topics: &Topics, event: &Event) -> Option<Outgoing> {
             })
             .to_string(),
         ),
+        Event::Alarm { state, .. } => Outgoing::state(topics.under("alarm"), state.as_str()),
         // Incoming direction: the bridge produces these, it does not publish them.
         Event::Mqtt { .. } => return None,
+        // Answers to one script's request, not news for the broker.
+        Event::UssdResult { .. } | Event::MqttSession { .. } => return None,
+        Event::Lockout { number, until } => Outgoing::event(
+            topics.under("security"),
+            &json!({ "event_type": "lockout", "number": number, "until": until.to_rfc3339() }),
+        ),
     };
     Some(out)
 }

@@ -6,6 +6,7 @@
 //! broker is away and re-published when it returns.
 
 mod bridge;
+pub mod cli;
 mod messages;
 mod topics;
 
@@ -53,6 +54,9 @@ pub enum MqttError {
     /// A topic given to [`MqttHandle::publish`] cannot be published to.
     #[error("MQTT topic: {0}")]
     InvalidTopic(String),
+    /// A feature that is not built yet.
+    #[error("{0} is not supported yet")]
+    NotBuilt(&'static str),
     /// The bridge has stopped, so nothing more can be published.
     #[error("the MQTT bridge has stopped")]
     Stopped,
@@ -103,6 +107,19 @@ impl MqttHandle {
             .send(out)
             .await
             .map_err(|_| MqttError::Stopped)
+    }
+
+    /// On-demand mode: connects (if not connected) and keeps the session for `seconds` after
+    /// the last use; returns `host:port ID=<client id>`. (Not built yet.)
+    pub async fn connect_for(&self, seconds: u64) -> Result<String, MqttError> {
+        let _ = seconds;
+        Err(MqttError::NotBuilt("on-demand MQTT"))
+    }
+
+    /// Delivers messages on `<p>/<topic_suffix>` to the bus as `Event::Mqtt`. (Not built yet.)
+    pub async fn subscribe(&self, topic_suffix: &str) -> Result<(), MqttError> {
+        check_suffix(topic_suffix).map_err(MqttError::InvalidTopic)?;
+        Err(MqttError::NotBuilt("script MQTT subscriptions"))
     }
 }
 
