@@ -27,6 +27,8 @@ pub struct Config {
     /// Each rule's own section, `[rules.<name>]`, handed to it as `gw.config`.
     pub rules: BTreeMap<String, serde_json::Value>,
     pub mqtt: MqttConfig,
+    /// The alarm panel, `[alarm]`.
+    pub alarm: AlarmConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -319,6 +321,84 @@ impl Default for MqttConfig {
     }
 }
 
+/// A mode the panel can be armed in; a zone lists the modes it guards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlarmMode {
+    /// Everybody is out: every zone that lists `away` is watched.
+    Away,
+    /// People are in: only zones that list `home` (doors, ground-floor windows) are watched.
+    Home,
+}
+
+/// The alarm panel: its delays, its siren, its code and its zones (inputs).
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlarmConfig {
+    /// Seconds between an arm request and being armed (time to leave).
+    pub exit_delay_s: u64,
+    /// The entry delay of zones that do not set their own.
+    pub entry_delay_s: u64,
+    /// The output that sounds the siren when triggered; none when unset.
+    pub siren: Option<String>,
+    /// The longest the siren sounds, in seconds, however long the panel stays triggered.
+    pub siren_s: u64,
+    /// The code that arms and disarms over MQTT. A secret: never logged.
+    pub code: Option<String>,
+    /// Refuse to arm while a zone that guards the mode is open (else that zone is ignored
+    /// until it closes).
+    pub refuse_open_zones: bool,
+    /// The inputs that are zones, `[alarm.zones.<input>]`.
+    pub zones: BTreeMap<String, ZoneConfig>,
+}
+
+impl fmt::Debug for AlarmConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AlarmConfig")
+            .field("exit_delay_s", &self.exit_delay_s)
+            .field("entry_delay_s", &self.entry_delay_s)
+            .field("siren", &self.siren)
+            .field("siren_s", &self.siren_s)
+            .field("code", &self.code.as_ref().map(|_| "***"))
+            .field("refuse_open_zones", &self.refuse_open_zones)
+            .field("zones", &self.zones)
+            .finish()
+    }
+}
+
+impl Default for AlarmConfig {
+    fn default() -> Self {
+        Self {
+            exit_delay_s: 30,
+            entry_delay_s: 30,
+            siren: None,
+            siren_s: 180,
+            code: None,
+            refuse_open_zones: true,
+            zones: BTreeMap::new(),
+        }
+    }
+}
+
+/// One zone: an input that the armed panel watches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneConfig {
+    /// The modes in which the zone opening counts.
+    #[serde(default = "all_alarm_modes")]
+    pub modes: Vec<AlarmMode>,
+    /// Seconds between the zone opening and the siren; `[alarm] entry_delay_s` when unset.
+    #[serde(default)]
+    pub entry_delay_s: Option<u64>,
+    /// Trigger at once, with no entry delay (windows, motion in rooms nobody enters through).
+    #[serde(default)]
+    pub instant: bool,
+}
+
+fn all_alarm_modes() -> Vec<AlarmMode> {
+    vec![AlarmMode::Away, AlarmMode::Home]
+}
+
 impl MqttConfig {
     /// The topic prefix `<prefix>/<device_id>`.
     pub fn topic_prefix(&self, device_id: &str) -> String {
@@ -560,6 +640,51 @@ impl Config {
                 );
             }
         }
+        let alarm = &self.alarm;
+        for (zone, z) in &alarm.zones {
+            let key = format!("alarm.zones.{zone}");
+            if !self.inputs.contains_key(zone) {
+                bad(
+                    &key,
+                    format!("no input is named {zone:?} (help: a zone is an [inputs.{zone}])"),
+                );
+            }
+            if z.modes.is_empty() {
+                bad(
+                    &format!("{key}.modes"),
+                    "must list \"away\", \"home\" or both".into(),
+                );
+            }
+            if z.instant && z.entry_delay_s.is_some() {
+                bad(
+                    &format!("{key}.entry_delay_s"),
+                    "an instant zone has no entry delay; set one or the other".into(),
+                );
+            }
+        }
+        if let Some(siren) = &alarm.siren {
+            match self.outputs.get(siren) {
+                None => bad(
+                    "alarm.siren",
+                    format!("no output is named {siren:?} (help: add [outputs.{siren}])"),
+                ),
+                // A restored siren would sound again after every restart, with no limit.
+                Some(out) if out.restore => bad(
+                    &format!("outputs.{siren}.restore"),
+                    "the alarm siren must not restore its state at start".into(),
+                ),
+                Some(_) => {}
+            }
+            if alarm.siren_s == 0 {
+                bad("alarm.siren_s", "must be at least 1".into());
+            }
+        }
+        if alarm.code.as_deref().is_some_and(str::is_empty) {
+            bad(
+                "alarm.code",
+                "must not be empty (help: remove the key for no code)".into(),
+            );
+        }
         out
     }
 
@@ -609,7 +734,8 @@ fn parse_error(file: &str, e: ::config::ConfigError) -> ConfigError {
 #[cfg(unix)]
 fn warn_if_secrets_are_world_readable(path: &Path, cfg: &Config) {
     use std::os::unix::fs::PermissionsExt;
-    let has_secret = cfg.modem.pin.is_some() || cfg.mqtt.password.is_some();
+    let has_secret =
+        cfg.modem.pin.is_some() || cfg.mqtt.password.is_some() || cfg.alarm.code.is_some();
     let world_readable = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o004 != 0);
     if has_secret && matches!(world_readable, Ok(true)) {
         tracing::warn!(
