@@ -139,7 +139,18 @@ pub async fn start(cfg: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
     );
     tasks.push(("modem", modem_task));
 
-    let alarm = AlarmHandle::default();
+    // After GPIO (it reads the zones' levels) and before the Lua host, so the plugins see the
+    // restored alarm state as the first alarm event.
+    let (alarm, alarm_task) = crate::alarm::spawn(
+        &cfg.alarm,
+        bus.clone(),
+        gpio.clone(),
+        store.clone(),
+        stopped(stop_rx.clone()),
+    )
+    .await
+    .context("starting the alarm panel")?;
+    tasks.push(("alarm", alarm_task));
     let handles = Handles {
         bus: bus.clone(),
         gpio,

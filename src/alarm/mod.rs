@@ -142,8 +142,9 @@ impl AlarmHandle {
 
 /// Restores the saved state and starts the task that owns the panel.
 ///
-/// The task subscribes to `bus` before it reads the inputs, so no zone change is missed; it
-/// publishes the (restored) state first, so retained MQTT state is right from the start. It
+/// The task subscribes to `bus` before it reads the inputs, so no zone change is missed. The
+/// (restored) state is published before this returns, so retained MQTT state is right from the
+/// start. It
 /// ends when `shutdown` resolves or the bus is gone; it then switches a sounding siren off
 /// (best effort: the GPIO task may have stopped first, and then the siren output goes back to
 /// its initial state, off, at the next start).
@@ -169,7 +170,7 @@ pub async fn spawn(
     };
     let (state_tx, state_rx) = watch::channel(panel.state());
     let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
-    let driver = Driver {
+    let mut driver = Driver {
         panel,
         siren: cfg.siren.clone(),
         bus,
@@ -177,7 +178,9 @@ pub async fn spawn(
         store,
         state: state_tx,
     };
-    let task = tokio::spawn(driver.run(first, rx, events, shutdown));
+    // Published before returning, so whoever subscribes after start-up sees no stale state.
+    driver.apply(first).await;
+    let task = tokio::spawn(driver.run(rx, events, shutdown));
     Ok((
         AlarmHandle {
             requests: tx,
@@ -209,13 +212,11 @@ struct Driver {
 impl Driver {
     async fn run(
         mut self,
-        first: Vec<Effect>,
         mut requests: mpsc::Receiver<Request>,
         mut events: mpsc::UnboundedReceiver<Event>,
         shutdown: impl Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
-        self.apply(first).await;
         loop {
             let timer = self.panel.poll_timeout().map(Instant::from_std);
             tokio::select! {
