@@ -668,12 +668,21 @@ impl Config {
                     "alarm.siren",
                     format!("no output is named {siren:?} (help: add [outputs.{siren}])"),
                 ),
-                // A restored siren would sound again after every restart, with no limit.
-                Some(out) if out.restore => bad(
-                    &format!("outputs.{siren}.restore"),
-                    "the alarm siren must not restore its state at start".into(),
-                ),
-                Some(_) => {}
+                // A siren on at start would sound after every restart, with no limit.
+                Some(out) => {
+                    if out.restore {
+                        bad(
+                            &format!("outputs.{siren}.restore"),
+                            "the alarm siren must not restore its state at start".into(),
+                        );
+                    }
+                    if out.initial {
+                        bad(
+                            &format!("outputs.{siren}.initial"),
+                            "the alarm siren must start off".into(),
+                        );
+                    }
+                }
             }
             if alarm.siren_s == 0 {
                 bad("alarm.siren_s", "must be at least 1".into());
