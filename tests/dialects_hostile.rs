@@ -19,7 +19,12 @@ const SEED: u64 = 0x5eed_d1a1;
 const TEXTS: usize = 10_000;
 
 /// Dispatch order, as in `config/demo.toml`.
-const ORDER: [&str; 4] = ["password_comma", "pword_installer", "david", "call_reject_conn"];
+const ORDER: [&str; 4] = [
+    "password_comma",
+    "pword_installer",
+    "david",
+    "call_reject_conn",
+];
 
 /// Secrets the generator never produces, so every credential it sends is wrong.
 fn secret_overrides() -> BTreeMap<&'static str, Value> {
@@ -147,8 +152,8 @@ const LOOKALIKES: &[(char, char)] = &[
 ];
 
 const NOISE: &[&str] = &[
-    ",", "#", ":", " ", "%", "%%", "=", "?", "\0", "\n", "\r\n", "\u{1b}", "+", "0", "9", "é",
-    "ß", "İ", "🙂", "\u{200b}", "\u{feff}", "\u{fffd}", "(", ")", "[", "%d", "%s", ".*",
+    ",", "#", ":", " ", "%", "%%", "=", "?", "\0", "\n", "\r\n", "\u{1b}", "+", "0", "9", "é", "ß",
+    "İ", "🙂", "\u{200b}", "\u{feff}", "\u{fffd}", "(", ")", "[", "%d", "%s", ".*",
 ];
 
 fn random_noise(rng: &mut StdRng) -> String {
@@ -227,7 +232,13 @@ fn hostile_text(rng: &mut StdRng) -> String {
             text.chars().take(1600).collect()
         }
         2 => ",".repeat(rng.gen_range(1..200)),
-        3 => "%".repeat(rng.gen_range(1..50)) + ["", "1234,connect#", "PC,NPC,AB"].choose(rng).copied().unwrap_or(""),
+        3 => {
+            "%".repeat(rng.gen_range(1..50))
+                + ["", "1234,connect#", "PC,NPC,AB"]
+                    .choose(rng)
+                    .copied()
+                    .unwrap_or("")
+        }
         4 => {
             let mut text = pick(rng).to_string();
             for &(real, look) in LOOKALIKES {
@@ -238,7 +249,10 @@ fn hostile_text(rng: &mut StdRng) -> String {
         5 => format!(
             "{}{}",
             rng.gen_range(0..100_000),
-            ["a,status#", "b 7982 MODE:A", "x,r1=on#", "O", " 7982 ECHO:"].choose(rng).copied().unwrap_or("")
+            ["a,status#", "b 7982 MODE:A", "x,r1=on#", "O", " 7982 ECHO:"]
+                .choose(rng)
+                .copied()
+                .unwrap_or("")
         ),
         6 => pick(rng).to_string(),
         _ => {
@@ -292,8 +306,16 @@ fn hostile_sms_from_strangers_never_error_reply_or_change_settings() {
         };
         let dispatch = host.dispatch_sms(&sms, now);
         let context = format!("text #{i} {text:?} from {from:?} (seed {SEED:#x})");
-        assert!(dispatch.errors.is_empty(), "{context}: {:?}", dispatch.errors);
-        assert!(dispatch.statuses.is_empty(), "{context}: {:?}", dispatch.statuses);
+        assert!(
+            dispatch.errors.is_empty(),
+            "{context}: {:?}",
+            dispatch.errors
+        );
+        assert!(
+            dispatch.statuses.is_empty(),
+            "{context}: {:?}",
+            dispatch.statuses
+        );
         for command in &dispatch.commands {
             match command {
                 Command::SendSms { .. } if stranger_may_get_reply(&dispatch, &text) => {}
@@ -311,7 +333,11 @@ fn hostile_sms_from_strangers_never_error_reply_or_change_settings() {
         }
     }
     for name in host.plugin_names() {
-        assert_eq!(host.status(&name).and_then(|s| s.error), None, "{name} was disabled");
+        assert_eq!(
+            host.status(&name).and_then(|s| s.error),
+            None,
+            "{name} was disabled"
+        );
     }
 }
 
@@ -384,7 +410,9 @@ impl Replay {
         assert!(errors.is_empty(), "{errors:?}");
         for command in commands {
             match command {
-                Command::SendSms { to, text, .. } => self.sent.push(json!({"to": to, "text": text})),
+                Command::SendSms { to, text, .. } => {
+                    self.sent.push(json!({"to": to, "text": text}))
+                }
                 Command::KvSet { scope, key, value } => {
                     let plugin = scope.trim_start_matches("plugin:").to_string();
                     let store = self.store.entry(plugin).or_default();
@@ -413,7 +441,9 @@ impl Replay {
 
     fn set_output(&mut self, name: String, on: bool) {
         self.outputs.insert(name.clone(), on);
-        let d = self.host.dispatch_event(&gsmgw::bus::Event::OutputChanged { name, on }, self.now);
+        let d = self
+            .host
+            .dispatch_event(&gsmgw::bus::Event::OutputChanged { name, on }, self.now);
         self.apply(d.commands, d.errors);
     }
 
@@ -433,8 +463,16 @@ impl Replay {
 
 fn replay_file(path: &Path) {
     let text = std::fs::read_to_string(path).unwrap();
-    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let dialect = path.parent().and_then(Path::file_name).unwrap().to_string_lossy().into_owned();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let dialect = path
+        .parent()
+        .and_then(Path::file_name)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
     let mut configs = demo_plugin_configs();
     let mut steps = lines.as_slice();
     if let Some(config) = lines.first().and_then(|l| l.get("config")) {
@@ -457,7 +495,12 @@ fn replay_file(path: &Path) {
             handled_by = Some(d.handled_by.clone());
             replay.apply(d.commands, d.errors);
         } else if let Some(advance) = step.get("advance") {
-            let seconds = advance.as_str().unwrap().trim_end_matches('s').parse().unwrap();
+            let seconds = advance
+                .as_str()
+                .unwrap()
+                .trim_end_matches('s')
+                .parse()
+                .unwrap();
             replay.advance(seconds);
         } else if step.get("reload").is_some() {
             replay.load();
