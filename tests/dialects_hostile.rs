@@ -467,16 +467,17 @@ fn replay_file(path: &Path) {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let dialect = path
-        .parent()
-        .and_then(Path::file_name)
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
     let mut configs = demo_plugin_configs();
     let mut steps = lines.as_slice();
+    // A merge patch over the demo config; only `plugins` sections are used here.
     if let Some(config) = lines.first().and_then(|l| l.get("config")) {
-        configs.insert(dialect.clone(), config.clone());
+        let patches = config.get("plugins").and_then(Value::as_object);
+        for (name, patch) in patches.into_iter().flatten() {
+            let entry = configs.entry(name.clone()).or_insert_with(|| json!({}));
+            if let (Some(target), Some(patch)) = (entry.as_object_mut(), patch.as_object()) {
+                target.extend(patch.clone());
+            }
+        }
         steps = &lines[1..];
     }
     let mut replay = Replay::new(configs);
