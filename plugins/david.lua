@@ -782,7 +782,13 @@ schedule_credit_check = function()
     credit_timer = nil
   end
   if type(gw.store.get("cre")) == "table" then
-    credit_timer = gw.timer.at(CREDIT_CHECK_AT, check_credit)
+    -- A bad `credit_check_at` must not stop the plugin from loading: only the check is lost.
+    local ok, id = pcall(gw.timer.at, CREDIT_CHECK_AT, check_credit)
+    if ok then
+      credit_timer = id
+    else
+      gw.log.error("credit check not scheduled: " .. tostring(id))
+    end
   end
 end
 
