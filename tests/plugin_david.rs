@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Local, TimeZone};
 use gsmgw::bus::{Call, Command, Event, IncomingSms, ModemStatus, OutputAction};
 use gsmgw::lua::{Dispatch, HostOptions, LuaHost, World};
 use serde_json::{json, Value};
@@ -17,18 +18,10 @@ use serde_json::{json, Value};
 const PLUGIN: &str = "david";
 const SERVICE: &str = "+447700900001";
 const STRANGER: &str = "+447700900999";
+const STORE_SCOPE: &str = "plugin:david";
 
 fn plugin_path() -> PathBuf {
-    // TEMPORARY until w2/lua2 lands: stand-ins for gw.auth and gw.timer.at.
-    let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/david.lua");
-    let source = std::fs::read_to_string(&real).unwrap_or_default();
-    let shim = "if gw.auth == nil then gw.auth = {check = function(a, b) return a == b end, fail = function() end} end\n\
-                if gw.timer.at == nil then gw.timer.at = function() return nil end end\n";
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path = std::env::temp_dir().join(format!("david-shim-{}-{n}.lua", std::process::id()));
-    let _ = std::fs::write(&path, format!("{shim}{source}"));
-    path
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("plugins/david.lua")
 }
 
 fn conversations_dir() -> PathBuf {
@@ -73,6 +66,8 @@ struct Gateway {
     host: LuaHost,
     config: Value,
     now: Instant,
+    /// The instant the wall clock was set at, and the time it showed then.
+    wall_anchor: (Instant, DateTime<Local>),
     modem: ModemStatus,
     outputs: BTreeMap<String, bool>,
     inputs: BTreeMap<String, bool>,
@@ -97,10 +92,12 @@ impl Gateway {
             signal_dbm: Some(-71),
             ..ModemStatus::default()
         };
+        let now = Instant::now();
         let mut gateway = Gateway {
             host: LuaHost::new(host_options(), world(&outputs, &inputs, &modem)),
             config,
-            now: Instant::now(),
+            now,
+            wall_anchor: (now, morning()),
             modem,
             outputs,
             inputs,
@@ -112,8 +109,16 @@ impl Gateway {
             ussd_pending: Vec::new(),
             outcome: StepOutcome::default(),
         };
+        gateway.set_wall_clock();
         gateway.load();
         gateway
+    }
+
+    /// Tells the host the wall-clock time that goes with the fake clock.
+    fn set_wall_clock(&mut self) {
+        let (at, wall) = self.wall_anchor;
+        let elapsed = chrono::TimeDelta::from_std(self.now - at).unwrap_or_default();
+        self.host.set_wall_clock(self.now, wall + elapsed);
     }
 
     /// Loads the plugin (a reload when it runs already: its store carries over).
@@ -141,6 +146,7 @@ impl Gateway {
             world(&self.outputs, &self.inputs, &self.modem),
         );
         self.reverts.clear();
+        self.set_wall_clock();
         self.load();
     }
 
@@ -295,6 +301,8 @@ impl Gateway {
                     );
                     self.end_call(call_id, CallState::Rejected);
                 }
+                // The host's own data (lock-outs) is not the plugin's store.
+                Command::KvSet { scope, .. } if scope != STORE_SCOPE => {}
                 Command::KvSet { key, value, .. } => match value {
                     Some(value) => {
                         self.store.insert(key, value);
@@ -318,6 +326,14 @@ impl Gateway {
     }
 }
 
+/// 09:00 local time on an ordinary day (no daylight-saving change near it).
+fn morning() -> DateTime<Local> {
+    Local
+        .with_ymd_and_hms(2026, 3, 10, 9, 0, 0)
+        .earliest()
+        .unwrap_or_else(Local::now)
+}
+
 fn world(
     outputs: &BTreeMap<String, bool>,
     inputs: &BTreeMap<String, bool>,
@@ -327,6 +343,7 @@ fn world(
         outputs: outputs.clone(),
         inputs: inputs.clone(),
         modem: modem.clone(),
+        ..World::default()
     }
 }
 
@@ -667,4 +684,106 @@ fn messages_of_other_dialects_are_not_handled() {
         assert_eq!(outcome.sms_sent, vec![], "{text}");
     }
     assert!(!gateway.output("relay") && !gateway.output("relay_y"));
+}
+
+#[test]
+fn credit_check_runs_daily_and_tells_service_numbers_when_low() {
+    let mut gateway = Gateway::new(default_config());
+    gateway.sms(SERVICE, "PC,STN,+447700900001,+447700900002,CRE,*100#,50");
+    gateway.advance(Duration::from_secs(59 * 60));
+    assert!(gateway.ussd_pending.is_empty(), "not before 10:00");
+    gateway.advance(Duration::from_secs(60));
+    let codes: Vec<&str> = gateway
+        .ussd_pending
+        .iter()
+        .map(|(_, c)| c.as_str())
+        .collect();
+    assert_eq!(codes, ["*100#"]);
+    let low = "Vas kredit je 23,50 Kc. Dekujeme";
+    assert_eq!(
+        gateway.answer_ussd(Ok(low)).sms_sent,
+        vec![sent(SERVICE, low), sent("+447700900002", low)]
+    );
+    gateway.advance(Duration::from_secs(24 * 3600));
+    assert_eq!(gateway.ussd_pending.len(), 1, "again a day later");
+    assert_eq!(
+        gateway
+            .answer_ussd(Ok("Balance 120.00 EUR, valid to 2026-12-31"))
+            .sms_sent,
+        vec![]
+    );
+}
+
+#[test]
+fn credit_check_failure_or_answer_without_number_sends_nothing() {
+    let mut gateway = Gateway::new(default_config());
+    gateway.sms(SERVICE, "PC,STN,+447700900001,CRE,*101#,10");
+    gateway.advance(Duration::from_secs(3600));
+    assert_eq!(gateway.answer_ussd(Err("network timeout")).sms_sent, vec![]);
+    gateway.advance(Duration::from_secs(24 * 3600));
+    assert_eq!(
+        gateway.answer_ussd(Ok("Service unavailable")).sms_sent,
+        vec![]
+    );
+}
+
+#[test]
+fn credit_check_survives_a_restart_and_cre_without_code_stops_it() {
+    let mut gateway = Gateway::new(default_config());
+    gateway.sms(SERVICE, "PC,STN,+447700900001,CRE,*100#,50");
+    gateway.restart();
+    gateway.advance(Duration::from_secs(3600));
+    assert_eq!(gateway.ussd_pending.len(), 1);
+    assert_eq!(
+        gateway.answer_ussd(Ok("Credit 5")).sms_sent,
+        vec![sent(SERVICE, "Credit 5")]
+    );
+    assert_eq!(
+        gateway.sms(SERVICE, "PC,CRE,").sms_sent,
+        vec![sent(SERVICE, "PROGRAM OK")]
+    );
+    gateway.advance(Duration::from_secs(48 * 3600));
+    assert!(gateway.ussd_pending.is_empty());
+}
+
+#[test]
+fn credit_check_time_comes_from_the_config() {
+    let mut config = default_config();
+    config["credit_check_at"] = json!("09:30");
+    let mut gateway = Gateway::new(config);
+    gateway.sms(SERVICE, "PC,CRE,*100#,50");
+    gateway.advance(Duration::from_secs(30 * 60));
+    assert_eq!(gateway.ussd_pending.len(), 1);
+}
+
+#[test]
+fn five_wrong_access_codes_lock_the_sender_out_of_every_dialect() {
+    let mut gateway = Gateway::new(default_config());
+    for attempt in 1..=5 {
+        let outcome = gateway.sms(STRANGER, &format!("P{attempt},NPC,MINE"));
+        assert_eq!(outcome.handled, Some(false), "attempt {attempt}");
+        assert_eq!(outcome.sms_sent, vec![], "attempt {attempt}");
+    }
+    assert!(gateway.host.is_locked_out(STRANGER, gateway.now));
+    assert_eq!(
+        gateway.sms(STRANGER, "PC,ARX,MINE").sms_sent,
+        vec![],
+        "even the right code is ignored now"
+    );
+    assert_eq!(
+        gateway.sms(SERVICE, "PC,ARX,OURS").sms_sent,
+        vec![sent(SERVICE, "PROGRAM OK")],
+        "other senders are not locked out"
+    );
+}
+
+#[test]
+fn operational_texts_with_commas_never_count_as_wrong_codes() {
+    let mut gateway = Gateway::new(default_config());
+    gateway.sms(SERVICE, "PC,ARX,HEATING ON,DRX,HEATING OFF");
+    for _ in 0..6 {
+        gateway.sms(STRANGER, "HEATING ON, HEATING OFF");
+        gateway.sms(STRANGER, "hello, world");
+    }
+    assert!(!gateway.host.is_locked_out(STRANGER, gateway.now));
 }
