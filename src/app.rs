@@ -13,7 +13,7 @@ use crate::alarm::AlarmHandle;
 use crate::bus::{Bus, Command, Event};
 use crate::config::Config;
 use crate::gpio::{self, GpioBackend, GpioHandle};
-use crate::lua::{HostOptions, LuaHost, World};
+use crate::lua::{HostOptions, LockoutPolicy, LuaHost, World, LOCKOUT_SCOPE};
 use crate::modem::driver::{self, DriverOptions, ModemHandle};
 use crate::mqtt::{self, MqttHandle};
 use crate::store::{self, Store, StoreHandle};
@@ -318,6 +318,7 @@ async fn load_scripts(cfg: &Config, h: &Handles) -> anyhow::Result<LuaHost> {
         outputs: snapshot.outputs,
         inputs: snapshot.inputs,
         modem: h.modem.status(),
+        alarm: h.alarm.state(),
     };
     let mut host = LuaHost::new(
         HostOptions {
@@ -343,6 +344,26 @@ async fn load_scripts(cfg: &Config, h: &Handles) -> anyhow::Result<LuaHost> {
         h.bus.publish(Event::Script(status));
     }
     host.set_order(&cfg.lua.plugins);
+    host.set_lockout_policy(LockoutPolicy {
+        failures: cfg.lua.lockout_failures,
+        window: std::time::Duration::from_secs(cfg.lua.lockout_seconds),
+    });
+    let lockouts = h
+        .store
+        .kv_all(LOCKOUT_SCOPE)
+        .await
+        .context("reading the saved lock-outs")?;
+    host.restore_lockouts(&lockouts, Instant::now().into_std());
+    for (name, path) in cfg.rule_paths() {
+        let data: BTreeMap<String, String> = h
+            .store
+            .kv_all(&format!("rule:{name}"))
+            .await
+            .with_context(|| format!("reading the saved data of rule {name}"))?;
+        let section = cfg.rules.get(&name).unwrap_or(&empty);
+        let status = host.load_rule(&name, &path, section, data, Instant::now().into_std());
+        h.bus.publish(Event::Script(status));
+    }
     Ok(host)
 }
 
@@ -365,6 +386,7 @@ async fn run_scripts(
                 None => break,
             },
             _ = sleep_until_some(timer) => {
+                sync_host(&mut host, &h);
                 let d = host.handle_timeout(Instant::now().into_std());
                 finish_dispatch(d, &h).await;
             }
@@ -384,7 +406,14 @@ async fn sleep_until_some(at: Option<Instant>) {
     }
 }
 
+/// Gives the host what it cannot observe itself: the wall-clock time and the MQTT connection.
+fn sync_host(host: &mut LuaHost, h: &Handles) {
+    host.set_wall_clock(Instant::now().into_std(), chrono::Local::now());
+    host.set_mqtt_connected(h.mqtt.as_ref().map(|m| m.connected()));
+}
+
 async fn handle_event(host: &mut LuaHost, ev: Event, h: &Handles) {
+    sync_host(host, h);
     let now = Instant::now().into_std();
     match ev {
         Event::SmsReceived(sms) => {
@@ -413,6 +442,12 @@ async fn handle_event(host: &mut LuaHost, ev: Event, h: &Handles) {
 async fn finish_dispatch(d: crate::lua::Dispatch, h: &Handles) {
     for e in &d.errors {
         tracing::warn!(error = %e, "script error");
+    }
+    for status in d.statuses {
+        h.bus.publish(Event::Script(status));
+    }
+    for event in d.events {
+        h.bus.publish(event);
     }
     for cmd in d.commands {
         execute(h, cmd).await;
@@ -457,6 +492,14 @@ pub fn check(path: &std::path::Path) -> CheckReport {
             Ok(()) => report
                 .lines
                 .push(format!("plugin {name}: {} compiles", script.display())),
+            Err(e) => report.problems.push(e),
+        }
+    }
+    for (name, script) in cfg.rule_paths() {
+        match crate::lua::check_rule(&script, &opts) {
+            Ok(()) => report
+                .lines
+                .push(format!("rule {name}: {} compiles", script.display())),
             Err(e) => report.problems.push(e),
         }
     }

@@ -239,6 +239,12 @@ pub struct LuaConfig {
     pub instruction_limit: u64,
     /// Watch the script folders and reload changed files.
     pub hot_reload: bool,
+    /// Rules to load from `rules_dir` (by name, without `.lua`); `["*"]` loads every file.
+    pub rules: Vec<String>,
+    /// Wrong passwords, codes or PINs within `lockout_seconds` that lock a sender out.
+    pub lockout_failures: u32,
+    /// The lock-out window and duration, in seconds.
+    pub lockout_seconds: u64,
 }
 
 impl Default for LuaConfig {
@@ -248,8 +254,12 @@ impl Default for LuaConfig {
             rules_dir: PathBuf::from("rules"),
             plugins: Vec::new(),
             memory_limit_kb: 16 * 1024,
-            instruction_limit: 10_000_000,
+            // About 100 ms of plain Lua on a Pi Zero 2 W (see docs/lua-api.md, "Sandbox").
+            instruction_limit: 5_000_000,
             hot_reload: true,
+            rules: Vec::new(),
+            lockout_failures: 5,
+            lockout_seconds: 3600,
         }
     }
 }
@@ -610,6 +620,15 @@ impl Config {
         if self.lua.instruction_limit < 10_000 {
             bad("lua.instruction_limit", "must be at least 10000".into());
         }
+        if self.lua.lockout_failures == 0 || self.lua.lockout_seconds == 0 {
+            bad("lua.lockout_failures", "lockout_failures and lockout_seconds must be at least 1".into());
+        }
+        let mut seen_rules = std::collections::BTreeSet::new();
+        for r in self.lua.rules.iter().filter(|r| r.as_str() != "*") {
+            if !seen_rules.insert(r) || r.is_empty() || r.contains(['/', '\\']) || r.contains("..") {
+                bad("lua.rules", format!("{r:?} must be a rule name (listed once), not a path"));
+            }
+        }
         let mut seen = std::collections::BTreeSet::new();
         for p in &self.lua.plugins {
             if !seen.insert(p) {
@@ -703,6 +722,29 @@ impl Config {
             .plugins
             .iter()
             .map(|n| (n.clone(), self.lua.plugins_dir.join(format!("{n}.lua"))))
+            .collect()
+    }
+
+    /// The rule files to load, by name: the listed ones, or every `*.lua` in `rules_dir` for
+    /// `["*"]` (a missing folder is no rules).
+    pub fn rule_paths(&self) -> Vec<(String, PathBuf)> {
+        let dir = &self.lua.rules_dir;
+        if self.lua.rules.iter().any(|r| r == "*") {
+            let mut found: Vec<(String, PathBuf)> = std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "lua"))
+                .filter_map(|p| Some((p.file_stem()?.to_str()?.to_string(), p.clone())))
+                .collect();
+            found.sort();
+            return found;
+        }
+        self.lua
+            .rules
+            .iter()
+            .map(|n| (n.clone(), dir.join(format!("{n}.lua"))))
             .collect()
     }
 

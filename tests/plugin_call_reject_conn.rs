@@ -86,6 +86,7 @@ fn world(outputs: &BTreeMap<String, bool>, inputs: &BTreeMap<String, bool>) -> W
             imei: Some(IMEI.to_string()),
             ..ModemStatus::default()
         },
+        ..World::default()
     }
 }
 

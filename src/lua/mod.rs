@@ -1,25 +1,38 @@
-//! The Lua host for dialect plugins: one sandboxed state per script, dispatch of SMS, calls
-//! and events in plugin order, timers, and hot reload that keeps the old version on error.
+//! The Lua host for dialect plugins and rules: one sandboxed state per script, dispatch of SMS,
+//! calls and events (plugins in order, then every matching rule), timers, asynchronous
+//! callbacks, the lock-out of senders, and hot reload that keeps the old version on error.
 //!
-//! The host is synchronous and deterministic: the app owns it in one task, passes `now` in,
-//! and executes the returned [`Dispatch::commands`] in order. Nothing here sleeps or spawns.
+//! The host is synchronous and deterministic: the app owns it in one task, passes `now` in (and
+//! the wall-clock time through [`LuaHost::set_wall_clock`]), and executes the returned
+//! [`Dispatch::commands`] in order. Nothing here sleeps or spawns.
 //!
 //! Layout: [`sandbox`] builds a safe state with memory and instruction budgets; [`api`]
-//! registers the `gw` global (documented in `docs/lua-api.md`); this file loads scripts and
-//! routes work to them.
+//! registers the `gw` global (documented in `docs/lua-api.md`); [`rules`] checks rule tables and
+//! matches events; [`lockout`] counts wrong passwords; [`clock`] converts between `Instant`s and
+//! local time; this file loads scripts and routes work to them.
 
 mod api;
+mod clock;
+mod lockout;
+mod rules;
 mod sandbox;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use mlua::{ChunkMode, Function, Lua, Table, Value};
+use chrono::{DateTime, Local};
+use mlua::{ChunkMode, Function, Lua, MultiValue, Table, Value};
 
-use crate::bus::{Call, Command, Event, IncomingSms, ModemStatus, ScriptKind, ScriptStatus};
-use api::{ApiContext, Current, ScriptCtx, Shared, TIMERS_REGISTRY_KEY};
+use crate::bus::{
+    AlarmState, Call, Command, Event, IncomingSms, ModemStatus, ScriptKind, ScriptStatus,
+};
+use api::{ApiContext, Current, Repeat, ScriptCtx, Shared, Timer};
+use api::{CALLBACKS_REGISTRY_KEY, TIMERS_REGISTRY_KEY};
+use clock::WallClock;
+pub use lockout::{LockoutPolicy, LOCKOUT_SCOPE};
+use rules::{Mode, Rule, RuleEvent, TimerSpec};
 use sandbox::Budget;
 
 /// Calls in a row that may fail before a script is disabled.
@@ -50,12 +63,25 @@ impl From<&crate::config::LuaConfig> for HostOptions {
 }
 
 /// What scripts can read about the gateway; the host keeps it up to date from events.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct World {
     /// Every configured output (only these names can be driven) and its last known state.
     pub outputs: BTreeMap<String, bool>,
     pub inputs: BTreeMap<String, bool>,
     pub modem: ModemStatus,
+    /// The alarm panel's state, from [`Event::Alarm`].
+    pub alarm: AlarmState,
+}
+
+impl Default for World {
+    fn default() -> Self {
+        Self {
+            outputs: BTreeMap::new(),
+            inputs: BTreeMap::new(),
+            modem: ModemStatus::default(),
+            alarm: AlarmState::Disarmed,
+        }
+    }
 }
 
 /// The outcome of handing something to the scripts.
@@ -69,12 +95,18 @@ pub struct Dispatch {
     pub errors: Vec<String>,
     /// Scripts whose status changed (disabled after repeated failures), to publish.
     pub statuses: Vec<ScriptStatus>,
+    /// Events the host raised (a sender locked out), to publish on the bus.
+    pub events: Vec<Event>,
 }
 
 /// One loaded generation of a script.
 struct Script {
     // Dropped before `lua`: handles into a state go first.
     hooks: Table,
+    /// `Some` for a rule: its checked table.
+    rule: Option<Rule>,
+    /// Mode `queued`: triggers waiting for the pending work of an earlier run.
+    queue: VecDeque<RuleEvent>,
     lua: Lua,
     budget: Arc<Budget>,
     ctx: Arc<Mutex<ScriptCtx>>,
@@ -90,35 +122,56 @@ impl Script {
     }
 }
 
-/// The argument a hook is called with, built inside the script's own state.
+/// The arguments a hook or callback is called with, built inside the script's own state.
 enum HookArg<'a> {
     None,
     Sms(&'a IncomingSms),
     Call(&'a Call),
-    Switch { name: &'a str, on: bool },
+    Switch {
+        name: &'a str,
+        on: bool,
+    },
+    /// A rule's `execute(gw, ev)`.
+    Rule(&'a RuleEvent),
+    /// An asynchronous callback's `(ok, detail)`.
+    Outcome(&'a Result<String, String>),
+}
+
+/// The fields of an SMS as scripts see them.
+pub(crate) fn sms_fields(t: &Table, sms: &IncomingSms) -> mlua::Result<()> {
+    t.set("from", sms.from.as_str())?;
+    t.set("text", sms.text.as_str())?;
+    t.set(
+        "time",
+        sms.time.map(|time| {
+            time.to_utc()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        }),
+    )?;
+    t.set("id", sms.id)?;
+    t.set("incomplete", sms.incomplete)
 }
 
 impl HookArg<'_> {
-    fn to_lua(&self, lua: &Lua) -> mlua::Result<Value> {
-        if let HookArg::None = self {
-            return Ok(Value::Nil);
-        }
-        let t = lua.create_table()?;
-        match self {
-            HookArg::None => {}
-            HookArg::Sms(sms) => {
-                t.set("from", sms.from.as_str())?;
-                t.set("text", sms.text.as_str())?;
-                t.set(
-                    "time",
-                    sms.time.map(|time| {
-                        time.to_utc()
-                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                    }),
-                )?;
-                t.set("id", sms.id)?;
-                t.set("incomplete", sms.incomplete)?;
+    fn to_lua(&self, lua: &Lua) -> mlua::Result<MultiValue> {
+        let t = match self {
+            HookArg::None => return Ok(MultiValue::new()),
+            HookArg::Rule(ev) => {
+                let gw: Value = lua.globals().raw_get("gw")?;
+                return Ok(MultiValue::from_iter([gw, Value::Table(ev.to_lua(lua)?)]));
             }
+            HookArg::Outcome(result) => {
+                let (ok, detail) = match result {
+                    Ok(d) => (true, d),
+                    Err(d) => (false, d),
+                };
+                let detail = Value::String(lua.create_string(detail)?);
+                return Ok(MultiValue::from_iter([Value::Boolean(ok), detail]));
+            }
+            _ => lua.create_table()?,
+        };
+        match self {
+            HookArg::Sms(sms) => sms_fields(&t, sms)?,
             HookArg::Call(call) => {
                 t.set("from", call.from.as_deref())?;
                 t.set("id", call.id)?;
@@ -127,38 +180,128 @@ impl HookArg<'_> {
                 t.set("name", *name)?;
                 t.set("on", *on)?;
             }
+            HookArg::None | HookArg::Rule(_) | HookArg::Outcome(_) => {}
         }
-        Ok(Value::Table(t))
+        Ok(MultiValue::from_iter([Value::Table(t)]))
     }
 }
 
-/// Runs dialect plugins.
+/// Who a rule answers with `gw.sms.reply` and `gw.call.*` for one trigger.
+fn current_for(ev: &RuleEvent) -> Current {
+    match ev {
+        RuleEvent::Sms { sms, .. } => Current {
+            reply_to: Some(sms.from.clone()),
+            call_id: None,
+        },
+        RuleEvent::Call { call, .. } => Current {
+            reply_to: call.from.clone(),
+            call_id: Some(call.id),
+        },
+        _ => Current::default(),
+    }
+}
+
+/// A timer that is due: sorted by time, then plugin order, then rules by name.
+type DueTimer = (Instant, usize, u64, ScriptKind, String, u64);
+
+/// Runs dialect plugins and rules.
 pub struct LuaHost {
     opts: HostOptions,
     shared: Arc<Mutex<Shared>>,
-    scripts: BTreeMap<String, Script>,
+    plugins: BTreeMap<String, Script>,
+    rules: BTreeMap<String, Script>,
     /// Preferred order; loaded plugins not in it come after, by name.
     order: Vec<String>,
 }
 
 impl LuaHost {
-    /// A host with no plugins, seeing `world` (which must list every configured output).
+    /// A host with no scripts, seeing `world` (which must list every configured output). The
+    /// wall clock starts as the system's; see [`LuaHost::set_wall_clock`].
     pub fn new(opts: HostOptions, world: World) -> Self {
-        let shared = Shared {
+        let shared = Shared::new(
             world,
-            commands: Vec::new(),
-            country_code: opts.country_code.clone(),
-        };
+            opts.country_code.clone(),
+            WallClock::new(Instant::now(), Local::now()),
+        );
         Self {
             opts,
             shared: Arc::new(Mutex::new(shared)),
-            scripts: BTreeMap::new(),
+            plugins: BTreeMap::new(),
+            rules: BTreeMap::new(),
             order: Vec::new(),
         }
     }
 
     fn shared(&self) -> MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn scripts(&self, kind: ScriptKind) -> &BTreeMap<String, Script> {
+        match kind {
+            ScriptKind::Plugin => &self.plugins,
+            ScriptKind::Rule => &self.rules,
+        }
+    }
+
+    fn scripts_mut(&mut self, kind: ScriptKind) -> &mut BTreeMap<String, Script> {
+        match kind {
+            ScriptKind::Plugin => &mut self.plugins,
+            ScriptKind::Rule => &mut self.rules,
+        }
+    }
+
+    /// Sets the lock-out numbers (default: 5 wrong attempts within an hour lock out for an hour).
+    pub fn set_lockout_policy(&mut self, policy: LockoutPolicy) {
+        self.shared().lockouts.policy = policy;
+    }
+
+    /// Restores lock-outs saved in scope [`LOCKOUT_SCOPE`] (number → JSON RFC 3339 end time);
+    /// ended ones are deleted by the next dispatch's commands.
+    pub fn restore_lockouts(&mut self, saved: &BTreeMap<String, String>, now: Instant) {
+        let mut shared = self.shared();
+        let wall_now = shared.clock.at(now);
+        for (number, json) in saved {
+            let until = serde_json::from_str::<String>(json)
+                .ok()
+                .and_then(|s| DateTime::parse_from_rfc3339(&s).ok());
+            match until.and_then(|u| (u.with_timezone(&Local) - wall_now).to_std().ok()) {
+                Some(remaining) => shared.lockouts.restore(number, remaining, now),
+                None => shared.commands.push(Command::KvSet {
+                    scope: LOCKOUT_SCOPE.to_string(),
+                    key: number.clone(),
+                    value: None,
+                }),
+            }
+        }
+    }
+
+    /// The wall-clock time at `now` (the app calls this before each dispatch with the system
+    /// clock; tests with a fake one). Daily timers follow; after a jump of more than a minute
+    /// (NTP after boot) they are rescheduled from the new time, without catching up.
+    pub fn set_wall_clock(&mut self, now: Instant, wall: DateTime<Local>) {
+        let clock = {
+            let mut shared = self.shared();
+            let predicted = shared.clock.at(now);
+            shared.clock = WallClock::new(now, wall);
+            let jumped = (predicted - wall).abs().to_std().unwrap_or_default() > clock::JUMP;
+            (shared.clock, jumped)
+        };
+        let (clock, jumped) = clock;
+        for script in self.plugins.values().chain(self.rules.values()) {
+            for timer in script.ctx().timers.values_mut() {
+                if let Repeat::Daily { at, next } = &mut timer.repeat {
+                    if jumped {
+                        *next = clock::next_daily(*at, wall);
+                    }
+                    timer.due = clock.instant_of(*next);
+                }
+            }
+        }
+    }
+
+    /// Whether MQTT is enabled (`Some`) and connected, for `gw.mqtt.status()`.
+    pub fn set_mqtt_connected(&mut self, connected: Option<bool>) {
+        self.shared().mqtt_connected = connected;
     }
 
     /// Loads (or reloads) plugin `name` from `path` in a fresh state with `config` as
@@ -176,36 +319,69 @@ impl LuaHost {
         data: BTreeMap<String, String>,
         now: Instant,
     ) -> ScriptStatus {
-        let old = self.scripts.get(name);
+        self.load_script(ScriptKind::Plugin, name, path, config, data, now)
+    }
+
+    /// Loads (or reloads) rule `name` from `path`, like [`LuaHost::load_plugin`]: `data` is its
+    /// persisted store (scope `rule:<name>`, which also holds `gw.data`). Its `on.mqtt` topics
+    /// are subscribed and its `on.timer` triggers scheduled from `now`.
+    pub fn load_rule(
+        &mut self,
+        name: &str,
+        path: &Path,
+        config: &serde_json::Value,
+        data: BTreeMap<String, String>,
+        now: Instant,
+    ) -> ScriptStatus {
+        self.load_script(ScriptKind::Rule, name, path, config, data, now)
+    }
+
+    fn load_script(
+        &mut self,
+        kind: ScriptKind,
+        name: &str,
+        path: &Path,
+        config: &serde_json::Value,
+        data: BTreeMap<String, String>,
+        now: Instant,
+    ) -> ScriptStatus {
+        let what = kind_word(kind);
+        let old = self.scripts(kind).get(name);
+        let had_old = old.is_some();
         let store = old.map(|s| s.ctx().store.clone()).unwrap_or(data);
         let generation = old.map_or(0, |s| s.generation);
-        let (world_before, commands_before) = {
+        let (world_before, commands_before, events_before) = {
             let shared = self.shared();
-            (shared.world.clone(), shared.commands.len())
+            (
+                shared.world.clone(),
+                shared.commands.len(),
+                shared.events.len(),
+            )
         };
         let req = LoadRequest {
+            kind,
             name,
             path,
             config,
             store,
             now,
+            generation: generation + 1,
             run_init: true,
         };
         match load(&self.opts, &self.shared, req) {
-            Ok(mut script) => {
-                script.generation = generation + 1;
+            Ok(script) => {
                 tracing::info!(
                     script = name,
                     generation = script.generation,
-                    "plugin loaded"
+                    "{what} loaded"
                 );
-                // Dropping the old state drops its timers with it.
-                self.scripts.insert(name.to_string(), script);
-                if !self.order.iter().any(|n| n == name) {
+                // Dropping the old state drops its timers and callbacks with it.
+                self.scripts_mut(kind).insert(name.to_string(), script);
+                if kind == ScriptKind::Plugin && !self.order.iter().any(|n| n == name) {
                     self.order.push(name.to_string());
                 }
                 ScriptStatus {
-                    kind: ScriptKind::Plugin,
+                    kind,
                     name: name.to_string(),
                     generation: generation + 1,
                     error: None,
@@ -214,8 +390,8 @@ impl LuaHost {
             Err(error) => {
                 tracing::error!(
                     script = name,
-                    "plugin not loaded{}: {error}",
-                    if old.is_some() {
+                    "{what} not loaded{}: {error}",
+                    if had_old {
                         ", the previous version keeps running"
                     } else {
                         ""
@@ -224,8 +400,12 @@ impl LuaHost {
                 let mut shared = self.shared();
                 shared.world = world_before;
                 shared.commands.truncate(commands_before);
+                shared.events.truncate(events_before);
+                shared
+                    .pending
+                    .retain(|_, o| !o.is(kind, name, generation + 1));
                 ScriptStatus {
-                    kind: ScriptKind::Plugin,
+                    kind,
                     name: name.to_string(),
                     generation,
                     error: Some(error),
@@ -236,8 +416,15 @@ impl LuaHost {
 
     /// Stops plugin `name`; its timers never fire.
     pub fn unload(&mut self, name: &str) {
-        if self.scripts.remove(name).is_some() {
+        if self.plugins.remove(name).is_some() {
             tracing::info!(script = name, "plugin unloaded");
+        }
+    }
+
+    /// Stops rule `name`; its timers and callbacks never run.
+    pub fn unload_rule(&mut self, name: &str) {
+        if self.rules.remove(name).is_some() {
+            tracing::info!(script = name, "rule unloaded");
         }
     }
 
@@ -252,11 +439,11 @@ impl LuaHost {
         let mut names: Vec<String> = self
             .order
             .iter()
-            .filter(|n| self.scripts.contains_key(*n))
+            .filter(|n| self.plugins.contains_key(*n))
             .cloned()
             .collect();
         names.extend(
-            self.scripts
+            self.plugins
                 .keys()
                 .filter(|n| !self.order.contains(n))
                 .cloned(),
@@ -264,14 +451,33 @@ impl LuaHost {
         names
     }
 
+    /// The loaded rules, in the order they run (by name).
+    pub fn rule_names(&self) -> Vec<String> {
+        self.rules.keys().cloned().collect()
+    }
+
     /// The current status of plugin `name` (disabled plugins carry an error).
     pub fn status(&self, name: &str) -> Option<ScriptStatus> {
-        self.scripts.get(name).map(|s| ScriptStatus {
-            kind: ScriptKind::Plugin,
+        self.status_of(ScriptKind::Plugin, name)
+    }
+
+    /// The current status of rule `name`.
+    pub fn rule_status(&self, name: &str) -> Option<ScriptStatus> {
+        self.status_of(ScriptKind::Rule, name)
+    }
+
+    fn status_of(&self, kind: ScriptKind, name: &str) -> Option<ScriptStatus> {
+        self.scripts(kind).get(name).map(|s| ScriptStatus {
+            kind,
             name: name.to_string(),
             generation: s.generation,
             error: s.disabled.then(|| disabled_message(&s.file)),
         })
+    }
+
+    /// Bytes the Lua state of a loaded script uses (for the benches and diagnostics).
+    pub fn memory_used(&self, kind: ScriptKind, name: &str) -> Option<usize> {
+        self.scripts(kind).get(name).map(|s| s.lua.used_memory())
     }
 
     /// Commands emitted outside a dispatch (while loading), in order.
@@ -279,81 +485,166 @@ impl LuaHost {
         std::mem::take(&mut self.shared().commands)
     }
 
-    /// Offers `sms` to each plugin in order; the first whose `sms` hook returns true wins.
+    /// True while `number` is locked out (checked before any script sees its SMS or call).
+    pub fn is_locked_out(&self, number: &str, now: Instant) -> bool {
+        let shared = self.shared();
+        let number = crate::phone::normalise(number, shared.country_code.as_deref());
+        shared.lockouts.is_locked(&number, now)
+    }
+
+    /// Offers `sms` to each plugin in order (the first whose `sms` hook returns true wins), then
+    /// to every rule whose `on.sms` matches. A locked-out sender reaches nobody.
     pub fn dispatch_sms(&mut self, sms: &IncomingSms, now: Instant) -> Dispatch {
+        self.expire_lockouts(now);
+        if self.is_locked_out(&sms.from, now) {
+            tracing::debug!(from = %sms.from, "SMS ignored: the sender is locked out");
+            return self.finish(Dispatch::default());
+        }
         let current = Current {
             reply_to: Some(sms.from.clone()),
             call_id: None,
         };
-        self.offer("sms", &HookArg::Sms(sms), current, now)
+        let mut out = self.offer("sms", &HookArg::Sms(sms), current, now);
+        let ev = RuleEvent::Sms {
+            sms: sms.clone(),
+            handled_by: out.handled_by.clone(),
+        };
+        self.run_rules(&ev, now, &mut out);
+        self.finish(out)
     }
 
-    /// Offers `call` to each plugin in order; the first whose `call` hook returns true wins.
+    /// Offers `call` to each plugin in order, then to the rules, like [`LuaHost::dispatch_sms`].
     pub fn dispatch_call(&mut self, call: &Call, now: Instant) -> Dispatch {
+        self.expire_lockouts(now);
+        if call
+            .from
+            .as_deref()
+            .is_some_and(|n| self.is_locked_out(n, now))
+        {
+            tracing::debug!(from = ?call.from, "call ignored: the caller is locked out");
+            return self.finish(Dispatch::default());
+        }
         let current = Current {
             reply_to: call.from.clone(),
             call_id: Some(call.id),
         };
-        self.offer("call", &HookArg::Call(call), current, now)
+        let mut out = self.offer("call", &HookArg::Call(call), current, now);
+        let ev = RuleEvent::Call {
+            call: call.clone(),
+            handled_by: out.handled_by.clone(),
+        };
+        self.run_rules(&ev, now, &mut out);
+        self.finish(out)
     }
 
     /// Updates the [`World`] from `ev`, then calls every plugin's `input`, `output` or
-    /// `call_ended` hook. SMS and ringing calls go through [`LuaHost::dispatch_sms`] and
-    /// [`LuaHost::dispatch_call`] instead, so they are ignored here.
+    /// `call_ended` hook and every rule that subscribed to it, or the callback waiting for a
+    /// USSD or MQTT session result. SMS and ringing calls go through [`LuaHost::dispatch_sms`]
+    /// and [`LuaHost::dispatch_call`] instead, so they are ignored here.
     pub fn dispatch_event(&mut self, ev: &Event, now: Instant) -> Dispatch {
         let mut out = Dispatch::default();
-        let (hook, arg, current) = match ev {
+        self.expire_lockouts(now);
+        let (hook, arg, current, rule_ev) = match ev {
             Event::InputChanged { name, on } => {
                 self.shared().world.inputs.insert(name.clone(), *on);
                 (
-                    "input",
+                    Some("input"),
                     HookArg::Switch { name, on: *on },
                     Current::default(),
+                    Some(RuleEvent::Input {
+                        name: name.clone(),
+                        on: *on,
+                    }),
                 )
             }
             Event::OutputChanged { name, on } => {
                 self.shared().world.outputs.insert(name.clone(), *on);
                 (
-                    "output",
+                    Some("output"),
                     HookArg::Switch { name, on: *on },
                     Current::default(),
+                    Some(RuleEvent::Output {
+                        name: name.clone(),
+                        on: *on,
+                    }),
                 )
             }
             Event::Modem(status) => {
                 self.shared().world.modem = status.clone();
-                return self.finish(out);
+                let ev = RuleEvent::Modem(status.clone());
+                (None, HookArg::None, Current::default(), Some(ev))
+            }
+            Event::Alarm { state, by } => {
+                self.shared().world.alarm = *state;
+                let ev = RuleEvent::Alarm {
+                    state: state.as_str(),
+                    by: by.clone(),
+                };
+                (None, HookArg::None, Current::default(), Some(ev))
+            }
+            Event::Mqtt { topic, payload } => {
+                let ev = RuleEvent::Mqtt {
+                    topic: topic.clone(),
+                    payload: payload.clone(),
+                };
+                (None, HookArg::None, Current::default(), Some(ev))
+            }
+            Event::Lockout { number, until } => {
+                let ev = RuleEvent::Lockout {
+                    number: number.clone(),
+                    until: until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                };
+                (None, HookArg::None, Current::default(), Some(ev))
             }
             Event::CallEnded(call) => (
-                "call_ended",
+                Some("call_ended"),
                 HookArg::Call(call),
                 Current {
                     reply_to: call.from.clone(),
                     call_id: Some(call.id),
                 },
+                None,
             ),
+            Event::UssdResult { id, result } | Event::MqttSession { id, result } => {
+                self.run_callback(*id, result, now, &mut out);
+                return self.finish(out);
+            }
             _ => return self.finish(out),
         };
-        for name in self.plugin_names() {
-            self.call_hook(&name, hook, &arg, current.clone(), now, &mut out);
+        if let Some(hook) = hook {
+            for name in self.plugin_names() {
+                self.call_hook(&name, hook, &arg, current.clone(), now, &mut out);
+            }
+        }
+        if let Some(rule_ev) = rule_ev {
+            self.run_rules(&rule_ev, now, &mut out);
         }
         self.finish(out)
     }
 
     /// When the next timer is due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.scripts
+        self.plugins
             .values()
+            .chain(self.rules.values())
             .filter(|s| !s.disabled)
             .filter_map(|s| s.ctx().timers.values().map(|t| t.due).min())
             .min()
     }
 
-    /// Runs every timer due at `now`, earliest first (each at most once per call).
+    /// Runs every timer due at `now`, earliest first (each at most once per call): plugins'
+    /// and rules' `gw.timer` callbacks and rules' `on.timer` triggers.
     pub fn handle_timeout(&mut self, now: Instant) -> Dispatch {
         let mut out = Dispatch::default();
-        let mut due = Vec::new();
-        for (rank, name) in self.plugin_names().into_iter().enumerate() {
-            let Some(script) = self.scripts.get(&name) else {
+        self.expire_lockouts(now);
+        let mut due: Vec<DueTimer> = Vec::new();
+        let plugins = self
+            .plugin_names()
+            .into_iter()
+            .map(|n| (ScriptKind::Plugin, n));
+        let rules = self.rule_names().into_iter().map(|n| (ScriptKind::Rule, n));
+        for (rank, (kind, name)) in plugins.chain(rules).enumerate() {
+            let Some(script) = self.scripts(kind).get(&name) else {
                 continue;
             };
             if script.disabled {
@@ -361,52 +652,62 @@ impl LuaHost {
             }
             let ctx = script.ctx();
             for (id, timer) in ctx.timers.iter().filter(|(_, t)| t.due <= now) {
-                due.push((timer.due, rank, *id, name.clone(), script.generation));
+                due.push((timer.due, rank, *id, kind, name.clone(), script.generation));
             }
         }
-        due.sort();
-        for (_, _, id, name, generation) in due {
-            let Some(script) = self.scripts.get(&name) else {
+        due.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        let clock = self.shared().clock;
+        for (_, _, id, kind, name, generation) in due {
+            let Some(script) = self.scripts(kind).get(&name) else {
                 continue;
             };
             // A callback of an older generation never runs.
             if script.generation != generation || script.disabled {
                 continue;
             }
-            let function = {
+            let (trigger, one_shot) = {
                 let mut ctx = script.ctx();
                 let Some(timer) = ctx.timers.get_mut(&id) else {
                     continue;
                 };
-                let one_shot = match timer.every {
-                    Some(every) => {
-                        let next = timer.due + every;
-                        timer.due = if next > now { next } else { now + every };
-                        false
-                    }
-                    None => ctx.timers.remove(&id).is_some(),
-                };
-                drop(ctx);
-                script
-                    .lua
-                    .named_registry_value::<Table>(TIMERS_REGISTRY_KEY)
-                    .and_then(|fns| {
-                        let f = fns.raw_get::<Option<Function>>(id)?;
-                        if one_shot {
-                            fns.raw_set(id, Value::Nil)?;
-                        }
-                        Ok(f)
-                    })
+                let trigger = timer.trigger.clone();
+                let keep = reschedule(timer, now, &clock);
+                if !keep {
+                    ctx.timers.remove(&id);
+                }
+                (trigger, !keep)
             };
+            if let Some(spec) = trigger {
+                self.trigger_rule(&name, &RuleEvent::Timer(spec), now, &mut out);
+                continue;
+            }
+            let function = script
+                .lua
+                .named_registry_value::<Table>(TIMERS_REGISTRY_KEY)
+                .and_then(|fns| {
+                    let f = fns.raw_get::<Option<Function>>(id)?;
+                    if one_shot {
+                        fns.raw_set(id, Value::Nil)?;
+                    }
+                    Ok(f)
+                });
             match function {
                 Ok(Some(f)) => {
-                    self.run(&name, &f, &HookArg::None, Current::default(), now, &mut out);
+                    self.run(
+                        kind,
+                        &name,
+                        &f,
+                        &HookArg::None,
+                        Current::default(),
+                        now,
+                        &mut out,
+                    );
                 }
                 Ok(None) => {}
-                Err(e) => {
-                    out.errors
-                        .push(describe(&e, &script_file(&self.scripts, &name), &self.opts))
-                }
+                Err(e) => out.errors.push(describe(&e, &script.file, &self.opts)),
+            }
+            if kind == ScriptKind::Rule {
+                self.drain_queue(&name, now, &mut out);
             }
         }
         self.finish(out)
@@ -420,15 +721,235 @@ impl LuaHost {
                 break;
             }
         }
-        self.finish(out)
-    }
-
-    fn finish(&mut self, mut out: Dispatch) -> Dispatch {
-        out.commands = self.take_commands();
         out
     }
 
-    /// Calls `hook` of script `name` if it has one; true when it returned a true value.
+    fn finish(&mut self, mut out: Dispatch) -> Dispatch {
+        let mut shared = self.shared();
+        out.commands = std::mem::take(&mut shared.commands);
+        out.events = std::mem::take(&mut shared.events);
+        out
+    }
+
+    /// Forgets ended lock-outs and deletes them from the store.
+    fn expire_lockouts(&mut self, now: Instant) {
+        let mut shared = self.shared();
+        for number in shared.lockouts.expire(now) {
+            tracing::info!(%number, "lock-out ended");
+            shared.commands.push(Command::KvSet {
+                scope: LOCKOUT_SCOPE.to_string(),
+                key: number,
+                value: None,
+            });
+        }
+    }
+
+    /// Runs every enabled rule that `ev` triggers, by name.
+    fn run_rules(&mut self, ev: &RuleEvent, now: Instant, out: &mut Dispatch) {
+        if self.rules.is_empty() {
+            return;
+        }
+        let cc = self.opts.country_code.clone();
+        let names: Vec<String> = self.rules.keys().cloned().collect();
+        for name in names {
+            let Some(script) = self.rules.get(&name) else {
+                continue;
+            };
+            let Some(rule) = script.rule.as_ref().filter(|_| !script.disabled) else {
+                continue;
+            };
+            // A `pattern` filter runs Lua (string.find) and spends from the budget.
+            script.budget.reset();
+            match rule.matches(ev, cc.as_deref()) {
+                Ok(true) => self.trigger_rule(&name, ev, now, out),
+                Ok(false) => {}
+                Err(e) => self.failed(ScriptKind::Rule, &name, &e, out),
+            }
+        }
+    }
+
+    /// Runs rule `name` for `ev`, or not, as its mode says.
+    fn trigger_rule(&mut self, name: &str, ev: &RuleEvent, now: Instant, out: &mut Dispatch) {
+        let Some(mode) = self
+            .rules
+            .get(name)
+            .and_then(|s| s.rule.as_ref())
+            .map(|r| r.mode)
+        else {
+            return;
+        };
+        if mode != Mode::Parallel && self.rule_pending(name) {
+            match mode {
+                Mode::Single => {
+                    tracing::debug!(rule = name, "trigger ignored: the previous run is pending");
+                    return;
+                }
+                Mode::Queued => {
+                    if let Some(script) = self.rules.get_mut(name) {
+                        if script.queue.len() < rules::MAX_QUEUED {
+                            script.queue.push_back(ev.clone());
+                        } else {
+                            tracing::warn!(rule = name, "trigger dropped: the queue is full");
+                        }
+                    }
+                    return;
+                }
+                Mode::Restart => self.cancel_pending(name),
+                Mode::Parallel => {}
+            }
+        }
+        self.execute_rule(name, ev, now, out);
+    }
+
+    fn execute_rule(&mut self, name: &str, ev: &RuleEvent, now: Instant, out: &mut Dispatch) {
+        let Some(f) = self
+            .rules
+            .get(name)
+            .and_then(|s| s.rule.as_ref())
+            .map(|r| r.execute.clone())
+        else {
+            return;
+        };
+        self.run(
+            ScriptKind::Rule,
+            name,
+            &f,
+            &HookArg::Rule(ev),
+            current_for(ev),
+            now,
+            out,
+        );
+    }
+
+    /// Mode `queued`: runs waiting triggers while nothing of an earlier run is pending.
+    fn drain_queue(&mut self, name: &str, now: Instant, out: &mut Dispatch) {
+        while !self.rule_pending(name) {
+            let Some(ev) = self.rules.get_mut(name).and_then(|s| {
+                if s.disabled {
+                    None
+                } else {
+                    s.queue.pop_front()
+                }
+            }) else {
+                return;
+            };
+            self.execute_rule(name, &ev, now, out);
+        }
+    }
+
+    /// True while rule `name` has `gw.timer` timers or callbacks waiting (its `on.timer`
+    /// triggers do not count).
+    fn rule_pending(&self, name: &str) -> bool {
+        let Some(script) = self.rules.get(name) else {
+            return false;
+        };
+        if script.ctx().timers.values().any(|t| t.trigger.is_none()) {
+            return true;
+        }
+        self.shared()
+            .pending
+            .values()
+            .any(|o| o.is(ScriptKind::Rule, name, script.generation))
+    }
+
+    /// Mode `restart`: cancels rule `name`'s timers and callbacks.
+    fn cancel_pending(&mut self, name: &str) {
+        let Some(script) = self.rules.get(name) else {
+            return;
+        };
+        let timers: Vec<u64> = {
+            let mut ctx = script.ctx();
+            let ids: Vec<u64> = ctx
+                .timers
+                .iter()
+                .filter(|(_, t)| t.trigger.is_none())
+                .map(|(id, _)| *id)
+                .collect();
+            for id in &ids {
+                ctx.timers.remove(id);
+            }
+            ids
+        };
+        let callbacks: Vec<u64> = {
+            let mut shared = self.shared();
+            let ids: Vec<u64> = shared
+                .pending
+                .iter()
+                .filter(|(_, o)| o.is(ScriptKind::Rule, name, script.generation))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in &ids {
+                shared.pending.remove(id);
+            }
+            ids
+        };
+        for (key, ids) in [
+            (TIMERS_REGISTRY_KEY, timers),
+            (CALLBACKS_REGISTRY_KEY, callbacks),
+        ] {
+            if let Ok(fns) = script.lua.named_registry_value::<Table>(key) {
+                for id in ids {
+                    let _ = fns.raw_set(id, Value::Nil);
+                }
+            }
+        }
+        tracing::debug!(
+            rule = name,
+            "pending timers and callbacks cancelled (mode restart)"
+        );
+    }
+
+    /// Runs the callback waiting for request `id`, if its script's generation is still loaded.
+    fn run_callback(
+        &mut self,
+        id: u64,
+        result: &Result<String, String>,
+        now: Instant,
+        out: &mut Dispatch,
+    ) {
+        let Some(owner) = self.shared().pending.remove(&id) else {
+            tracing::debug!(
+                id,
+                "result with no callback waiting (reloaded or cancelled)"
+            );
+            return;
+        };
+        let Some(script) = self.scripts(owner.kind).get(&owner.name) else {
+            return;
+        };
+        if script.generation != owner.generation || script.disabled {
+            return;
+        }
+        let function = script
+            .lua
+            .named_registry_value::<Table>(CALLBACKS_REGISTRY_KEY)
+            .and_then(|fns| {
+                let f = fns.raw_get::<Option<Function>>(id)?;
+                fns.raw_set(id, Value::Nil)?;
+                Ok(f)
+            });
+        match function {
+            Ok(Some(f)) => {
+                let arg = HookArg::Outcome(result);
+                self.run(
+                    owner.kind,
+                    &owner.name,
+                    &f,
+                    &arg,
+                    Current::default(),
+                    now,
+                    out,
+                );
+            }
+            Ok(None) => {}
+            Err(e) => out.errors.push(describe(&e, &script.file, &self.opts)),
+        }
+        if owner.kind == ScriptKind::Rule {
+            self.drain_queue(&owner.name, now, out);
+        }
+    }
+
+    /// Calls `hook` of plugin `name` if it has one; true when it returned a true value.
     fn call_hook(
         &mut self,
         name: &str,
@@ -438,22 +959,24 @@ impl LuaHost {
         now: Instant,
         out: &mut Dispatch,
     ) -> bool {
-        let Some(script) = self.scripts.get(name) else {
+        let Some(script) = self.plugins.get(name) else {
             return false;
         };
         if script.disabled {
             return false;
         }
         match script.hooks.raw_get::<Option<Function>>(hook) {
-            Ok(Some(f)) => self.run(name, &f, arg, current, now, out),
+            Ok(Some(f)) => self.run(ScriptKind::Plugin, name, &f, arg, current, now, out),
             // Checked at load time; the table may have been changed since, treat as absent.
             _ => false,
         }
     }
 
     /// Runs `f` in script `name` with a fresh budget, counting failures.
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &mut self,
+        kind: ScriptKind,
         name: &str,
         f: &Function,
         arg: &HookArg,
@@ -461,7 +984,7 @@ impl LuaHost {
         now: Instant,
         out: &mut Dispatch,
     ) -> bool {
-        let Some(script) = self.scripts.get_mut(name) else {
+        let Some(script) = self.scripts_mut(kind).get_mut(name) else {
             return false;
         };
         {
@@ -478,33 +1001,61 @@ impl LuaHost {
                 !matches!(value, Value::Nil | Value::Boolean(false))
             }
             Err(e) => {
-                let message = describe(&e, &script.file, &self.opts);
-                tracing::error!(script = name, "{message}");
-                out.errors.push(message);
-                // Give back what a memory bomb left behind before the next call.
-                let _ = script.lua.gc_collect();
-                script.consecutive_failures += 1;
-                if script.consecutive_failures >= MAX_CONSECUTIVE_FAILURES {
-                    script.disabled = true;
-                    let error = disabled_message(&script.file);
-                    tracing::error!(script = name, "{error}");
-                    out.statuses.push(ScriptStatus {
-                        kind: ScriptKind::Plugin,
-                        name: name.to_string(),
-                        generation: script.generation,
-                        error: Some(error),
-                    });
-                }
+                self.failed(kind, name, &e, out);
                 false
             }
         }
     }
+
+    /// Reports a failed call of script `name` and disables it after too many in a row.
+    fn failed(&mut self, kind: ScriptKind, name: &str, e: &mlua::Error, out: &mut Dispatch) {
+        let opts = self.opts.clone();
+        let Some(script) = self.scripts_mut(kind).get_mut(name) else {
+            return;
+        };
+        let message = describe(e, &script.file, &opts);
+        tracing::error!(script = name, "{message}");
+        out.errors.push(message);
+        // Give back what a memory bomb left behind before the next call.
+        let _ = script.lua.gc_collect();
+        script.consecutive_failures += 1;
+        if script.consecutive_failures >= MAX_CONSECUTIVE_FAILURES && !script.disabled {
+            script.disabled = true;
+            let error = disabled_message(&script.file);
+            tracing::error!(script = name, "{error}");
+            out.statuses.push(ScriptStatus {
+                kind,
+                name: name.to_string(),
+                generation: script.generation,
+                error: Some(error),
+            });
+        }
+    }
 }
 
-fn script_file(scripts: &BTreeMap<String, Script>, name: &str) -> String {
-    scripts
-        .get(name)
-        .map_or_else(|| name.to_string(), |s| s.file.clone())
+/// Moves a fired timer to its next time; false when it is done.
+fn reschedule(timer: &mut Timer, now: Instant, clock: &WallClock) -> bool {
+    match &mut timer.repeat {
+        Repeat::Once => false,
+        Repeat::Every(every) => {
+            let next = timer.due + *every;
+            timer.due = if next > now { next } else { now + *every };
+            true
+        }
+        Repeat::Daily { at, next } => {
+            let after = (*next).max(clock.at(now));
+            *next = clock::next_daily(*at, after);
+            timer.due = clock.instant_of(*next);
+            true
+        }
+    }
+}
+
+fn kind_word(kind: ScriptKind) -> &'static str {
+    match kind {
+        ScriptKind::Plugin => "plugin",
+        ScriptKind::Rule => "rule",
+    }
 }
 
 fn disabled_message(file: &str) -> String {
@@ -547,28 +1098,34 @@ fn describe(err: &mlua::Error, file: &str, opts: &HostOptions) -> String {
 
 /// What one load needs besides the host's settings.
 struct LoadRequest<'a> {
+    kind: ScriptKind,
     name: &'a str,
     path: &'a Path,
     config: &'a serde_json::Value,
     /// The `gw.store` contents to start with.
     store: BTreeMap<String, String>,
     now: Instant,
+    /// The generation this load becomes if it succeeds.
+    generation: u64,
     /// False for `gsmgw check`, where `init` would act without the real config.
     run_init: bool,
 }
 
-/// Builds a script's state, runs its file and `init`, and checks what it returned.
+/// Builds a script's state, runs its file (and a plugin's `init`), and checks what it
+/// returned.
 fn load(
     opts: &HostOptions,
     shared: &Arc<Mutex<Shared>>,
     req: LoadRequest,
 ) -> Result<Script, String> {
     let LoadRequest {
+        kind,
         name,
         path,
         config,
         store,
         now,
+        generation,
         run_init,
     } = req;
     let file = file_name(path);
@@ -577,7 +1134,9 @@ fn load(
     let (lua, budget) = sandbox::new_state(opts.memory_limit_kb, opts.instruction_limit)
         .map_err(|e| describe(&e, &file, opts))?;
     let ctx = Arc::new(Mutex::new(ScriptCtx {
+        kind,
         name: name.to_string(),
+        generation,
         now,
         current: Current::default(),
         store,
@@ -598,14 +1157,40 @@ fn load(
         .set_mode(ChunkMode::Text)
         .eval()
         .map_err(|e| describe(&e, &file, opts))?;
-    let Value::Table(hooks) = returned else {
-        return Err(format!(
-            "{file}: a plugin must return a table of handlers ({{ sms = function(msg) … end, … }}), not {}",
-            returned.type_name()
-        ));
+    let mut script = Script {
+        hooks: lua.create_table().map_err(|e| describe(&e, &file, opts))?,
+        rule: None,
+        queue: VecDeque::new(),
+        lua: lua.clone(),
+        budget: Arc::clone(&budget),
+        ctx,
+        file: file.clone(),
+        generation,
+        consecutive_failures: 0,
+        disabled: false,
     };
+    let Value::Table(table) = returned else {
+        return Err(match kind {
+            ScriptKind::Plugin => format!(
+                "{file}: a plugin must return a table of handlers ({{ sms = function(msg) … end, … }}), not {}",
+                returned.type_name()
+            ),
+            ScriptKind::Rule => format!(
+                "{file}: a rule must return a table ({{ on = {{ … }}, execute = function(gw, ev) … end }}), not {}",
+                returned.type_name()
+            ),
+        });
+    };
+    if kind == ScriptKind::Rule {
+        let rule = Rule::parse(&lua, &table).map_err(|e| format!("{file}: {e}"))?;
+        api::register_data(&lua, &table).map_err(|e| describe(&e, &file, opts))?;
+        start_rule(&script, &rule, shared, now);
+        script.rule = Some(rule);
+        script.hooks = table;
+        return Ok(script);
+    }
     for hook in HOOK_NAMES {
-        match hooks.raw_get::<Value>(hook) {
+        match table.raw_get::<Value>(hook) {
             Ok(Value::Nil | Value::Function(_)) => {}
             Ok(other) => {
                 return Err(format!(
@@ -616,54 +1201,80 @@ fn load(
             Err(e) => return Err(describe(&e, &file, opts)),
         }
     }
-    if !run_init {
-        return Ok(Script {
-            hooks,
-            lua,
-            budget,
-            ctx,
-            file,
-            generation: 0,
-            consecutive_failures: 0,
-            disabled: false,
+    script.hooks = table;
+    if run_init {
+        if let Ok(Some(init)) = script.hooks.raw_get::<Option<Function>>("init") {
+            budget.reset();
+            init.call::<()>(()).map_err(|e| describe(&e, &file, opts))?;
+        }
+    }
+    Ok(script)
+}
+
+/// Schedules a freshly loaded rule's `on.timer` triggers and subscribes its `on.mqtt` topics.
+fn start_rule(script: &Script, rule: &Rule, shared: &Arc<Mutex<Shared>>, now: Instant) {
+    let mut shared = shared.lock().unwrap_or_else(|e| e.into_inner());
+    let clock = shared.clock;
+    let mut ctx = script.ctx();
+    for (spec, timer) in &rule.on.timers {
+        let (due, repeat) = match timer {
+            TimerSpec::Every(every) => (now + *every, Repeat::Every(*every)),
+            TimerSpec::At(at) => {
+                let next = clock::next_daily(*at, clock.at(now));
+                (clock.instant_of(next), Repeat::Daily { at: *at, next })
+            }
+        };
+        ctx.next_timer_id += 1;
+        let id = ctx.next_timer_id;
+        ctx.timers.insert(
+            id,
+            Timer {
+                due,
+                repeat,
+                trigger: Some(spec.clone()),
+            },
+        );
+    }
+    for topic in &rule.on.mqtt {
+        shared.commands.push(Command::MqttSubscribe {
+            topic: topic.clone(),
         });
     }
-    if let Ok(Some(init)) = hooks.raw_get::<Option<Function>>("init") {
-        budget.reset();
-        init.call::<()>(()).map_err(|e| describe(&e, &file, opts))?;
-    }
-    Ok(Script {
-        hooks,
-        lua,
-        budget,
-        ctx,
-        file,
-        generation: 0,
-        consecutive_failures: 0,
-        disabled: false,
-    })
 }
 
 /// Compiles and runs the script at `path` in a throw-away sandbox and checks that it returns a
 /// plugin table (for `gsmgw check`). Errors are `file:line: message`.
 pub fn check_script(path: &Path, opts: &HostOptions) -> Result<(), String> {
-    let shared = Arc::new(Mutex::new(Shared {
-        world: World::default(),
-        commands: Vec::new(),
-        country_code: opts.country_code.clone(),
-    }));
+    check(ScriptKind::Plugin, path, opts)
+}
+
+/// Like [`check_script`] for a rule: it must return a valid rule table.
+pub fn check_rule(path: &Path, opts: &HostOptions) -> Result<(), String> {
+    check(ScriptKind::Rule, path, opts)
+}
+
+fn check(kind: ScriptKind, path: &Path, opts: &HostOptions) -> Result<(), String> {
+    let shared = Arc::new(Mutex::new(Shared::new(
+        World::default(),
+        opts.country_code.clone(),
+        WallClock::new(Instant::now(), Local::now()),
+    )));
     let name = file_name(path);
     let name = name.strip_suffix(".lua").unwrap_or(&name).to_string();
     let req = LoadRequest {
+        kind,
         name: &name,
         path,
         config: &serde_json::Value::Null,
         store: BTreeMap::new(),
         now: Instant::now(),
+        generation: 1,
         run_init: false,
     };
     load(opts, &shared, req).map(|_| ())
 }
 
+#[cfg(test)]
+mod rule_tests;
 #[cfg(test)]
 mod tests;

@@ -43,7 +43,21 @@ impl Budget {
     pub fn exceeded(&self) -> bool {
         self.exceeded.load(Ordering::Relaxed)
     }
+
+    /// Charges work done outside the VM (in a C function) as `instructions`; true when that
+    /// exhausts the budget. The hook then stops the call at its next check.
+    fn charge(&self, instructions: u64) -> bool {
+        let used = self.used.fetch_add(instructions, Ordering::Relaxed) + instructions;
+        if used > self.limit {
+            self.exceeded.store(true, Ordering::Relaxed);
+        }
+        self.exceeded()
+    }
 }
+
+/// Bytes that `string.rep` may produce for the price of one VM instruction: about what a
+/// simple instruction costs in time when copying memory.
+const BYTES_PER_INSTRUCTION: u64 = 16;
 
 /// The registry slot holding the [`Budget`] pointer; its address is the key.
 static BUDGET_KEY: u8 = 0;
@@ -111,9 +125,30 @@ pub fn new_state(
             }
         })?;
     }
+    charge_string_rep(&lua, Arc::clone(&budget))?;
     // Set last so that the libraries and the API fit whatever the limit.
     lua.set_memory_limit(memory_limit_kb.saturating_mul(1024))?;
     Ok((lua, budget))
+}
+
+/// `string.rep` is one VM instruction however much it copies, so a loop of big `rep`s would run
+/// for seconds within its instruction budget: charge it by the bytes it produces.
+fn charge_string_rep(lua: &Lua, budget: Arc<Budget>) -> mlua::Result<()> {
+    let string: mlua::Table = lua.globals().get("string")?;
+    let rep: mlua::Function = string.get("rep")?;
+    let charged = lua.create_function(
+        move |_, (s, n, sep): (mlua::String, i64, Option<mlua::String>)| {
+            let piece = s.as_bytes().len() + sep.as_ref().map_or(0, |sep| sep.as_bytes().len());
+            let bytes = u64::try_from(n).unwrap_or(0).saturating_mul(piece as u64);
+            if budget.charge(bytes / BYTES_PER_INSTRUCTION) {
+                return Err(mlua::Error::RuntimeError(
+                    "instruction limit exceeded".to_string(),
+                ));
+            }
+            rep.call::<mlua::String>((s, n, sep))
+        },
+    )?;
+    string.set("rep", charged)
 }
 
 /// Removes or wraps everything that reaches outside the state.

@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::bus::OutputAction;
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    host: LuaHost,
-    t0: Instant,
+pub(super) struct Fixture {
+    pub(super) dir: tempfile::TempDir,
+    pub(super) host: LuaHost,
+    pub(super) t0: Instant,
 }
 
-fn opts() -> HostOptions {
+pub(super) fn opts() -> HostOptions {
     HostOptions {
         memory_limit_kb: 4096,
         instruction_limit: 1_000_000,
@@ -22,7 +22,7 @@ fn opts() -> HostOptions {
     }
 }
 
-fn world() -> World {
+pub(super) fn world() -> World {
     World {
         outputs: BTreeMap::from([("gate".to_string(), false), ("relay".to_string(), false)]),
         inputs: BTreeMap::from([("door".to_string(), true)]),
@@ -32,11 +32,12 @@ fn world() -> World {
             registered: true,
             ..ModemStatus::default()
         },
+        ..World::default()
     }
 }
 
 impl Fixture {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let dir = match tempfile::tempdir() {
             Ok(d) => d,
             Err(e) => panic!("tempdir: {e}"),
@@ -48,7 +49,7 @@ impl Fixture {
         }
     }
 
-    fn write(&self, name: &str, source: &str) -> PathBuf {
+    pub(super) fn write(&self, name: &str, source: &str) -> PathBuf {
         let path = self.dir.path().join(format!("{name}.lua"));
         if let Err(e) = std::fs::write(&path, source) {
             panic!("write {name}: {e}");
@@ -57,13 +58,13 @@ impl Fixture {
     }
 
     /// Writes and loads plugin `name`, failing the test when it does not load.
-    fn load(&mut self, name: &str, source: &str) -> ScriptStatus {
+    pub(super) fn load(&mut self, name: &str, source: &str) -> ScriptStatus {
         let status = self.try_load(name, source);
         assert_eq!(status.error, None, "{name} should load");
         status
     }
 
-    fn try_load(&mut self, name: &str, source: &str) -> ScriptStatus {
+    pub(super) fn try_load(&mut self, name: &str, source: &str) -> ScriptStatus {
         let path = self.write(name, source);
         self.host.load_plugin(
             name,
@@ -74,7 +75,7 @@ impl Fixture {
         )
     }
 
-    fn sms(&mut self, from: &str, text: &str) -> Dispatch {
+    pub(super) fn sms(&mut self, from: &str, text: &str) -> Dispatch {
         let sms = IncomingSms {
             id: 12,
             from: from.into(),
@@ -85,12 +86,12 @@ impl Fixture {
         self.host.dispatch_sms(&sms, self.t0)
     }
 
-    fn at(&self, secs: u64) -> Instant {
+    pub(super) fn at(&self, secs: u64) -> Instant {
         self.t0 + Duration::from_secs(secs)
     }
 }
 
-fn send(to: &str, text: &str) -> Command {
+pub(super) fn send(to: &str, text: &str) -> Command {
     Command::SendSms {
         to: to.into(),
         text: text.into(),
@@ -98,7 +99,7 @@ fn send(to: &str, text: &str) -> Command {
     }
 }
 
-fn set(name: &str, on: bool, secs: Option<u64>) -> Command {
+pub(super) fn set(name: &str, on: bool, secs: Option<u64>) -> Command {
     Command::SetOutput {
         name: name.into(),
         action: OutputAction::Set {
@@ -108,7 +109,7 @@ fn set(name: &str, on: bool, secs: Option<u64>) -> Command {
     }
 }
 
-const MASTER: &str = "+447700900123";
+pub(super) const MASTER: &str = "+447700900123";
 
 #[test]
 fn first_plugin_that_handles_an_sms_wins_and_false_passes_on() {
@@ -604,7 +605,13 @@ fn infinite_loop_in_a_coroutine_is_stopped() {
 
 #[test]
 fn huge_string_rep_is_stopped() {
-    assert_stopped_and_next_dispatch_works("local s = string.rep('x', 1e9)", "memory");
+    // 8 MB: within the instruction budget `string.rep` is charged, beyond the 4 MiB limit.
+    assert_stopped_and_next_dispatch_works("local s = string.rep('x', 8e6)", "memory");
+    // 1 GB is refused by the budget before anything is allocated.
+    assert_stopped_and_next_dispatch_works(
+        "local s = string.rep('x', 1e9)",
+        "instruction limit exceeded",
+    );
 }
 
 #[test]
