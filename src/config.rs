@@ -621,12 +621,19 @@ impl Config {
             bad("lua.instruction_limit", "must be at least 10000".into());
         }
         if self.lua.lockout_failures == 0 || self.lua.lockout_seconds == 0 {
-            bad("lua.lockout_failures", "lockout_failures and lockout_seconds must be at least 1".into());
+            bad(
+                "lua.lockout_failures",
+                "lockout_failures and lockout_seconds must be at least 1".into(),
+            );
         }
         let mut seen_rules = std::collections::BTreeSet::new();
         for r in self.lua.rules.iter().filter(|r| r.as_str() != "*") {
-            if !seen_rules.insert(r) || r.is_empty() || r.contains(['/', '\\']) || r.contains("..") {
-                bad("lua.rules", format!("{r:?} must be a rule name (listed once), not a path"));
+            if !seen_rules.insert(r) || r.is_empty() || r.contains(['/', '\\']) || r.contains("..")
+            {
+                bad(
+                    "lua.rules",
+                    format!("{r:?} must be a rule name (listed once), not a path"),
+                );
             }
         }
         let mut seen = std::collections::BTreeSet::new();

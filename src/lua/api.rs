@@ -702,7 +702,7 @@ pub(crate) fn register_modem(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
 /// True for a caller ID that identifies nobody: absent, empty, or without digits
 /// ("anonymous", "withheld").
 fn is_withheld(number: Option<&str>) -> bool {
-    number.is_none_or(|n| phone::digits(n).is_empty())
+    number.map_or(true, |n| phone::digits(n).is_empty())
 }
 
 /// `gw.modem.ussd`: the asynchronous part of `gw.modem`.

@@ -655,7 +655,7 @@ impl LuaHost {
                 due.push((timer.due, rank, *id, kind, name.clone(), script.generation));
             }
         }
-        due.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
+        due.sort_by_key(|a| (a.0, a.1, a.2));
         let clock = self.shared().clock;
         for (_, _, id, kind, name, generation) in due {
             let Some(script) = self.scripts(kind).get(&name) else {

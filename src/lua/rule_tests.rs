@@ -934,3 +934,26 @@ fn example_light_command_switches_for_listed_numbers_only() {
     load_example(&mut g, "light_command", serde_json::json!({}));
     assert!(g.sms(MASTER, "LIGHT ON").commands.is_empty());
 }
+
+#[test]
+fn rules_star_loads_every_example_rule_and_each_passes_check() {
+    let mut cfg = crate::config::Config::default();
+    cfg.lua.rules_dir = example("x").parent().map(PathBuf::from).unwrap_or_default();
+    cfg.lua.rules = vec!["*".into()];
+    let names: Vec<String> = cfg.rule_paths().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "alarm_input_notify",
+            "daily_status",
+            "light_command",
+            "sms_to_mqtt"
+        ]
+    );
+    for (name, path) in cfg.rule_paths() {
+        assert_eq!(check_rule(&path, &super::tests::opts()), Ok(()), "{name}");
+    }
+    // A plugin is not a rule.
+    let plugin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugins/call_reject_conn.lua");
+    assert!(check_rule(&plugin, &super::tests::opts()).is_err());
+}
