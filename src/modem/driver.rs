@@ -769,7 +769,7 @@ impl Driver {
         let answered = self
             .command(AtCommand::new(
                 "AT+CFUN=1,1".to_string(),
-                Duration::from_secs(5),
+                self.cfg.command_timeout(),
             ))
             .await
             .is_ok();

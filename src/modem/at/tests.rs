@@ -1160,3 +1160,21 @@ fn cusd_answered_before_ok_is_a_urc_not_a_response_line() {
         ]
     );
 }
+
+#[test]
+fn sim_full_indicator_during_a_command_is_a_urc() {
+    let mut engine = AtEngine::new();
+    let now = Instant::now();
+    let id = engine.submit(cmd("AT+CMGL=4"), now);
+    engine.handle_rx(b"\r\n+CIEV: \"SMSFULL\",1\r\n\r\nOK\r\n", now);
+    assert_eq!(
+        drain(&mut engine),
+        vec![
+            AtEvent::Urc(Urc::Vendor("+CIEV: \"SMSFULL\",1".into())),
+            AtEvent::Completed {
+                id,
+                result: Ok(Response::default())
+            }
+        ]
+    );
+}
