@@ -403,13 +403,19 @@ impl Config {
                 message: "no such file (help: pass the config with --config FILE)".into(),
             });
         }
+        // Only GSMGW_<SECTION>__<KEY> are overrides: GSMGW_LOG is the log filter, and would
+        // otherwise be rejected as an unknown key `log`.
+        let overrides = std::env::vars()
+            .filter(|(k, _)| k.strip_prefix("GSMGW_").is_some_and(|key| key.contains("__")))
+            .collect();
         let built = ::config::Config::builder()
             .add_source(::config::File::from(path).format(::config::FileFormat::Toml))
             .add_source(
                 ::config::Environment::with_prefix("GSMGW")
                     .prefix_separator("_")
                     .separator("__")
-                    .try_parsing(true),
+                    .try_parsing(true)
+                    .source(Some(overrides)),
             )
             .build()
             .map_err(|e| parse_error(&file, e))?;

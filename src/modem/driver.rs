@@ -610,8 +610,43 @@ impl Driver {
             .await
     }
 
+    /// Closes an SMS prompt that a previous run left open when it died between `AT+CMGS` and
+    /// the PDU: the modem would otherwise take every command as PDU text and look hung.
+    /// Whatever the modem says in return is dropped once it has been quiet for a moment, so
+    /// its `OK` cannot be taken for the answer to the next command. URCs dropped with it are
+    /// caught by the start-up sweep.
+    async fn cancel_open_prompt(&mut self) -> Result<(), CmdError> {
+        const ESC: u8 = 0x1B;
+        const QUIET: Duration = Duration::from_millis(100);
+        const MAX_WAIT: Duration = Duration::from_secs(1);
+        let port = self
+            .port
+            .as_mut()
+            .ok_or_else(|| CmdError::Port("port closed".into()))?;
+        port.write_all(&[ESC])
+            .await
+            .map_err(|e| CmdError::Port(e.to_string()))?;
+        let give_up = Instant::now() + MAX_WAIT;
+        let mut buf = [0u8; 256];
+        loop {
+            let quiet_until = (Instant::now() + QUIET).min(give_up);
+            tokio::select! {
+                read = port.read(&mut buf) => match read {
+                    Ok(0) => return Err(CmdError::Port("end of file".into())),
+                    Ok(_) => {}
+                    Err(e) => return Err(CmdError::Port(e.to_string())),
+                },
+                _ = tokio::time::sleep_until(quiet_until) => return Ok(()),
+            }
+            if Instant::now() >= give_up {
+                return Ok(());
+            }
+        }
+    }
+
     /// The init sequence. Failures of optional settings are logged, not fatal.
     async fn init(&mut self) -> Result<(), CmdError> {
+        self.cancel_open_prompt().await?;
         // Synchronise: a modem that just booted may drop the first command.
         let mut synced = false;
         for _ in 0..3 {
