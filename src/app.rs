@@ -423,7 +423,10 @@ async fn handle_sms(host: &mut LuaHost, sms: crate::bus::IncomingSms, h: &Handle
     match h.store.inbox_delivered(sms.id).await {
         Ok(Some(false)) => {}
         Ok(_) => {
-            tracing::debug!(inbox_id = sms.id, "SMS already delivered; not offered again");
+            tracing::debug!(
+                inbox_id = sms.id,
+                "SMS already delivered; not offered again"
+            );
             return;
         }
         Err(e) => {
@@ -459,11 +462,7 @@ async fn handle_sms(host: &mut LuaHost, sms: crate::bus::IncomingSms, h: &Handle
             other => rest.push(other),
         }
     }
-    match h
-        .store
-        .commit_dispatch(sms.id, replies.clone(), data)
-        .await
-    {
+    match h.store.commit_dispatch(sms.id, replies.clone(), data).await {
         Ok(store::DispatchCommit::Committed(queued)) => {
             for (reply, row) in replies.iter().zip(&queued) {
                 h.modem
@@ -472,7 +471,10 @@ async fn handle_sms(host: &mut LuaHost, sms: crate::bus::IncomingSms, h: &Handle
             h.modem.kick();
         }
         Ok(store::DispatchCommit::AlreadyDelivered) => {
-            tracing::warn!(inbox_id = sms.id, "SMS was delivered meanwhile; its replies dropped");
+            tracing::warn!(
+                inbox_id = sms.id,
+                "SMS was delivered meanwhile; its replies dropped"
+            );
             return;
         }
         Err(e) => {

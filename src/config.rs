@@ -406,7 +406,10 @@ impl Config {
         // Only GSMGW_<SECTION>__<KEY> are overrides: GSMGW_LOG is the log filter, and would
         // otherwise be rejected as an unknown key `log`.
         let overrides = std::env::vars()
-            .filter(|(k, _)| k.strip_prefix("GSMGW_").is_some_and(|key| key.contains("__")))
+            .filter(|(k, _)| {
+                k.strip_prefix("GSMGW_")
+                    .is_some_and(|key| key.contains("__"))
+            })
             .collect();
         let built = ::config::Config::builder()
             .add_source(::config::File::from(path).format(::config::FileFormat::Toml))

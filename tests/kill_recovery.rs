@@ -244,7 +244,13 @@ async fn no_sms_is_lost_or_handled_twice_when_the_gateway_is_killed_at_random() 
     let logs = std::fs::read_to_string(&log).unwrap_or_default();
     let first_parts = acks
         .iter()
-        .map(|a| modem.sent.iter().filter(|s| s.starts_with(a.as_str())).count())
+        .map(|a| {
+            modem
+                .sent
+                .iter()
+                .filter(|s| s.starts_with(a.as_str()))
+                .count()
+        })
         .sum::<usize>();
     eprintln!(
         "kill test: {KILLS} kills; re-read SMS already stored (killed before AT+CMGD): {}; \

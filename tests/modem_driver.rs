@@ -116,10 +116,15 @@ async fn start_on(
 
 impl Rig {
     async fn ready(&mut self, secs: u64) {
-        next_matching(&mut self.events, secs, "the modem to be ready", |ev| match ev {
-            Event::Modem(s) if s.ready => Some(()),
-            _ => None,
-        })
+        next_matching(
+            &mut self.events,
+            secs,
+            "the modem to be ready",
+            |ev| match ev {
+                Event::Modem(s) if s.ready => Some(()),
+                _ => None,
+            },
+        )
         .await;
     }
 
@@ -158,7 +163,10 @@ async fn a_directly_delivered_sms_is_stored_and_published() {
     rig.sim
         .send_raw(format!("\r\n+CMT: ,{tpdu_len}\r\n{pdu}\r\n").as_bytes());
     let sms = rig.received("the +CMT message").await;
-    assert_eq!((sms.from.as_str(), sms.text.as_str()), (SENDER, "direct hello"));
+    assert_eq!(
+        (sms.from.as_str(), sms.text.as_str()),
+        (SENDER, "direct hello")
+    );
     let row = rig.store.inbox_get(sms.id).await.unwrap().expect("stored");
     assert_eq!(row.text, "direct hello");
     rig.shutdown().await;
@@ -171,7 +179,11 @@ async fn a_stored_delivery_report_is_matched_to_its_outbox_row() {
         ..Default::default()
     })
     .await;
-    let id = rig.modem.queue_sms(SENDER, "report me", None).await.unwrap();
+    let id = rig
+        .modem
+        .queue_sms(SENDER, "report me", None)
+        .await
+        .unwrap();
     // The sim stores the report (+CDSI); the driver reads it and then deletes it.
     rig.sim_command("AT+CMGD=").await;
     let row = rig.store.outbox_get(id).await.unwrap().expect("row");
@@ -183,7 +195,11 @@ async fn a_stored_delivery_report_is_matched_to_its_outbox_row() {
 #[tokio::test]
 async fn a_direct_delivery_report_is_matched_to_its_outbox_row() {
     let mut rig = start(Setup::default()).await;
-    let id = rig.modem.queue_sms(SENDER, "no report asked", None).await.unwrap();
+    let id = rig
+        .modem
+        .queue_sms(SENDER, "no report asked", None)
+        .await
+        .unwrap();
     next_matching(&mut rig.events, 10, "the SMS to be sent", |ev| match ev {
         Event::SmsStatus(s) if s.outbox_id == id && s.status == SendStatus::Sent => Some(()),
         _ => None,
@@ -233,7 +249,11 @@ async fn an_incomplete_concatenated_sms_is_delivered_with_markers_after_the_time
     assert!(sms.incomplete);
     assert!(sms.text.starts_with(&"x".repeat(153)), "{}", sms.text);
     assert!(!sms.text.contains('y'), "{}", sms.text);
-    assert!(sms.text.contains(gsmgw::store::MISSING_PART_MARKER), "{}", sms.text);
+    assert!(
+        sms.text.contains(gsmgw::store::MISSING_PART_MARKER),
+        "{}",
+        sms.text
+    );
     rig.shutdown().await;
 }
 
@@ -353,8 +373,12 @@ async fn the_sim_pin_unlocks_the_modem_and_never_reaches_the_log() {
     assert!(status.ready && status.registered, "{status:?}");
     rig.sim_command("AT+CPIN=").await;
     rig.shutdown().await;
-    let text = String::from_utf8_lossy(&logs.0.lock().unwrap_or_else(|p| p.into_inner())).to_string();
-    assert!(text.contains("AT+CPIN=***"), "the PIN command is logged, redacted");
+    let text =
+        String::from_utf8_lossy(&logs.0.lock().unwrap_or_else(|p| p.into_inner())).to_string();
+    assert!(
+        text.contains("AT+CPIN=***"),
+        "the PIN command is logged, redacted"
+    );
     assert!(!text.contains("4711"), "the PIN leaked into the log");
 }
 

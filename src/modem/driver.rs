@@ -23,8 +23,7 @@ use crate::bus::{Bus, Call, Event, IncomingSms, ModemStatus, SendStatus, SmsStat
 use crate::config::ModemConfig;
 use crate::phone;
 use crate::store::{
-    InboxInsert, NewInboxSms, NewPart, OutboxStatus, PartInsert, QueuedSms, StoreError,
-    StoreHandle,
+    InboxInsert, NewInboxSms, NewPart, OutboxStatus, PartInsert, QueuedSms, StoreError, StoreHandle,
 };
 
 /// Commands that time out in a row before the modem counts as hung and is reset.
@@ -1120,8 +1119,8 @@ impl Driver {
     /// Delivers, with markers, the concatenated messages whose missing parts did not come
     /// within `sms.concat_timeout_s`.
     async fn expire_parts(&mut self) {
-        let timeout = chrono::TimeDelta::from_std(self.concat_timeout)
-            .unwrap_or(chrono::TimeDelta::MAX);
+        let timeout =
+            chrono::TimeDelta::from_std(self.concat_timeout).unwrap_or(chrono::TimeDelta::MAX);
         let older_than = Utc::now()
             .checked_sub_signed(timeout)
             .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
@@ -1143,7 +1142,9 @@ impl Driver {
                 })),
                 Ok(None) => {}
                 // Stays undelivered in the inbox: offered at the next start.
-                Err(e) => tracing::error!(inbox_id = id, error = %e, "could not read an expired message"),
+                Err(e) => {
+                    tracing::error!(inbox_id = id, error = %e, "could not read an expired message")
+                }
             }
         }
     }
@@ -1184,7 +1185,11 @@ impl Driver {
     fn finish_ussd(&mut self, status: u8, text: Option<String>, dcs: Option<u8>) {
         let text = text.map(|t| pdu::decode_ussd(&t, dcs));
         let Some(pending) = self.ussd.take() else {
-            tracing::info!(status, text = text.as_deref().unwrap_or(""), "USSD from the network");
+            tracing::info!(
+                status,
+                text = text.as_deref().unwrap_or(""),
+                "USSD from the network"
+            );
             return;
         };
         let result = match (status, text) {

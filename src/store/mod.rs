@@ -1106,67 +1106,67 @@ fn insert_outbox_row(
     request_id: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<(i64, Option<String>), StoreError> {
-        let hour_ago = (now - TimeDelta::hours(1)).timestamp_millis();
-        let day_ago = (now - TimeDelta::days(1)).timestamp_millis();
-        let (all_hour, all_day, to_hour, to_day): (u32, u32, u32, u32) = tx.query_row(
-            "SELECT COALESCE(SUM(created_at > ?1), 0), COUNT(*), \
+    let hour_ago = (now - TimeDelta::hours(1)).timestamp_millis();
+    let day_ago = (now - TimeDelta::days(1)).timestamp_millis();
+    let (all_hour, all_day, to_hour, to_day): (u32, u32, u32, u32) = tx.query_row(
+        "SELECT COALESCE(SUM(created_at > ?1), 0), COUNT(*), \
                     COALESCE(SUM(recipient = ?3 AND created_at > ?1), 0), \
                     COALESCE(SUM(recipient = ?3), 0) \
              FROM outbox WHERE status IN ('queued', 'sent') AND created_at > ?2",
-            params![hour_ago, day_ago, to],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
-        )?;
-        let gateway = String::new();
-        let recipient = format!(" to {to}");
-        let capped = [
-            (
-                all_hour,
-                limits.max_per_hour,
-                &gateway,
-                "hour",
-                "max_per_hour",
-            ),
-            (all_day, limits.max_per_day, &gateway, "day", "max_per_day"),
-            (
-                to_hour,
-                limits.max_per_recipient_per_hour,
-                &recipient,
-                "hour",
-                "max_per_recipient_per_hour",
-            ),
-            (
-                to_day,
-                limits.max_per_recipient_per_day,
-                &recipient,
-                "day",
-                "max_per_recipient_per_day",
-            ),
-        ]
-        .into_iter()
-        .find(|(count, max, ..)| count >= max)
-        .map(|(count, max, scope, window, key)| {
-            format!(
-                "{count} SMS{scope} sent or queued in the last {window} \
+        params![hour_ago, day_ago, to],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+    )?;
+    let gateway = String::new();
+    let recipient = format!(" to {to}");
+    let capped = [
+        (
+            all_hour,
+            limits.max_per_hour,
+            &gateway,
+            "hour",
+            "max_per_hour",
+        ),
+        (all_day, limits.max_per_day, &gateway, "day", "max_per_day"),
+        (
+            to_hour,
+            limits.max_per_recipient_per_hour,
+            &recipient,
+            "hour",
+            "max_per_recipient_per_hour",
+        ),
+        (
+            to_day,
+            limits.max_per_recipient_per_day,
+            &recipient,
+            "day",
+            "max_per_recipient_per_day",
+        ),
+    ]
+    .into_iter()
+    .find(|(count, max, ..)| count >= max)
+    .map(|(count, max, scope, window, key)| {
+        format!(
+            "{count} SMS{scope} sent or queued in the last {window} \
                  (limit sms.{key} = {max})"
-            )
-        });
-        let (status, error) = match &capped {
-            Some(reason) => (OutboxStatus::Failed, Some(reason.as_str())),
-            None => (OutboxStatus::Queued, None),
-        };
-        tx.execute(
-            "INSERT INTO outbox (recipient, text, request_id, status, error, created_at) \
+        )
+    });
+    let (status, error) = match &capped {
+        Some(reason) => (OutboxStatus::Failed, Some(reason.as_str())),
+        None => (OutboxStatus::Queued, None),
+    };
+    tx.execute(
+        "INSERT INTO outbox (recipient, text, request_id, status, error, created_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                to,
-                text,
-                request_id,
-                status.as_str(),
-                error,
-                now.timestamp_millis()
-            ],
-        )?;
-        Ok((tx.last_insert_rowid(), capped))
+        params![
+            to,
+            text,
+            request_id,
+            status.as_str(),
+            error,
+            now.timestamp_millis()
+        ],
+    )?;
+    Ok((tx.last_insert_rowid(), capped))
 }
 
 /// True when a delivery report's recipient is the stored recipient.

@@ -763,7 +763,8 @@ fn commit_dispatch_of_a_delivered_message_writes_nothing() {
     let InboxInsert::New(id) = s.inbox_insert(&sms("h1", "+4470", "STATUS")).unwrap() else {
         panic!("new row expected");
     };
-    s.commit_dispatch(id, &[reply("+4470", "one")], &[]).unwrap();
+    s.commit_dispatch(id, &[reply("+4470", "one")], &[])
+        .unwrap();
     let again = s
         .commit_dispatch(id, &[reply("+4470", "two")], &[kv("k", Some("2"))])
         .unwrap();
@@ -786,7 +787,11 @@ fn commit_dispatch_records_a_capped_reply_as_failed_and_still_commits() {
     let DispatchCommit::Committed(queued) = s
         .commit_dispatch(
             id,
-            &[reply("+4470", "a"), reply("+4470", "b"), reply("+4470", "c")],
+            &[
+                reply("+4470", "a"),
+                reply("+4470", "b"),
+                reply("+4470", "c"),
+            ],
             &[],
         )
         .unwrap()

@@ -28,11 +28,9 @@ pub(super) fn encode_delivered_report(
 /// delivery report; `None` if it is not one.
 pub(super) fn decode_submit(hex: &str) -> Option<(String, String, bool)> {
     match pdu::decode(hex, true) {
-        Ok(Pdu::Submit(submit)) => Some((
-            submit.recipient,
-            submit.text,
-            submit.status_report_request,
-        )),
+        Ok(Pdu::Submit(submit)) => {
+            Some((submit.recipient, submit.text, submit.status_report_request))
+        }
         Ok(other) => {
             tracing::warn!("simulated modem got a PDU that is not an SMS-SUBMIT: {other:?}");
             None
