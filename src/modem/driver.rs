@@ -610,7 +610,8 @@ impl Driver {
     }
 
     /// Closes an SMS prompt that a previous run left open when it died between `AT+CMGS` and
-    /// the PDU: the modem would otherwise take every command as PDU text and look hung.
+    /// the PDU: the modem takes every command as PDU text and looks hung. Only done when the
+    /// first `AT` went unanswered, so a healthy start waits on no timer.
     /// Whatever the modem says in return is dropped once it has been quiet for a moment, so
     /// its `OK` cannot be taken for the answer to the next command. URCs dropped with it are
     /// caught by the start-up sweep.
@@ -618,6 +619,7 @@ impl Driver {
         const ESC: u8 = 0x1B;
         const QUIET: Duration = Duration::from_millis(100);
         const MAX_WAIT: Duration = Duration::from_secs(1);
+        tracing::warn!("the modem does not answer; sending ESC in case an SMS prompt is open");
         let port = self
             .port
             .as_mut()
@@ -645,10 +647,10 @@ impl Driver {
 
     /// The init sequence. Failures of optional settings are logged, not fatal.
     async fn init(&mut self) -> Result<(), CmdError> {
-        self.cancel_open_prompt().await?;
-        // Synchronise: a modem that just booted may drop the first command.
+        // Synchronise: a modem that just booted may drop the first command, and one left
+        // waiting for a PDU by a run that died mid-send swallows everything until ESC.
         let mut synced = false;
-        for _ in 0..3 {
+        for attempt in 0..3 {
             match self
                 .command(AtCommand::new("AT".to_string(), Duration::from_secs(2)))
                 .await
@@ -657,7 +659,12 @@ impl Driver {
                     synced = true;
                     break;
                 }
-                Err(CmdError::At(_)) => continue,
+                Err(CmdError::At(_)) => {
+                    if attempt == 0 {
+                        self.cancel_open_prompt().await?;
+                        self.engine.reset();
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
