@@ -127,12 +127,27 @@ pub async fn start(cfg: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
     .context("starting GPIO")?;
     tasks.push(("gpio", gpio_task));
 
+    let mut modem_opts = DriverOptions::from_config(&cfg);
+    if let Some(key) = cfg.modem.power_key.clone() {
+        let (gpio, pulse) = (
+            gpio.clone(),
+            std::time::Duration::from_millis(cfg.modem.power_key_pulse_ms),
+        );
+        modem_opts.power_key = Some(Box::new(move || {
+            let (gpio, key) = (gpio.clone(), key.clone());
+            tokio::spawn(async move {
+                let press = crate::bus::OutputAction::Set {
+                    on: true,
+                    duration: Some(pulse),
+                };
+                if let Err(e) = gpio.set(&key, press).await {
+                    tracing::error!(output = %key, error = %e, "could not press the modem's power key");
+                }
+            });
+        }));
+    }
     let (modem, modem_task) = driver::spawn(
-        DriverOptions {
-            modem: cfg.modem.clone(),
-            send_attempts: cfg.sms.send_attempts,
-            country_code: cfg.country_code().map(str::to_string),
-        },
+        modem_opts,
         store.clone(),
         bus.clone(),
         stopped(stop_rx.clone()),
@@ -167,30 +182,35 @@ pub async fn start(cfg: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
     ));
 
     let host = load_scripts(&cfg, &handles).await?;
-    let (scripts_stop, scripts_stop_rx) = watch::channel(false);
-    let scripts_task = tokio::spawn(run_scripts(
-        host,
-        script_events,
-        handles.clone(),
-        stopped(scripts_stop_rx),
-    ));
-
     // Messages stored but never handed to the plugins (the gateway stopped in between) are
-    // delivered now, oldest first.
-    match handles.store.inbox_undelivered().await {
-        Ok(rows) => {
-            for row in rows {
-                bus.publish(Event::SmsReceived(crate::bus::IncomingSms {
+    // offered first, oldest first. They go to the script task only, not on the bus: MQTT
+    // announced each one when it was stored, and announces a message at most once.
+    let undelivered = match handles.store.inbox_undelivered().await {
+        Ok(rows) => rows
+            .into_iter()
+            .map(|row| {
+                Event::SmsReceived(crate::bus::IncomingSms {
                     id: row.id,
                     from: row.from,
                     text: row.text,
                     time: row.sent_at,
                     incomplete: row.incomplete,
-                }));
-            }
+                })
+            })
+            .collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "could not read undelivered messages");
+            Vec::new()
         }
-        Err(e) => tracing::error!(error = %e, "could not read undelivered messages"),
-    }
+    };
+    let (scripts_stop, scripts_stop_rx) = watch::channel(false);
+    let scripts_task = tokio::spawn(run_scripts(
+        host,
+        undelivered,
+        script_events,
+        handles.clone(),
+        stopped(scripts_stop_rx),
+    ));
 
     Ok(Gateway {
         handles,
@@ -371,11 +391,15 @@ async fn load_scripts(cfg: &Config, h: &Handles) -> anyhow::Result<LuaHost> {
 /// handler's commands are carried out before the next event.
 async fn run_scripts(
     mut host: LuaHost,
+    backlog: Vec<Event>,
     mut events: mpsc::UnboundedReceiver<Event>,
     h: Handles,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    for ev in backlog {
+        handle_event(&mut host, ev, &h).await;
+    }
     loop {
         let timer = host.poll_timeout().map(Instant::from_std);
         tokio::select! {
@@ -416,18 +440,7 @@ async fn handle_event(host: &mut LuaHost, ev: Event, h: &Handles) {
     sync_host(host, h);
     let now = Instant::now().into_std();
     match ev {
-        Event::SmsReceived(sms) => {
-            let d = host.dispatch_sms(&sms, now);
-            if d.handled_by.is_none() {
-                tracing::info!(from = %sms.from, "no plugin handled the SMS");
-            }
-            finish_dispatch(d, h).await;
-            // Marked only after its replies are queued, so a crash in between redelivers it
-            // rather than losing it.
-            if let Err(e) = h.store.inbox_mark_delivered(sms.id).await {
-                tracing::error!(error = %e, "could not mark an SMS delivered");
-            }
-        }
+        Event::SmsReceived(sms) => handle_sms(host, sms, h).await,
         Event::CallRinging(call) => {
             let d = host.dispatch_call(&call, now);
             finish_dispatch(d, h).await;
@@ -436,6 +449,81 @@ async fn handle_event(host: &mut LuaHost, ev: Event, h: &Handles) {
             let d = host.dispatch_event(&other, now);
             finish_dispatch(d, h).await;
         }
+    }
+}
+
+/// Offers a received SMS to the plugins exactly once. The durable part of what they asked
+/// for (replies, script data) is written in the same store transaction that marks the SMS
+/// delivered: a crash before it redelivers the SMS with no effect kept, a crash after it
+/// never redelivers it. Outputs and call commands are carried out afterwards, as for any
+/// event; a crash between the commit and them loses them rather than repeating them.
+async fn handle_sms(host: &mut LuaHost, sms: crate::bus::IncomingSms, h: &Handles) {
+    // The same row can be offered twice (announced by the modem task while start-up also
+    // redelivers it); only the first offer may reach the plugins.
+    match h.store.inbox_delivered(sms.id).await {
+        Ok(Some(false)) => {}
+        Ok(_) => {
+            tracing::debug!(
+                inbox_id = sms.id,
+                "SMS already delivered; not offered again"
+            );
+            return;
+        }
+        Err(e) => {
+            // Not offered now: it stays undelivered and is offered again at the next start.
+            tracing::error!(inbox_id = sms.id, error = %e, "could not check an SMS; not delivered");
+            return;
+        }
+    }
+    let d = host.dispatch_sms(&sms, Instant::now().into_std());
+    if d.handled_by.is_none() {
+        tracing::info!(from = %sms.from, "no plugin handled the SMS");
+    }
+    for e in &d.errors {
+        tracing::warn!(error = %e, "script error");
+    }
+    let mut replies = Vec::new();
+    let mut data = Vec::new();
+    let mut rest = Vec::new();
+    for cmd in d.commands {
+        match cmd {
+            Command::SendSms {
+                to,
+                text,
+                request_id,
+            } => replies.push(store::NewOutboxSms {
+                to,
+                text,
+                request_id,
+            }),
+            Command::KvSet { scope, key, value } => {
+                data.push(store::KvChange { scope, key, value })
+            }
+            other => rest.push(other),
+        }
+    }
+    match h.store.commit_dispatch(sms.id, replies.clone(), data).await {
+        Ok(store::DispatchCommit::Committed(queued)) => {
+            for (reply, row) in replies.iter().zip(&queued) {
+                h.modem
+                    .announce_queued(&reply.to, reply.request_id.as_deref(), row);
+            }
+            h.modem.kick();
+        }
+        Ok(store::DispatchCommit::AlreadyDelivered) => {
+            tracing::warn!(
+                inbox_id = sms.id,
+                "SMS was delivered meanwhile; its replies dropped"
+            );
+            return;
+        }
+        Err(e) => {
+            tracing::error!(inbox_id = sms.id, error = %e, "could not record an SMS as handled; it will be offered again at the next start");
+            return;
+        }
+    }
+    for cmd in rest {
+        execute(h, cmd).await;
     }
 }
 

@@ -66,6 +66,13 @@ pub struct ModemConfig {
     pub poll_interval_s: u64,
     /// Seconds after the last ring before a call that never said `NO CARRIER` counts as ended.
     pub ring_timeout_s: u64,
+    /// A second device that only carries URCs (some USB modems have one); never written to.
+    pub urc_port: Option<PathBuf>,
+    /// The output wired to the modem's power key, pulsed when the modem does not answer and
+    /// a soft reset (`AT+CFUN=1,1`) fails.
+    pub power_key: Option<String>,
+    /// How long the power key is held, in milliseconds.
+    pub power_key_pulse_ms: u64,
 }
 
 impl fmt::Debug for ModemConfig {
@@ -78,6 +85,9 @@ impl fmt::Debug for ModemConfig {
             .field("sweep_interval_s", &self.sweep_interval_s)
             .field("poll_interval_s", &self.poll_interval_s)
             .field("ring_timeout_s", &self.ring_timeout_s)
+            .field("urc_port", &self.urc_port)
+            .field("power_key", &self.power_key)
+            .field("power_key_pulse_ms", &self.power_key_pulse_ms)
             .finish()
     }
 }
@@ -92,6 +102,9 @@ impl Default for ModemConfig {
             sweep_interval_s: 300,
             poll_interval_s: 60,
             ring_timeout_s: 8,
+            urc_port: None,
+            power_key: None,
+            power_key_pulse_ms: 1500,
         }
     }
 }
@@ -107,6 +120,11 @@ pub struct SmsConfig {
     pub max_per_recipient_per_day: u32,
     /// Attempts before an outgoing SMS is marked failed.
     pub send_attempts: u32,
+    /// Ask the network for a delivery report on every outgoing SMS.
+    pub delivery_reports: bool,
+    /// Seconds to wait for the missing parts of a concatenated SMS before delivering what
+    /// arrived, with markers.
+    pub concat_timeout_s: u64,
 }
 
 impl Default for SmsConfig {
@@ -117,6 +135,8 @@ impl Default for SmsConfig {
             max_per_recipient_per_hour: 10,
             max_per_recipient_per_day: 30,
             send_attempts: 3,
+            delivery_reports: false,
+            concat_timeout_s: 3600,
         }
     }
 }
@@ -473,13 +493,22 @@ impl Config {
                 message: "no such file (help: pass the config with --config FILE)".into(),
             });
         }
+        // Only GSMGW_<SECTION>__<KEY> are overrides: GSMGW_LOG is the log filter, and would
+        // otherwise be rejected as an unknown key `log`.
+        let overrides = std::env::vars()
+            .filter(|(k, _)| {
+                k.strip_prefix("GSMGW_")
+                    .is_some_and(|key| key.contains("__"))
+            })
+            .collect();
         let built = ::config::Config::builder()
             .add_source(::config::File::from(path).format(::config::FileFormat::Toml))
             .add_source(
                 ::config::Environment::with_prefix("GSMGW")
                     .prefix_separator("_")
                     .separator("__")
-                    .try_parsing(true),
+                    .try_parsing(true)
+                    .source(Some(overrides)),
             )
             .build()
             .map_err(|e| parse_error(&file, e))?;
@@ -572,6 +601,14 @@ impl Config {
         }
         if self.sms.send_attempts == 0 {
             bad("sms.send_attempts", "must be at least 1".into());
+        }
+        if let Some(key) = &self.modem.power_key {
+            if !self.outputs.contains_key(key) {
+                bad(
+                    "modem.power_key",
+                    format!("no output named {key:?} (help: add [outputs.{key}])"),
+                );
+            }
         }
         let mut lines: BTreeMap<String, String> = BTreeMap::new();
         let named = self

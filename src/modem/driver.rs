@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_serial::{SerialPortBuilderExt, SerialStream};
 
@@ -23,7 +23,7 @@ use crate::bus::{Bus, Call, Event, IncomingSms, ModemStatus, SendStatus, SmsStat
 use crate::config::ModemConfig;
 use crate::phone;
 use crate::store::{
-    InboxInsert, NewInboxSms, NewPart, OutboxStatus, PartInsert, StoreError, StoreHandle,
+    InboxInsert, NewInboxSms, NewPart, OutboxStatus, PartInsert, QueuedSms, StoreError, StoreHandle,
 };
 
 /// Commands that time out in a row before the modem counts as hung and is reset.
@@ -34,6 +34,19 @@ const CLIP_WAIT: Duration = Duration::from_millis(1500);
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest back-off between attempts to open a vanished port or resend a failed SMS.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How long the network may take to answer a USSD request.
+const USSD_TIMEOUT: Duration = Duration::from_secs(30);
+/// The shortest time between two presses of the power key: a press toggles the modem, so a
+/// modem still booting from the last one must not be switched off again.
+const POWER_KEY_MIN_INTERVAL: Duration = Duration::from_secs(60);
+/// Sweeps in a row after the SIM reported full: each frees room for messages the network was
+/// holding back, which arrive meanwhile.
+const FULL_SIM_SWEEPS: usize = 3;
+/// `+CMS ERROR: 322`: memory full.
+const CMS_MEMORY_FULL: u16 = 322;
+
+/// Presses the modem's power key (a pulse on the output wired to it).
+pub type PowerKey = Box<dyn Fn() + Send + Sync>;
 
 /// Why a request to the modem failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +60,15 @@ pub enum ModemError {
     /// The modem refused or did not answer.
     #[error("the modem failed: {0}")]
     Modem(String),
+    /// A USSD code may hold only digits, `*`, `#` and `+`.
+    #[error("invalid USSD code {0:?} (help: use digits, * and #, like *100#)")]
+    InvalidUssdCode(String),
+    /// The network did not answer the USSD request in time.
+    #[error("no USSD answer within {} s", USSD_TIMEOUT.as_secs())]
+    UssdTimeout,
+    /// The network ended the USSD session without an answer, or refused it.
+    #[error("USSD failed: {0}")]
+    Ussd(String),
 }
 
 enum Request {
@@ -55,6 +77,10 @@ enum Request {
     Reject(u64),
     Answer(u64),
     HangUp(u64),
+    Ussd {
+        code: String,
+        reply: oneshot::Sender<Result<String, ModemError>>,
+    },
 }
 
 /// A cloneable handle to the modem task.
@@ -75,34 +101,51 @@ impl ModemHandle {
         text: &str,
         request_id: Option<&str>,
     ) -> Result<i64, ModemError> {
-        let status = |outbox_id, status| {
-            Event::SmsStatus(SmsStatus {
-                outbox_id,
-                to: to.to_string(),
-                request_id: request_id.map(str::to_string),
-                status,
-            })
-        };
         match self
             .store
             .outbox_insert(to, text, request_id, Utc::now())
             .await
         {
             Ok(id) => {
-                self.bus.publish(status(id, SendStatus::Queued));
-                // A full channel already holds a wake-up, so a failed try_send loses nothing.
-                let _ = self.tx.try_send(Request::Kick);
+                self.announce_queued(to, request_id, &QueuedSms { id, capped: None });
+                self.kick();
                 Ok(id)
             }
             Err(e) => {
                 if let StoreError::Capped { id, reason } = &e {
-                    tracing::warn!(to, %reason, "outgoing SMS not sent: cap reached");
-                    self.bus
-                        .publish(status(*id, SendStatus::Failed(reason.clone())));
+                    let row = QueuedSms {
+                        id: *id,
+                        capped: Some(reason.clone()),
+                    };
+                    self.announce_queued(to, request_id, &row);
                 }
                 Err(e.into())
             }
         }
+    }
+
+    /// Publishes the status of an outbox row written by someone else (the app's
+    /// [`crate::store::StoreHandle::commit_dispatch`]): queued, or failed because capped.
+    pub fn announce_queued(&self, to: &str, request_id: Option<&str>, row: &QueuedSms) {
+        let status = match &row.capped {
+            None => SendStatus::Queued,
+            Some(reason) => {
+                tracing::warn!(to, %reason, outbox_id = row.id, "outgoing SMS not sent: cap reached");
+                SendStatus::Failed(reason.clone())
+            }
+        };
+        self.bus.publish(Event::SmsStatus(SmsStatus {
+            outbox_id: row.id,
+            to: to.to_string(),
+            request_id: request_id.map(str::to_string),
+            status,
+        }));
+    }
+
+    /// Wakes the sender to look at the outbox now.
+    pub fn kick(&self) {
+        // A full channel already holds a wake-up, so a failed try_send loses nothing.
+        let _ = self.tx.try_send(Request::Kick);
     }
 
     /// Rejects (hangs up) the ringing call `call_id`; a stale id is ignored.
@@ -120,10 +163,24 @@ impl ModemHandle {
         self.request(Request::HangUp(call_id)).await
     }
 
-    /// Sends a USSD code (`*100#`) and returns the network's answer, decoded. (Not built yet.)
+    /// Sends a USSD code (`*100#`) and returns the network's answer, decoded. Waits at most
+    /// 30 s for the network once the modem has the request.
     pub async fn ussd(&self, code: &str) -> Result<String, ModemError> {
-        let _ = code;
-        Err(ModemError::Modem("USSD is not supported yet".into()))
+        let code = code.trim();
+        if code.is_empty()
+            || !code
+                .chars()
+                .all(|c| c.is_ascii_digit() || matches!(c, '*' | '#' | '+'))
+        {
+            return Err(ModemError::InvalidUssdCode(code.to_string()));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.request(Request::Ussd {
+            code: code.to_string(),
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| ModemError::Stopped)?
     }
 
     /// The last known modem status.
@@ -141,6 +198,26 @@ pub struct DriverOptions {
     pub modem: ModemConfig,
     pub send_attempts: u32,
     pub country_code: Option<String>,
+    /// Ask for a delivery report on every outgoing SMS (`sms.delivery_reports`).
+    pub delivery_reports: bool,
+    /// How long the parts of a concatenated SMS wait for the rest (`sms.concat_timeout_s`).
+    pub concat_timeout: Duration,
+    /// Presses the modem's power key (`modem.power_key`); `None` when none is wired.
+    pub power_key: Option<PowerKey>,
+}
+
+impl DriverOptions {
+    /// The options the config gives; no power key (the app wires it to GPIO).
+    pub fn from_config(cfg: &crate::config::Config) -> Self {
+        DriverOptions {
+            modem: cfg.modem.clone(),
+            send_attempts: cfg.sms.send_attempts,
+            country_code: cfg.country_code().map(str::to_string),
+            delivery_reports: cfg.sms.delivery_reports,
+            concat_timeout: Duration::from_secs(cfg.sms.concat_timeout_s),
+            power_key: None,
+        }
+    }
 }
 
 /// Starts the modem task. It runs until `shutdown` resolves; a port that cannot be opened is
@@ -164,6 +241,14 @@ pub fn spawn(
         cfg: opts.modem,
         send_attempts: opts.send_attempts,
         country_code: opts.country_code,
+        delivery_reports: opts.delivery_reports,
+        concat_timeout: opts.concat_timeout,
+        power_key: opts.power_key,
+        last_power_press: None,
+        ussd: None,
+        urc_engine: AtEngine::new(),
+        urc_port: None,
+        sweep_now: false,
         store,
         bus,
         rx,
@@ -219,11 +304,27 @@ struct ActiveCall {
     last_ring: Instant,
 }
 
+/// A USSD request waiting for the network's `+CUSD`.
+struct PendingUssd {
+    reply: oneshot::Sender<Result<String, ModemError>>,
+    deadline: Instant,
+}
+
 struct Driver {
     cfg: ModemConfig,
     port_path: PathBuf,
     send_attempts: u32,
     country_code: Option<String>,
+    delivery_reports: bool,
+    concat_timeout: Duration,
+    power_key: Option<PowerKey>,
+    last_power_press: Option<Instant>,
+    ussd: Option<PendingUssd>,
+    /// Parses the URC-only port: it never gets a command, so everything it reads is a URC.
+    urc_engine: AtEngine,
+    urc_port: Option<SerialStream>,
+    /// The SIM is full: sweep before anything else.
+    sweep_now: bool,
     store: StoreHandle,
     bus: Bus,
     rx: mpsc::Receiver<Request>,
@@ -265,11 +366,18 @@ impl Driver {
                 Ok(port) => {
                     tracing::info!(port = %self.port_path.display(), "modem port open");
                     self.port = Some(port);
+                    self.open_urc_port();
                     self.engine.reset();
                     self.unanswered = 0;
                     backoff = Duration::from_secs(1);
                     let end = self.session(&mut shutdown).await;
                     self.port = None;
+                    self.urc_port = None;
+                    if let Some(p) = self.ussd.take() {
+                        let _ = p
+                            .reply
+                            .send(Err(ModemError::Modem("the modem session ended".into())));
+                    }
                     self.set_status(ModemStatus {
                         imei: self.status.imei.clone(),
                         ..Default::default()
@@ -313,7 +421,9 @@ impl Driver {
             Ok(end) => end,
             Err(CmdError::Port(e)) => SessionEnd::PortLost(e),
             Err(CmdError::Unresponsive) => {
-                self.reset_modem().await;
+                if !self.reset_modem().await {
+                    self.press_power_key();
+                }
                 SessionEnd::Unresponsive
             }
             Err(CmdError::At(e)) => SessionEnd::PortLost(format!("{e:?}")),
@@ -326,19 +436,28 @@ impl Driver {
     ) -> Result<SessionEnd, CmdError> {
         self.init().await?;
         self.sweep().await?;
+        // After the sweep: a missing part still on the SIM must join its group, not arrive
+        // after the group was given up.
+        self.expire_parts().await;
         self.send_pending().await?;
         let mut next_sweep = Instant::now() + Duration::from_secs(self.cfg.sweep_interval_s);
         let mut next_poll = Instant::now() + Duration::from_secs(self.cfg.poll_interval_s);
         let mut buf = [0u8; 1024];
+        let mut urc_buf = [0u8; 1024];
         loop {
             while let Some(urc) = self.urcs.pop_front() {
                 self.handle_urc(urc).await?;
+            }
+            if self.sweep_now {
+                self.sweep_full_sim().await?;
+                continue;
             }
             let deadline = [
                 Some(next_sweep),
                 Some(next_poll),
                 self.send_retry_at,
                 self.call_deadline(),
+                self.ussd.as_ref().map(|u| u.deadline),
                 self.engine.poll_timeout().map(Instant::from_std),
             ]
             .into_iter()
@@ -347,6 +466,13 @@ impl Driver {
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             let Some(port) = self.port.as_mut() else {
                 return Err(CmdError::Port("port closed".into()));
+            };
+            let urc_port = self.urc_port.as_mut();
+            let urc_read = async {
+                match urc_port {
+                    Some(p) => p.read(&mut urc_buf).await,
+                    None => std::future::pending().await,
+                }
             };
             tokio::select! {
                 _ = shutdown.as_mut() => return Ok(SessionEnd::Shutdown),
@@ -363,6 +489,7 @@ impl Driver {
                     }
                     Err(e) => return Err(CmdError::Port(e.to_string())),
                 },
+                read = urc_read => self.urc_port_read(read, &urc_buf),
                 _ = tokio::time::sleep_until(deadline) => {
                     let now = Instant::now();
                     self.engine.handle_timeout(now.into_std());
@@ -370,6 +497,13 @@ impl Driver {
                     if now >= next_sweep {
                         next_sweep = now + Duration::from_secs(self.cfg.sweep_interval_s);
                         self.sweep().await?;
+                        self.expire_parts().await;
+                    }
+                    if self.ussd.as_ref().is_some_and(|u| now >= u.deadline) {
+                        if let Some(p) = self.ussd.take() {
+                            tracing::warn!("no USSD answer from the network");
+                            let _ = p.reply.send(Err(ModemError::UssdTimeout));
+                        }
                     }
                     if now >= next_poll {
                         next_poll = now + Duration::from_secs(self.cfg.poll_interval_s);
@@ -442,6 +576,10 @@ impl Driver {
                     }
                     Err(e) => {
                         self.unanswered = 0;
+                        if e == AtError::CmsError(CMS_MEMORY_FULL) {
+                            tracing::warn!("the modem says its SMS memory is full; sweeping");
+                            self.sweep_now = true;
+                        }
                         Err(CmdError::At(e))
                     }
                 };
@@ -471,11 +609,48 @@ impl Driver {
             .await
     }
 
+    /// Closes an SMS prompt that a previous run left open when it died between `AT+CMGS` and
+    /// the PDU: the modem takes every command as PDU text and looks hung. Only done when the
+    /// first `AT` went unanswered, so a healthy start waits on no timer.
+    /// Whatever the modem says in return is dropped once it has been quiet for a moment, so
+    /// its `OK` cannot be taken for the answer to the next command. URCs dropped with it are
+    /// caught by the start-up sweep.
+    async fn cancel_open_prompt(&mut self) -> Result<(), CmdError> {
+        const ESC: u8 = 0x1B;
+        const QUIET: Duration = Duration::from_millis(100);
+        const MAX_WAIT: Duration = Duration::from_secs(1);
+        tracing::warn!("the modem does not answer; sending ESC in case an SMS prompt is open");
+        let port = self
+            .port
+            .as_mut()
+            .ok_or_else(|| CmdError::Port("port closed".into()))?;
+        port.write_all(&[ESC])
+            .await
+            .map_err(|e| CmdError::Port(e.to_string()))?;
+        let give_up = Instant::now() + MAX_WAIT;
+        let mut buf = [0u8; 256];
+        loop {
+            let quiet_until = (Instant::now() + QUIET).min(give_up);
+            tokio::select! {
+                read = port.read(&mut buf) => match read {
+                    Ok(0) => return Err(CmdError::Port("end of file".into())),
+                    Ok(_) => {}
+                    Err(e) => return Err(CmdError::Port(e.to_string())),
+                },
+                _ = tokio::time::sleep_until(quiet_until) => return Ok(()),
+            }
+            if Instant::now() >= give_up {
+                return Ok(());
+            }
+        }
+    }
+
     /// The init sequence. Failures of optional settings are logged, not fatal.
     async fn init(&mut self) -> Result<(), CmdError> {
-        // Synchronise: a modem that just booted may drop the first command.
+        // Synchronise: a modem that just booted may drop the first command, and one left
+        // waiting for a PDU by a run that died mid-send swallows everything until ESC.
         let mut synced = false;
-        for _ in 0..3 {
+        for attempt in 0..3 {
             match self
                 .command(AtCommand::new("AT".to_string(), Duration::from_secs(2)))
                 .await
@@ -484,7 +659,12 @@ impl Driver {
                     synced = true;
                     break;
                 }
-                Err(CmdError::At(_)) => continue,
+                Err(CmdError::At(_)) => {
+                    if attempt == 0 {
+                        self.cancel_open_prompt().await?;
+                        self.engine.reset();
+                    }
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -622,17 +802,83 @@ impl Driver {
         }
     }
 
-    async fn reset_modem(&mut self) {
+    /// The soft reset; true when the modem acknowledged it.
+    async fn reset_modem(&mut self) -> bool {
         tracing::warn!("resetting the modem (AT+CFUN=1,1)");
         self.engine.reset();
         self.unanswered = 0;
-        let _ = self
+        let answered = self
             .command(AtCommand::new(
                 "AT+CFUN=1,1".to_string(),
-                Duration::from_secs(5),
+                self.cfg.command_timeout(),
             ))
-            .await;
+            .await
+            .is_ok();
         self.engine.reset();
+        answered
+    }
+
+    /// The hard reset for a modem that ignores even `AT+CFUN=1,1`: a press of the power key,
+    /// at most once per [`POWER_KEY_MIN_INTERVAL`].
+    fn press_power_key(&mut self) {
+        let Some(press) = self.power_key.as_ref() else {
+            return;
+        };
+        let now = Instant::now();
+        if self
+            .last_power_press
+            .is_some_and(|t| now < t + POWER_KEY_MIN_INTERVAL)
+        {
+            tracing::debug!("power key pressed recently; waiting for the modem to boot");
+            return;
+        }
+        tracing::warn!("the modem ignores AT+CFUN=1,1; pressing its power key");
+        self.last_power_press = Some(now);
+        press();
+    }
+
+    /// Opens `modem.urc_port`, if configured. A failure is logged: URCs still come on the
+    /// main port on most modems, and the periodic sweep catches missed SMS.
+    fn open_urc_port(&mut self) {
+        self.urc_engine.reset();
+        let Some(path) = self.cfg.urc_port.clone() else {
+            return;
+        };
+        match tokio_serial::new(path.to_string_lossy(), self.cfg.baud).open_native_async() {
+            Ok(port) => {
+                tracing::info!(port = %path.display(), "URC port open");
+                self.urc_port = Some(port);
+            }
+            Err(e) => {
+                tracing::warn!(port = %path.display(), error = %e, "cannot open the URC port (help: check modem.urc_port); it is retried when the modem port reopens")
+            }
+        }
+    }
+
+    /// Feeds bytes read from the URC port to its own engine and queues its URCs with the
+    /// main port's.
+    fn urc_port_read(&mut self, read: std::io::Result<usize>, buf: &[u8]) {
+        let n = match read {
+            Ok(0) => Err("end of file".to_string()),
+            Ok(n) => Ok(n),
+            Err(e) => Err(e.to_string()),
+        };
+        match n {
+            Ok(n) => {
+                self.urc_engine
+                    .handle_rx(buf.get(..n).unwrap_or(buf), now_std());
+                while let Some(ev) = self.urc_engine.poll_event() {
+                    match ev {
+                        AtEvent::Urc(u) => self.urcs.push_back(u),
+                        other => tracing::debug!(event = ?other, "URC port"),
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "URC port lost; reopened with the modem port");
+                self.urc_port = None;
+            }
+        }
     }
 
     async fn handle_request(&mut self, req: Request) -> Result<(), CmdError> {
@@ -656,6 +902,7 @@ impl Driver {
                 self.end_call();
                 Ok(())
             }
+            Request::Ussd { code, reply } => self.start_ussd(code, reply).await,
             Request::Answer(id) => {
                 if self.call.as_ref().map(|c| c.id) != Some(id) {
                     tracing::debug!(call = id, "answer for a call that has ended");
@@ -696,7 +943,20 @@ impl Driver {
                 st.roaming = stat == 5;
                 self.set_status(st);
             }
+            // A report stored on the SIM is read and deleted like an SMS.
+            Urc::Cdsi { index, .. } => self.read_sms(index).await?,
+            Urc::Cds { pdu, .. } => {
+                if let Err(e) = self.receive_pdu(&pdu).await {
+                    tracing::error!(error = %e, "could not record a delivery report");
+                }
+            }
+            Urc::Cusd { status, text, dcs } => self.finish_ussd(status, text, dcs),
             Urc::Ciev { .. } => {}
+            // `+CIEV: "SMSFULL",1` (SIM800): its quoted indicator makes it a vendor line.
+            Urc::Vendor(line) if is_sim_full(&line) => {
+                tracing::warn!("the SIM is full; sweeping");
+                self.sweep_now = true;
+            }
             other => tracing::debug!(urc = ?other, "URC"),
         }
         Ok(())
@@ -750,11 +1010,7 @@ impl Driver {
         let deliver = match pdu::decode(hex, true) {
             Ok(Pdu::Deliver(d)) => d,
             Ok(Pdu::StatusReport(r)) => {
-                tracing::info!(
-                    message_ref = r.message_ref,
-                    status = r.status,
-                    "delivery report"
-                );
+                self.record_delivery_report(&r).await?;
                 return Ok(());
             }
             Ok(Pdu::Submit(_)) => {
@@ -826,13 +1082,142 @@ impl Driver {
         Ok(())
     }
 
+    /// Records a delivery report against the outbox row it is about. Reports go to the store
+    /// and the log only: the bus's [`SendStatus`] ends at "sent".
+    async fn record_delivery_report(&mut self, r: &pdu::StatusReport) -> Result<(), StoreError> {
+        let Some(id) = self
+            .store
+            .outbox_match_report(r.message_ref, &r.recipient)
+            .await?
+        else {
+            tracing::info!(
+                message_ref = r.message_ref,
+                status = r.status,
+                "delivery report for no known SMS"
+            );
+            return Ok(());
+        };
+        self.store.outbox_set_delivery(id, r.status).await?;
+        let outcome = match r.status {
+            0x00..=0x1F => "delivered",
+            0x20..=0x3F => "not delivered yet; the network keeps trying",
+            _ => "not delivered",
+        };
+        tracing::info!(
+            outbox_id = id,
+            status = r.status,
+            "delivery report: {outcome}"
+        );
+        Ok(())
+    }
+
+    /// Sweeps until the SIM has room: after a full SIM, messages the network held back arrive
+    /// as soon as a slot is free.
+    async fn sweep_full_sim(&mut self) -> Result<(), CmdError> {
+        self.sweep_now = false;
+        for _ in 0..FULL_SIM_SWEEPS {
+            if self.sweep().await? == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Delivers, with markers, the concatenated messages whose missing parts did not come
+    /// within `sms.concat_timeout_s`.
+    async fn expire_parts(&mut self) {
+        let timeout =
+            chrono::TimeDelta::from_std(self.concat_timeout).unwrap_or(chrono::TimeDelta::MAX);
+        let older_than = Utc::now()
+            .checked_sub_signed(timeout)
+            .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+        let ids = match self.store.parts_expire(older_than).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!(error = %e, "could not expire incomplete messages");
+                return;
+            }
+        };
+        for id in ids {
+            match self.store.inbox_get(id).await {
+                Ok(Some(row)) => self.bus.publish(Event::SmsReceived(IncomingSms {
+                    id,
+                    from: row.from,
+                    text: row.text,
+                    time: row.sent_at,
+                    incomplete: row.incomplete,
+                })),
+                Ok(None) => {}
+                // Stays undelivered in the inbox: offered at the next start.
+                Err(e) => {
+                    tracing::error!(inbox_id = id, error = %e, "could not read an expired message")
+                }
+            }
+        }
+    }
+
+    /// Sends a USSD request; the answer comes as `+CUSD` before or after the `OK`.
+    async fn start_ussd(
+        &mut self,
+        code: String,
+        reply: oneshot::Sender<Result<String, ModemError>>,
+    ) -> Result<(), CmdError> {
+        if let Some(old) = self.ussd.take() {
+            let _ = old
+                .reply
+                .send(Err(ModemError::Ussd("replaced by a newer request".into())));
+        }
+        match self.simple(&format!("AT+CUSD=1,\"{code}\",15")).await {
+            // A `+CUSD` sent before the `OK` is a URC already queued: it is handled after this
+            // returns, when the request is pending.
+            Ok(_) => {
+                self.ussd = Some(PendingUssd {
+                    reply,
+                    deadline: Instant::now() + USSD_TIMEOUT,
+                });
+                Ok(())
+            }
+            Err(CmdError::At(e)) => {
+                let _ = reply.send(Err(ModemError::Modem(format!("AT+CUSD: {e:?}"))));
+                Ok(())
+            }
+            Err(e) => {
+                let _ = reply.send(Err(ModemError::Modem(e.to_string())));
+                Err(e)
+            }
+        }
+    }
+
+    /// `+CUSD`: the answer to the pending request, or a network-initiated message (logged).
+    fn finish_ussd(&mut self, status: u8, text: Option<String>, dcs: Option<u8>) {
+        let text = text.map(|t| pdu::decode_ussd(&t, dcs));
+        let Some(pending) = self.ussd.take() else {
+            tracing::info!(
+                status,
+                text = text.as_deref().unwrap_or(""),
+                "USSD from the network"
+            );
+            return;
+        };
+        let result = match (status, text) {
+            (0 | 1, Some(text)) => Ok(text),
+            (0 | 1, None) => Ok(String::new()),
+            (2, _) => Err(ModemError::Ussd("the network ended the session".into())),
+            (4, _) => Err(ModemError::Ussd("the network does not support it".into())),
+            (5, _) => Err(ModemError::UssdTimeout),
+            (other, _) => Err(ModemError::Ussd(format!("status {other}"))),
+        };
+        let _ = pending.reply.send(result);
+    }
+
     /// Lists every message on the modem: catches what a lost `+CMTI` never announced.
-    async fn sweep(&mut self) -> Result<(), CmdError> {
+    /// Returns how many it found.
+    async fn sweep(&mut self) -> Result<usize, CmdError> {
         let resp = match self.simple("AT+CMGL=4").await {
             Ok(r) => r,
             Err(CmdError::At(e)) => {
                 tracing::warn!(error = ?e, "SMS sweep (AT+CMGL=4) failed");
-                return Ok(());
+                return Ok(0);
             }
             Err(e) => return Err(e),
         };
@@ -850,13 +1235,14 @@ impl Driver {
                 }
             }
         }
-        if !found.is_empty() {
-            tracing::info!(count = found.len(), "messages found on the modem");
+        let count = found.len();
+        if count > 0 {
+            tracing::info!(count, "messages found on the modem");
         }
         for (index, pdu) in found {
             self.store_then_delete(index, &pdu).await?;
         }
-        Ok(())
+        Ok(count)
     }
 
     /// Sends every queued SMS in order, part by part, recording each part's reference.
@@ -876,6 +1262,7 @@ impl Driver {
             // the recipient's phone still joins the parts.
             let opts = SubmitOptions {
                 reference: (row.id % 256) as u16,
+                status_report: self.delivery_reports,
                 ..Default::default()
             };
             let parts = match pdu::encode_submit(&row.to, &row.text, &opts) {
@@ -1064,6 +1451,12 @@ impl Driver {
             self.end_call();
         }
     }
+}
+
+/// `+CIEV: "SMSFULL",1`: the SIM has no room for new messages.
+fn is_sim_full(line: &str) -> bool {
+    let line = line.to_ascii_uppercase();
+    line.starts_with("+CIEV:") && line.contains("\"SMSFULL\"") && line.trim_end().ends_with(",1")
 }
 
 /// `+CSQ: <rssi>,<ber>` → dBm (`None` for 99, unknown).

@@ -16,8 +16,8 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    CallRow, InboxInsert, InboxRow, NewInboxSms, NewPart, OutboxRow, OutboxStatus, PartInsert,
-    Store, StoreError,
+    CallRow, DispatchCommit, InboxInsert, InboxRow, KvChange, NewInboxSms, NewOutboxSms, NewPart,
+    OutboxRow, OutboxStatus, PartInsert, Store, StoreError,
 };
 
 /// Requests waiting for the store thread before senders wait their turn.
@@ -119,6 +119,22 @@ impl StoreHandle {
     /// See [`Store::inbox_undelivered`].
     pub async fn inbox_undelivered(&self) -> Result<Vec<InboxRow>, StoreError> {
         self.call(Store::inbox_undelivered).await
+    }
+
+    /// See [`Store::inbox_delivered`].
+    pub async fn inbox_delivered(&self, id: i64) -> Result<Option<bool>, StoreError> {
+        self.call(move |s| s.inbox_delivered(id)).await
+    }
+
+    /// See [`Store::commit_dispatch`].
+    pub async fn commit_dispatch(
+        &self,
+        inbox_id: i64,
+        outbox: Vec<NewOutboxSms>,
+        kv: Vec<KvChange>,
+    ) -> Result<DispatchCommit, StoreError> {
+        self.call(move |s| s.commit_dispatch(inbox_id, &outbox, &kv))
+            .await
     }
 
     /// See [`Store::inbox_get`].

@@ -215,6 +215,44 @@ pub struct InboxRow {
     pub incomplete: bool,
 }
 
+/// A reply a plugin asked to send while handling a received SMS (see
+/// [`Store::commit_dispatch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOutboxSms {
+    /// The recipient, normalised.
+    pub to: String,
+    pub text: String,
+    /// The requester's correlation id, echoed in status events.
+    pub request_id: Option<String>,
+}
+
+/// A change to script data made while handling a received SMS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvChange {
+    pub scope: String,
+    pub key: String,
+    /// The JSON value; `None` deletes the key.
+    pub value: Option<String>,
+}
+
+/// One reply recorded by [`Store::commit_dispatch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedSms {
+    /// Its outbox row.
+    pub id: i64,
+    /// Why it was recorded as failed instead of queued: a cap was reached.
+    pub capped: Option<String>,
+}
+
+/// What [`Store::commit_dispatch`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DispatchCommit {
+    /// The message is now marked delivered, with these replies.
+    Committed(Vec<QueuedSms>),
+    /// It had been marked delivered before: nothing was written.
+    AlreadyDelivered,
+}
+
 /// One part of a concatenated SMS (user data header present).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewPart {
@@ -427,6 +465,76 @@ impl Store {
         Ok(())
     }
 
+    /// Whether inbox row `id` was marked delivered (by [`Store::inbox_mark_delivered`] or
+    /// [`Store::commit_dispatch`]); `None` when there is no such row.
+    pub fn inbox_delivered(&mut self, id: i64) -> Result<Option<bool>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT delivered_at IS NOT NULL FROM inbox WHERE id = ?1")?;
+        Ok(stmt.query_row([id], |row| row.get(0)).optional()?)
+    }
+
+    /// Records, in ONE transaction, that inbox row `inbox_id` was handled and what handling it
+    /// left behind: the replies to send and the script data to save. A crash before the commit
+    /// redelivers the message with none of its effects kept; after it, the message is never
+    /// delivered again and every reply is in the outbox. Caps apply to each reply as in
+    /// [`Store::outbox_insert`]: a capped one is recorded failed. Script data that is not
+    /// valid JSON is logged and skipped, so one bad value cannot make a message undeliverable.
+    pub fn commit_dispatch(
+        &mut self,
+        inbox_id: i64,
+        outbox: &[NewOutboxSms],
+        kv: &[KvChange],
+    ) -> Result<DispatchCommit, StoreError> {
+        let limits = self.limits.clone();
+        let now = Utc::now();
+        let tx = self.write(Durability::Full)?;
+        let delivered: Option<bool> = tx
+            .query_row(
+                "SELECT delivered_at IS NOT NULL FROM inbox WHERE id = ?1",
+                [inbox_id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        match delivered {
+            None => {
+                return Err(StoreError::NotFound {
+                    table: "inbox",
+                    id: inbox_id,
+                })
+            }
+            Some(true) => return Ok(DispatchCommit::AlreadyDelivered),
+            Some(false) => {}
+        }
+        tx.execute(
+            "UPDATE inbox SET delivered_at = ?2 WHERE id = ?1",
+            params![inbox_id, now.timestamp_millis()],
+        )?;
+        let mut queued = Vec::with_capacity(outbox.len());
+        for sms in outbox {
+            let (id, capped) = insert_outbox_row(
+                &tx,
+                &limits,
+                &sms.to,
+                &sms.text,
+                sms.request_id.as_deref(),
+                now,
+            )?;
+            queued.push(QueuedSms { id, capped });
+        }
+        for change in kv {
+            if let Some(value) = &change.value {
+                if let Err(e) = check_json(&change.scope, &change.key, value) {
+                    tracing::warn!(error = %e, "script data not saved");
+                    continue;
+                }
+            }
+            write_kv(&tx, &change.scope, &change.key, change.value.as_deref())?;
+        }
+        tx.commit()?;
+        Ok(DispatchCommit::Committed(queued))
+    }
+
     /// The messages stored but never marked delivered, oldest first: delivered on start-up.
     pub fn inbox_undelivered(&mut self) -> Result<Vec<InboxRow>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
@@ -575,67 +683,7 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let limits = self.limits.clone();
         let tx = self.write(Durability::Full)?;
-        let hour_ago = (now - TimeDelta::hours(1)).timestamp_millis();
-        let day_ago = (now - TimeDelta::days(1)).timestamp_millis();
-        let (all_hour, all_day, to_hour, to_day): (u32, u32, u32, u32) = tx.query_row(
-            "SELECT COALESCE(SUM(created_at > ?1), 0), COUNT(*), \
-                    COALESCE(SUM(recipient = ?3 AND created_at > ?1), 0), \
-                    COALESCE(SUM(recipient = ?3), 0) \
-             FROM outbox WHERE status IN ('queued', 'sent') AND created_at > ?2",
-            params![hour_ago, day_ago, to],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
-        )?;
-        let gateway = String::new();
-        let recipient = format!(" to {to}");
-        let capped = [
-            (
-                all_hour,
-                limits.max_per_hour,
-                &gateway,
-                "hour",
-                "max_per_hour",
-            ),
-            (all_day, limits.max_per_day, &gateway, "day", "max_per_day"),
-            (
-                to_hour,
-                limits.max_per_recipient_per_hour,
-                &recipient,
-                "hour",
-                "max_per_recipient_per_hour",
-            ),
-            (
-                to_day,
-                limits.max_per_recipient_per_day,
-                &recipient,
-                "day",
-                "max_per_recipient_per_day",
-            ),
-        ]
-        .into_iter()
-        .find(|(count, max, ..)| count >= max)
-        .map(|(count, max, scope, window, key)| {
-            format!(
-                "{count} SMS{scope} sent or queued in the last {window} \
-                 (limit sms.{key} = {max})"
-            )
-        });
-        let (status, error) = match &capped {
-            Some(reason) => (OutboxStatus::Failed, Some(reason.as_str())),
-            None => (OutboxStatus::Queued, None),
-        };
-        tx.execute(
-            "INSERT INTO outbox (recipient, text, request_id, status, error, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                to,
-                text,
-                request_id,
-                status.as_str(),
-                error,
-                now.timestamp_millis()
-            ],
-        )?;
-        let id = tx.last_insert_rowid();
+        let (id, capped) = insert_outbox_row(&tx, &limits, to, text, request_id, now)?;
         tx.commit()?;
         match capped {
             Some(reason) => Err(StoreError::Capped { id, reason }),
@@ -849,23 +897,10 @@ impl Store {
         value: Option<&str>,
     ) -> Result<(), StoreError> {
         if let Some(value) = value {
-            serde_json::from_str::<serde::de::IgnoredAny>(value).map_err(|source| {
-                StoreError::InvalidJson {
-                    scope: scope.to_string(),
-                    key: key.to_string(),
-                    source,
-                }
-            })?;
+            check_json(scope, key, value)?;
         }
         let tx = self.write(Durability::Normal)?;
-        match value {
-            Some(value) => tx.execute(
-                "INSERT INTO kv (scope, key, value) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
-                [scope, key, value],
-            )?,
-            None => tx.execute("DELETE FROM kv WHERE scope = ?1 AND key = ?2", [scope, key])?,
-        };
+        write_kv(&tx, scope, key, value)?;
         tx.commit()?;
         Ok(())
     }
@@ -1028,6 +1063,110 @@ impl PartGroup {
         )?;
         Ok(id)
     }
+}
+
+/// [`StoreError::InvalidJson`] unless `value` is JSON.
+fn check_json(scope: &str, key: &str, value: &str) -> Result<(), StoreError> {
+    serde_json::from_str::<serde::de::IgnoredAny>(value).map_err(|source| {
+        StoreError::InvalidJson {
+            scope: scope.to_string(),
+            key: key.to_string(),
+            source,
+        }
+    })?;
+    Ok(())
+}
+
+/// Sets (or with `None` deletes) one script-data value inside `tx`.
+fn write_kv(
+    tx: &Transaction<'_>,
+    scope: &str,
+    key: &str,
+    value: Option<&str>,
+) -> Result<(), StoreError> {
+    match value {
+        Some(value) => tx.execute(
+            "INSERT INTO kv (scope, key, value) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value",
+            [scope, key, value],
+        )?,
+        None => tx.execute("DELETE FROM kv WHERE scope = ?1 AND key = ?2", [scope, key])?,
+    };
+    Ok(())
+}
+
+/// Inserts one outgoing SMS inside `tx`, checking the caps of `limits` over the rows queued or
+/// sent in the hour and the day before `now`. Returns the row id and, when a cap was reached,
+/// the reason (the row is then recorded as failed).
+fn insert_outbox_row(
+    tx: &Transaction<'_>,
+    limits: &SmsConfig,
+    to: &str,
+    text: &str,
+    request_id: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(i64, Option<String>), StoreError> {
+    let hour_ago = (now - TimeDelta::hours(1)).timestamp_millis();
+    let day_ago = (now - TimeDelta::days(1)).timestamp_millis();
+    let (all_hour, all_day, to_hour, to_day): (u32, u32, u32, u32) = tx.query_row(
+        "SELECT COALESCE(SUM(created_at > ?1), 0), COUNT(*), \
+                    COALESCE(SUM(recipient = ?3 AND created_at > ?1), 0), \
+                    COALESCE(SUM(recipient = ?3), 0) \
+             FROM outbox WHERE status IN ('queued', 'sent') AND created_at > ?2",
+        params![hour_ago, day_ago, to],
+        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+    )?;
+    let gateway = String::new();
+    let recipient = format!(" to {to}");
+    let capped = [
+        (
+            all_hour,
+            limits.max_per_hour,
+            &gateway,
+            "hour",
+            "max_per_hour",
+        ),
+        (all_day, limits.max_per_day, &gateway, "day", "max_per_day"),
+        (
+            to_hour,
+            limits.max_per_recipient_per_hour,
+            &recipient,
+            "hour",
+            "max_per_recipient_per_hour",
+        ),
+        (
+            to_day,
+            limits.max_per_recipient_per_day,
+            &recipient,
+            "day",
+            "max_per_recipient_per_day",
+        ),
+    ]
+    .into_iter()
+    .find(|(count, max, ..)| count >= max)
+    .map(|(count, max, scope, window, key)| {
+        format!(
+            "{count} SMS{scope} sent or queued in the last {window} \
+                 (limit sms.{key} = {max})"
+        )
+    });
+    let (status, error) = match &capped {
+        Some(reason) => (OutboxStatus::Failed, Some(reason.as_str())),
+        None => (OutboxStatus::Queued, None),
+    };
+    tx.execute(
+        "INSERT INTO outbox (recipient, text, request_id, status, error, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            to,
+            text,
+            request_id,
+            status.as_str(),
+            error,
+            now.timestamp_millis()
+        ],
+    )?;
+    Ok((tx.last_insert_rowid(), capped))
 }
 
 /// True when a delivery report's recipient is the stored recipient.

@@ -12,6 +12,7 @@ fn limits() -> SmsConfig {
         max_per_recipient_per_hour: 2,
         max_per_recipient_per_day: 4,
         send_attempts: 3,
+        ..SmsConfig::default()
     }
 }
 
@@ -22,6 +23,7 @@ fn generous() -> SmsConfig {
         max_per_recipient_per_hour: 1000,
         max_per_recipient_per_day: 1000,
         send_attempts: 3,
+        ..SmsConfig::default()
     }
 }
 
@@ -708,4 +710,99 @@ async fn the_store_thread_ends_when_every_handle_is_dropped() {
     );
     drop(other);
     assert!(joined(thread).await, "store thread did not end");
+}
+
+fn reply(to: &str, text: &str) -> NewOutboxSms {
+    NewOutboxSms {
+        to: to.into(),
+        text: text.into(),
+        request_id: None,
+    }
+}
+
+fn kv(key: &str, value: Option<&str>) -> KvChange {
+    KvChange {
+        scope: "plugin:x".into(),
+        key: key.into(),
+        value: value.map(str::to_string),
+    }
+}
+
+#[test]
+fn commit_dispatch_marks_delivered_and_keeps_replies_and_data_together() {
+    let mut s = Store::open_in_memory(generous()).unwrap();
+    let InboxInsert::New(id) = s.inbox_insert(&sms("h1", "+4470", "STATUS")).unwrap() else {
+        panic!("new row expected");
+    };
+    let done = s
+        .commit_dispatch(
+            id,
+            &[reply("+4470", "ack STATUS"), reply("+4471", "copy")],
+            &[kv("n", Some("1")), kv("bad", Some("{not json"))],
+        )
+        .unwrap();
+    let DispatchCommit::Committed(queued) = done else {
+        panic!("first commit must write: {done:?}");
+    };
+    assert_eq!(queued.len(), 2);
+    assert!(queued.iter().all(|q| q.capped.is_none()));
+    assert_eq!(s.inbox_delivered(id).unwrap(), Some(true));
+    assert!(s.inbox_undelivered().unwrap().is_empty());
+    let pending = s.outbox_pending().unwrap();
+    assert_eq!(
+        pending.iter().map(|r| r.text.as_str()).collect::<Vec<_>>(),
+        ["ack STATUS", "copy"]
+    );
+    assert_eq!(s.kv_get("plugin:x", "n").unwrap().as_deref(), Some("1"));
+    assert_eq!(s.kv_get("plugin:x", "bad").unwrap(), None);
+}
+
+#[test]
+fn commit_dispatch_of_a_delivered_message_writes_nothing() {
+    let mut s = Store::open_in_memory(generous()).unwrap();
+    let InboxInsert::New(id) = s.inbox_insert(&sms("h1", "+4470", "STATUS")).unwrap() else {
+        panic!("new row expected");
+    };
+    s.commit_dispatch(id, &[reply("+4470", "one")], &[])
+        .unwrap();
+    let again = s
+        .commit_dispatch(id, &[reply("+4470", "two")], &[kv("k", Some("2"))])
+        .unwrap();
+    assert_eq!(again, DispatchCommit::AlreadyDelivered);
+    assert_eq!(s.outbox_pending().unwrap().len(), 1);
+    assert_eq!(s.kv_get("plugin:x", "k").unwrap(), None);
+    assert!(matches!(
+        s.commit_dispatch(999, &[], &[]),
+        Err(StoreError::NotFound { table: "inbox", .. })
+    ));
+}
+
+#[test]
+fn commit_dispatch_records_a_capped_reply_as_failed_and_still_commits() {
+    let mut s = Store::open_in_memory(limits()).unwrap();
+    let InboxInsert::New(id) = s.inbox_insert(&sms("h1", "+4470", "x")).unwrap() else {
+        panic!("new row expected");
+    };
+    // max_per_recipient_per_hour = 2: the third reply to the same number is capped.
+    let DispatchCommit::Committed(queued) = s
+        .commit_dispatch(
+            id,
+            &[
+                reply("+4470", "a"),
+                reply("+4470", "b"),
+                reply("+4470", "c"),
+            ],
+            &[],
+        )
+        .unwrap()
+    else {
+        panic!("must commit");
+    };
+    assert_eq!(queued[0].capped, None);
+    assert_eq!(queued[1].capped, None);
+    let reason = queued[2].capped.clone().expect("third reply capped");
+    assert!(reason.contains("max_per_recipient_per_hour"), "{reason}");
+    let row = s.outbox_get(queued[2].id).unwrap().unwrap();
+    assert_eq!(row.status, OutboxStatus::Failed);
+    assert_eq!(s.inbox_delivered(id).unwrap(), Some(true));
 }

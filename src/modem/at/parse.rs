@@ -202,7 +202,7 @@ pub(crate) fn parse_urc(line: &str) -> Option<UrcLine> {
         .unwrap_or("")
         .trim_start_matches(':')
         .trim();
-    let parsed = match name.as_str() {
+    match name.as_str() {
         "+CMT" => {
             return Some(UrcLine::Body {
                 kind: BodyKind::Cmt,
@@ -218,6 +218,11 @@ pub(crate) fn parse_urc(line: &str) -> Option<UrcLine> {
         "+CUSD" if !quotes_balanced(params) => {
             return Some(UrcLine::CusdContinues(line.to_string()))
         }
+        _ => {}
+    }
+    // A closure, so that a `?` on a bad field yields a vendor line below instead of "not a
+    // URC" (which would make the line part of the response of the command in flight).
+    let parsed = (|| match name.as_str() {
         "+CUSD" => parse_cusd(params),
         "+CMTI" | "+CDSI" => {
             let f = split_fields(params);
@@ -265,7 +270,7 @@ pub(crate) fn parse_urc(line: &str) -> Option<UrcLine> {
             Some(Urc::Ciev { ind, value })
         }
         _ => None,
-    };
+    })();
     Some(UrcLine::Done(parsed.unwrap_or_else(|| {
         tracing::debug!(line, "malformed URC reported as vendor line");
         Urc::Vendor(line.to_string())

@@ -1137,3 +1137,44 @@ fn engine_debug_output_hides_buffered_echo() {
     let shown = format!("{engine:?}");
     assert!(!shown.contains("4711"), "{shown}");
 }
+
+#[test]
+fn cusd_answered_before_ok_is_a_urc_not_a_response_line() {
+    let mut engine = AtEngine::new();
+    let now = Instant::now();
+    let id = engine.submit(cmd("AT+CUSD=1,\"*100#\",15"), now);
+    engine.handle_rx(b"\r\n+CUSD: 0,\"Balance 5\",15\r\n\r\nOK\r\n", now);
+    let events = drain(&mut engine);
+    assert_eq!(
+        events,
+        vec![
+            AtEvent::Urc(Urc::Cusd {
+                status: 0,
+                text: Some("Balance 5".into()),
+                dcs: Some(15)
+            }),
+            AtEvent::Completed {
+                id,
+                result: Ok(Response::default())
+            }
+        ]
+    );
+}
+
+#[test]
+fn sim_full_indicator_during_a_command_is_a_urc() {
+    let mut engine = AtEngine::new();
+    let now = Instant::now();
+    let id = engine.submit(cmd("AT+CMGL=4"), now);
+    engine.handle_rx(b"\r\n+CIEV: \"SMSFULL\",1\r\n\r\nOK\r\n", now);
+    assert_eq!(
+        drain(&mut engine),
+        vec![
+            AtEvent::Urc(Urc::Vendor("+CIEV: \"SMSFULL\",1".into())),
+            AtEvent::Completed {
+                id,
+                result: Ok(Response::default())
+            }
+        ]
+    );
+}

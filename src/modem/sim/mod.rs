@@ -22,6 +22,9 @@
 //! - `AT+CMGS=<len>` checks `<len>` against the PDU; a mismatch or a PDU that is not an
 //!   SMS-SUBMIT gives `+CMS ERROR: 304`. Each `AT+CMGS` is one [`SimEvent::SmsSent`], so a
 //!   concatenated message gives one event per part.
+//! - An SMS-SUBMIT that asks for a delivery report (TP-SRR) gets one at once, "delivered",
+//!   as `AT+CNMI`'s `<ds>` says: 1 sends `+CDS: <len>` and the PDU, 2 stores it (listed by
+//!   `AT+CMGL` like an SMS) and sends `+CDSI: "SM",<index>`, 0 drops it.
 //! - `AT+CFUN=1,1` answers `OK`, then at once sends `RDY`, `+CFUN: 1`, `+CPIN: ...`,
 //!   `Call Ready`, `SMS Ready`, with settings back to power-on values (echo on).
 

@@ -607,22 +607,58 @@ impl SimulatedModem {
         } else {
             None
         };
-        let Some((to, text)) = decoded else {
+        let Some((to, text, wants_report)) = decoded else {
             let Outcome::Final(result) = self.cms(CMS_INVALID_PDU_MODE_PARAMETER) else {
                 return;
             };
             self.final_result(&result);
             return;
         };
+        let reference = self.next_message_reference;
+        self.next_message_reference = self.next_message_reference.wrapping_add(1);
+        self.info(&[&format!("+CMGS: {reference}")]);
+        self.final_result("OK");
+        if wants_report {
+            self.delivery_report(&to, reference);
+        }
         self.events.push(SimEvent::SmsSent {
             to,
             text,
             pdu: hex.to_owned(),
         });
-        let reference = self.next_message_reference;
-        self.next_message_reference = self.next_message_reference.wrapping_add(1);
-        self.info(&[&format!("+CMGS: {reference}")]);
-        self.final_result("OK");
+    }
+
+    /// The network reports at once that message `reference` reached `to`, as `AT+CNMI`'s
+    /// `<ds>` asks: 1 routes it as `+CDS`, 2 stores it and sends `+CDSI`, 0 drops it.
+    fn delivery_report(&mut self, to: &str, reference: u8) {
+        let timestamp = chrono::Local::now().fixed_offset();
+        let pdu = match codec::encode_delivered_report(to, reference, timestamp) {
+            Ok(pdu) => pdu,
+            Err(e) => {
+                tracing::warn!("simulated modem cannot encode a delivery report to {to}: {e}");
+                return;
+            }
+        };
+        match self.settings.cnmi[3] {
+            1 => {
+                let header = format!("+CDS: {}", tpdu_octets(&pdu));
+                self.output
+                    .extend_from_slice(format!("\r\n{header}\r\n{pdu}\r\n").as_bytes());
+            }
+            2 => {
+                let Some(index) = self.slots.iter().position(Option::is_none) else {
+                    return;
+                };
+                if let Some(slot) = self.slots.get_mut(index) {
+                    *slot = Some(StoredSms {
+                        pdu,
+                        stat: STAT_UNREAD,
+                    });
+                }
+                self.urc(&format!("+CDSI: \"SM\",{}", index + 1));
+            }
+            _ => {}
+        }
     }
 
     fn hang_up(&mut self) {
