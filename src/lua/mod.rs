@@ -9,6 +9,7 @@
 //! routes work to them.
 
 mod api;
+pub mod watch;
 mod sandbox;
 
 use std::collections::BTreeMap;
