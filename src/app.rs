@@ -227,7 +227,10 @@ pub async fn start_gpio(
         shutdown,
     )
     .context("starting GPIO")?;
-    Ok((gpio, vec![("output-states", persist_task), ("gpio", gpio_task)]))
+    Ok((
+        gpio,
+        vec![("output-states", persist_task), ("gpio", gpio_task)],
+    ))
 }
 
 impl Gateway {
@@ -401,7 +404,11 @@ pub async fn execute_on<S: CommandSink>(h: &S, cmd: Command) {
             });
         }
         Command::Alarm { action, by, code } => {
-            if let Err(e) = h.alarm().command(action, by.as_deref(), code.as_ref()).await {
+            if let Err(e) = h
+                .alarm()
+                .command(action, by.as_deref(), code.as_ref())
+                .await
+            {
                 tracing::warn!(?action, by = by.as_deref().unwrap_or("-"), error = %e, "alarm request refused");
             }
         }
@@ -422,14 +429,13 @@ async fn route_commands(mut rx: mpsc::Receiver<Command>, handles: Handles) {
 }
 
 async fn reload_on_sighup(scripts: ScriptsHandle, shutdown: impl Future<Output = ()>) {
-    let mut hangups =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP; reload by saving the scripts");
-                return;
-            }
-        };
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload by saving the scripts");
+            return;
+        }
+    };
     tokio::pin!(shutdown);
     loop {
         tokio::select! {

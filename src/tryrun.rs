@@ -171,7 +171,12 @@ impl CommandSink for SimSink {
     fn mqtt(&self) -> Option<&MqttHandle> {
         None
     }
-    async fn send_sms(&self, to: &str, text: &str, _request_id: Option<&str>) -> Result<(), String> {
+    async fn send_sms(
+        &self,
+        to: &str,
+        text: &str,
+        _request_id: Option<&str>,
+    ) -> Result<(), String> {
         lock(&self.record).sms_sent.push(SentSms {
             to: to.to_string(),
             text: text.to_string(),
@@ -711,7 +716,10 @@ pub fn check_expect(result: &StepResult, expect: &Value) -> Result<(), String> {
                 let matches = want.len() == result.errors.len()
                     && want.iter().zip(&result.errors).all(|(w, g)| g.contains(w));
                 if !matches {
-                    problems.push(format!("errors: expected {want:?}, got {:?}", result.errors));
+                    problems.push(format!(
+                        "errors: expected {want:?}, got {:?}",
+                        result.errors
+                    ));
                 }
             }
             other => problems.push(format!(
@@ -739,7 +747,10 @@ pub fn load_config(path: Option<&Path>, patch: Option<&Value>) -> anyhow::Result
             std::fs::read_to_string(demo).context("reading config/demo.toml")?,
             demo.display().to_string(),
         ),
-        None => (BUILTIN_CONFIG.to_string(), "demo.toml (built in)".to_string()),
+        None => (
+            BUILTIN_CONFIG.to_string(),
+            "demo.toml (built in)".to_string(),
+        ),
     };
     let Some(patch) = patch else {
         return Ok(Config::from_toml(&text, &name)?);
@@ -751,7 +762,10 @@ pub fn load_config(path: Option<&Path>, patch: Option<&Value>) -> anyhow::Result
     let merged: toml::Value = toml::Value::try_from(merged)
         .context("the conversation's config does not fit in a TOML config")?;
     let text = toml::to_string(&merged).context("writing the merged config")?;
-    Ok(Config::from_toml(&text, &format!("{name} + conversation config"))?)
+    Ok(Config::from_toml(
+        &text,
+        &format!("{name} + conversation config"),
+    )?)
 }
 
 /// RFC 7396: objects merge key by key, `null` deletes, anything else replaces.
@@ -768,10 +782,7 @@ fn merge_patch(target: &mut Value, patch: &Value) {
             if value.is_null() {
                 target.remove(key);
             } else {
-                merge_patch(
-                    target.entry(key.clone()).or_insert(Value::Null),
-                    value,
-                );
+                merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
             }
         }
     }
@@ -807,15 +818,16 @@ pub fn check_conversation(name: &str, text: &str) -> Result<(), String> {
         let (at, line) = line?;
         match line {
             Line::Config(_) => {
-                return Err(format!("{name}:{at}: config is allowed on the first line only"))
+                return Err(format!(
+                    "{name}:{at}: config is allowed on the first line only"
+                ))
             }
             Line::Expect(expect) => {
                 let (step_at, result) = last
                     .as_ref()
                     .ok_or_else(|| format!("{name}:{at}: expect without a step before it"))?;
-                check_expect(result, &expect).map_err(|e| {
-                    format!("{name}:{at}: after the step on line {step_at}: {e}")
-                })?;
+                check_expect(result, &expect)
+                    .map_err(|e| format!("{name}:{at}: after the step on line {step_at}: {e}"))?;
                 expectations += 1;
             }
             Line::Step(step) => last = Some((at, runner.step(&step))),
@@ -829,8 +841,7 @@ pub fn check_conversation(name: &str, text: &str) -> Result<(), String> {
 
 /// [`check_conversation`] on the file at `path`.
 pub fn check_conversation_file(path: &Path) -> Result<(), String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     check_conversation(&path.display().to_string(), &text)
 }
 
@@ -948,10 +959,16 @@ mod tests {
             ..StepResult::default()
         };
         assert_eq!(
-            check_expect(&result, &json!({"outputs": {"relay": "ON"}, "errors": ["x.lua:3"]})),
+            check_expect(
+                &result,
+                &json!({"outputs": {"relay": "ON"}, "errors": ["x.lua:3"]})
+            ),
             Ok(())
         );
-        let e = check_expect(&result, &json!({"outputs": {"relay": "OFF"}, "call": "ringing"}));
+        let e = check_expect(
+            &result,
+            &json!({"outputs": {"relay": "OFF"}, "call": "ringing"}),
+        );
         assert_eq!(
             e,
             Err(

@@ -158,7 +158,12 @@ fn advance_runs_timers_and_output_reverts_in_time_order() {
     assert_eq!(go.errors, Vec::<String>::new());
     assert_eq!(go.handled_by.as_deref(), Some("probe"));
     assert_eq!(go.outputs.get("relay").map(String::as_str), Some("ON"));
-    let texts = |r: &StepResult| r.sms_sent.iter().map(|s| s.text.clone()).collect::<Vec<_>>();
+    let texts = |r: &StepResult| {
+        r.sms_sent
+            .iter()
+            .map(|s| s.text.clone())
+            .collect::<Vec<_>>()
+    };
     let first = runner.step(&Step::Advance("4s".into()));
     assert_eq!(texts(&first), vec!["t3 ON"]);
     let second = runner.step(&Step::Advance("10s".into()));
@@ -187,10 +192,7 @@ fn state_dir_keeps_script_data_between_runs() {
     for want in ["1", "2"] {
         let mut runner = runner_with_plugin(dir.path(), plugin, Some(state.path()));
         let result = runner.step(&sms);
-        assert_eq!(
-            result.sms_sent.first().map(|s| s.text.as_str()),
-            Some(want)
-        );
+        assert_eq!(result.sms_sent.first().map(|s| s.text.as_str()), Some(want));
     }
 }
 
@@ -205,5 +207,9 @@ fn script_errors_are_reported_with_file_and_line() {
     });
     assert_eq!(result.handled_by, None);
     assert_eq!(result.errors.len(), 1, "{:?}", result.errors);
-    assert!(result.errors[0].starts_with("probe.lua:3:"), "{:?}", result.errors);
+    assert!(
+        result.errors[0].starts_with("probe.lua:3:"),
+        "{:?}",
+        result.errors
+    );
 }

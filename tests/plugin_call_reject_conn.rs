@@ -158,7 +158,11 @@ fn call_dialer_state_survives_a_reload() {
     gateway.sms(MASTER, "TEXTNUM 07700900555");
     gateway.sms(MASTER, "CALL DIALER");
     let call = gateway.call(Some(MASTER));
-    assert_eq!(call.call.as_deref(), Some("rejected"), "alerts switched off");
+    assert_eq!(
+        call.call.as_deref(),
+        Some("rejected"),
+        "alerts switched off"
+    );
     gateway.reload();
     assert_eq!(gateway.input("door", true).sms_sent, vec![]);
 }

@@ -33,7 +33,8 @@ fn is_good(v: u32) -> bool {
 }
 
 async fn simulation(dir: &Path) -> Simulation {
-    let patch = json!({"lua": {"plugins_dir": dir, "rules_dir": dir.join("rules"), "plugins": [PLUGIN]}});
+    let patch =
+        json!({"lua": {"plugins_dir": dir, "rules_dir": dir.join("rules"), "plugins": [PLUGIN]}});
     let cfg = tryrun::load_config(
         Some(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml")),
         Some(&patch),
@@ -92,7 +93,10 @@ async fn every_event_is_handled_once_across_100_reloads_and_broken_versions_neve
         match v % 4 {
             1 | 3 => assert_eq!(status.error, None, "version {v}"),
             2 => assert!(
-                status.error.as_deref().is_some_and(|e| e.starts_with("counter.lua:3:")),
+                status
+                    .error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with("counter.lua:3:")),
                 "version {v}: {status:?}"
             ),
             _ => assert!(
@@ -116,9 +120,15 @@ async fn every_event_is_handled_once_across_100_reloads_and_broken_versions_neve
         handled.entry(id).or_default().push(v);
     }
     assert_eq!(handled.len(), 10_000, "every event handled");
-    assert!(handled.values().all(|vs| vs.len() == 1), "none handled twice");
+    assert!(
+        handled.values().all(|vs| vs.len() == 1),
+        "none handled twice"
+    );
     let versions: Vec<u32> = handled.values().map(|vs| vs[0]).collect();
-    assert!(versions.iter().all(|v| is_good(*v)), "only good versions reply");
+    assert!(
+        versions.iter().all(|v| is_good(*v)),
+        "only good versions reply"
+    );
     assert!(
         versions.windows(2).all(|w| w[0] <= w[1]),
         "events are handled in order, by ever newer versions"
@@ -165,7 +175,11 @@ async fn saving_a_file_reloads_the_plugin_through_the_watcher() {
     assert!(status.error.is_some_and(|e| e.contains("removed")));
     sim.bus.publish(sms(2));
     sim.settle().await.expect("settles");
-    assert_eq!(sim.take_sms_sent(), vec![], "an unloaded plugin does not reply");
+    assert_eq!(
+        sim.take_sms_sent(),
+        vec![],
+        "an unloaded plugin does not reply"
+    );
     sim.stop().await;
 }
 

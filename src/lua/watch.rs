@@ -91,8 +91,8 @@ impl ScriptWatcher {
         let dirs = Folders { plugins, rules };
         let (tx, rx) = mpsc::unbounded_channel();
         let classify = dirs.clone();
-        let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            match res {
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
                 Ok(event) if is_change(&event.kind) => {
                     for path in &event.paths {
                         if let Some(touched) = classify.script(path) {
@@ -102,10 +102,12 @@ impl ScriptWatcher {
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "file watcher error"),
-            }
-        })
-        .map_err(WatchError::Start)?;
-        for dir in [Some(&dirs.plugins), dirs.rules.as_ref()].into_iter().flatten() {
+            })
+            .map_err(WatchError::Start)?;
+        for dir in [Some(&dirs.plugins), dirs.rules.as_ref()]
+            .into_iter()
+            .flatten()
+        {
             watcher
                 .watch(dir, RecursiveMode::NonRecursive)
                 .map_err(|source| WatchError::Watch {
