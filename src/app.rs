@@ -5,14 +5,15 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use anyhow::Context;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::alarm::AlarmHandle;
-use crate::bus::{Bus, Command, Event};
+use crate::bus::{Bus, Command, Event, ModemStatus, OutputAction, ScriptKind, ScriptStatus};
 use crate::config::Config;
 use crate::gpio::{self, GpioBackend, GpioHandle};
+use crate::lua::watch::{Reload, ScriptWatcher};
 use crate::lua::{HostOptions, LockoutPolicy, LuaHost, World, LOCKOUT_SCOPE};
 use crate::modem::driver::{self, DriverOptions, ModemHandle};
 use crate::mqtt::{self, MqttHandle};
@@ -39,6 +40,10 @@ pub struct Handles {
 /// A running gateway: its handles and its tasks.
 pub struct Gateway {
     pub handles: Handles,
+    /// Reloads go here (the watcher and SIGHUP use it too).
+    pub scripts: ScriptsHandle,
+    /// Kept alive while the gateway runs; `None` when `lua.hot_reload` is off.
+    _watcher: Option<ScriptWatcher>,
     scripts_stop: watch::Sender<bool>,
     scripts_task: JoinHandle<()>,
     stop: watch::Sender<bool>,
@@ -93,39 +98,13 @@ pub async fn start(cfg: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
         None
     };
 
-    let restored = store
-        .output_states()
-        .await
-        .context("reading the saved output states")?;
     let backend = match opts.gpio_backend {
         Some(b) => b,
         None => gpio::open_backend(&cfg).context("opening the GPIO backend")?,
     };
-    let persist_store = store.clone();
-    let (persist_tx, mut persist_rx) = mpsc::unbounded_channel::<(String, bool)>();
-    // Output states are written in the order they change, by one task, so the last write wins.
-    tasks.push((
-        "output-states",
-        tokio::spawn(async move {
-            while let Some((name, on)) = persist_rx.recv().await {
-                if let Err(e) = persist_store.output_state_set(&name, on).await {
-                    tracing::error!(output = %name, error = %e, "could not save the output state");
-                }
-            }
-        }),
-    ));
-    let (gpio, gpio_task) = gpio::spawn(
-        &cfg,
-        backend,
-        bus.clone(),
-        restored,
-        Some(Box::new(move |name: &str, on: bool| {
-            let _ = persist_tx.send((name.to_string(), on));
-        })),
-        stopped(stop_rx.clone()),
-    )
-    .context("starting GPIO")?;
-    tasks.push(("gpio", gpio_task));
+    let (gpio, gpio_tasks) =
+        start_gpio(&cfg, backend, &bus, &store, stopped(stop_rx.clone())).await?;
+    tasks.extend(gpio_tasks);
 
     let mut modem_opts = DriverOptions::from_config(&cfg);
     if let Some(key) = cfg.modem.power_key.clone() {
@@ -181,7 +160,6 @@ pub async fn start(cfg: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
         tokio::spawn(route_commands(cmd_rx, router_handles)),
     ));
 
-    let host = load_scripts(&cfg, &handles).await?;
     // Messages stored but never handed to the plugins (the gateway stopped in between) are
     // offered first, oldest first. They go to the script task only, not on the bus: MQTT
     // announced each one when it was stored, and announces a message at most once.
@@ -204,22 +182,86 @@ pub async fn start(cfg: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
         }
     };
     let (scripts_stop, scripts_stop_rx) = watch::channel(false);
-    let scripts_task = tokio::spawn(run_scripts(
-        host,
+    let modem_status = handles.modem.status();
+    let (scripts, scripts_task) = spawn_scripts(
+        &cfg,
+        handles.clone(),
         undelivered,
         script_events,
-        handles.clone(),
+        modem_status,
         stopped(scripts_stop_rx),
+    )
+    .await?;
+    let watcher = if cfg.lua.hot_reload {
+        let reloads = scripts.clone();
+        match ScriptWatcher::start(&cfg.lua, move |r| {
+            reloads.reload(r);
+        }) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                // The gateway works without it; saving a script then needs a SIGHUP.
+                tracing::error!(error = %e, "hot reload is off: cannot watch the script folders");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    tasks.push((
+        "sighup",
+        tokio::spawn(reload_on_sighup(scripts.clone(), stopped(stop_rx.clone()))),
     ));
 
     Ok(Gateway {
         handles,
+        scripts,
+        _watcher: watcher,
         scripts_stop,
         scripts_task,
         stop,
         tasks,
         store_thread,
     })
+}
+
+/// Starts the GPIO task on `backend` with the output states saved in `store` restored, and the
+/// task that saves them as they change. Shared by the gateway and `gsmgw try`.
+pub async fn start_gpio(
+    cfg: &Config,
+    backend: Box<dyn GpioBackend>,
+    bus: &Bus,
+    store: &StoreHandle,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(GpioHandle, Vec<(&'static str, JoinHandle<()>)>)> {
+    let restored = store
+        .output_states()
+        .await
+        .context("reading the saved output states")?;
+    let persist_store = store.clone();
+    let (persist_tx, mut persist_rx) = mpsc::unbounded_channel::<(String, bool)>();
+    // Output states are written in the order they change, by one task, so the last write wins.
+    let persist_task = tokio::spawn(async move {
+        while let Some((name, on)) = persist_rx.recv().await {
+            if let Err(e) = persist_store.output_state_set(&name, on).await {
+                tracing::error!(output = %name, error = %e, "could not save the output state");
+            }
+        }
+    });
+    let (gpio, gpio_task) = gpio::spawn(
+        cfg,
+        backend,
+        bus.clone(),
+        restored,
+        Some(Box::new(move |name: &str, on: bool| {
+            let _ = persist_tx.send((name.to_string(), on));
+        })),
+        shutdown,
+    )
+    .context("starting GPIO")?;
+    Ok((
+        gpio,
+        vec![("output-states", persist_task), ("gpio", gpio_task)],
+    ))
 }
 
 impl Gateway {
@@ -246,12 +288,110 @@ impl Gateway {
     }
 }
 
+/// What a call command asks of the modem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallAction {
+    Reject,
+    Answer,
+    HangUp,
+}
+
+/// The owners [`execute_on`] hands commands to. The gateway's [`Handles`] reach the real tasks;
+/// `gsmgw try` keeps the real GPIO, store and bus but simulates the modem and records what
+/// would leave the box. The routing itself lives in one place, [`execute_on`].
+pub trait CommandSink: Sync {
+    fn bus(&self) -> &Bus;
+    fn gpio(&self) -> &GpioHandle;
+    fn store(&self) -> &StoreHandle;
+    fn alarm(&self) -> &AlarmHandle;
+    /// The MQTT bridge, when enabled.
+    fn mqtt(&self) -> Option<&MqttHandle>;
+    /// Queues an outgoing SMS.
+    fn send_sms(
+        &self,
+        to: &str,
+        text: &str,
+        request_id: Option<&str>,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Rejects, answers or hangs up call `call_id`.
+    fn call(
+        &self,
+        action: CallAction,
+        call_id: u64,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+    /// Starts a USSD session; the answer comes back later as [`Event::UssdResult`].
+    fn start_ussd(&self, id: u64, code: String);
+    /// Told before an output command goes to the GPIO task (a simulated clock needs to know
+    /// when timed outputs fall due).
+    fn output_commanded(&self, _name: &str, _action: &OutputAction) {}
+    /// Told which plugin handled an SMS or a call (`None`: no plugin did).
+    fn handled(&self, _by: Option<&str>) {}
+    /// Told every script error (`file:line: message`), after it is logged.
+    fn script_errors(&self, _errors: &[String]) {}
+    /// Replies to a received SMS, already committed to the outbox with its delivery: announce
+    /// them and get them sent.
+    fn replies_committed(&self, replies: &[store::NewOutboxSms], rows: &[store::QueuedSms]);
+}
+
+impl CommandSink for Handles {
+    fn bus(&self) -> &Bus {
+        &self.bus
+    }
+    fn replies_committed(&self, replies: &[store::NewOutboxSms], rows: &[store::QueuedSms]) {
+        for (reply, row) in replies.iter().zip(rows) {
+            self.modem
+                .announce_queued(&reply.to, reply.request_id.as_deref(), row);
+        }
+        self.modem.kick();
+    }
+    fn gpio(&self) -> &GpioHandle {
+        &self.gpio
+    }
+    fn store(&self) -> &StoreHandle {
+        &self.store
+    }
+    fn alarm(&self) -> &AlarmHandle {
+        &self.alarm
+    }
+    fn mqtt(&self) -> Option<&MqttHandle> {
+        self.mqtt.as_ref()
+    }
+    async fn send_sms(&self, to: &str, text: &str, request_id: Option<&str>) -> Result<(), String> {
+        self.modem
+            .queue_sms(to, text, request_id)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+    async fn call(&self, action: CallAction, call_id: u64) -> Result<(), String> {
+        let result = match action {
+            CallAction::Reject => self.modem.reject_call(call_id).await,
+            CallAction::Answer => self.modem.answer_call(call_id).await,
+            CallAction::HangUp => self.modem.hang_up(call_id).await,
+        };
+        result.map_err(|e| e.to_string())
+    }
+    fn start_ussd(&self, id: u64, code: String) {
+        let (modem, bus) = (self.modem.clone(), self.bus.clone());
+        tokio::spawn(async move {
+            let result = modem.ussd(&code).await.map_err(|e| e.to_string());
+            bus.publish(Event::UssdResult { id, result });
+        });
+    }
+}
+
 /// Carries out one command on the task that owns its resource. Failures are logged: the
 /// caller (a script, an MQTT message) has moved on.
 pub async fn execute(h: &Handles, cmd: Command) {
+    execute_on(h, cmd).await
+}
+
+/// [`execute`] on any [`CommandSink`].
+pub async fn execute_on<S: CommandSink>(h: &S, cmd: Command) {
     match cmd {
         Command::SetOutput { name, action } => {
-            if let Err(e) = h.gpio.set(&name, action).await {
+            h.output_commanded(&name, &action);
+            if let Err(e) = h.gpio().set(&name, action).await {
                 tracing::warn!(output = %name, error = %e, "output command failed");
             }
         }
@@ -260,15 +400,15 @@ pub async fn execute(h: &Handles, cmd: Command) {
             text,
             request_id,
         } => {
-            if let Err(e) = h.modem.queue_sms(&to, &text, request_id.as_deref()).await {
+            if let Err(e) = h.send_sms(&to, &text, request_id.as_deref()).await {
                 tracing::warn!(to = %to, error = %e, "SMS not queued");
             }
         }
-        Command::RejectCall { call_id } => log_modem(h.modem.reject_call(call_id).await),
-        Command::AnswerCall { call_id } => log_modem(h.modem.answer_call(call_id).await),
-        Command::HangUp { call_id } => log_modem(h.modem.hang_up(call_id).await),
+        Command::RejectCall { call_id } => log_call(h.call(CallAction::Reject, call_id).await),
+        Command::AnswerCall { call_id } => log_call(h.call(CallAction::Answer, call_id).await),
+        Command::HangUp { call_id } => log_call(h.call(CallAction::HangUp, call_id).await),
         Command::KvSet { scope, key, value } => {
-            if let Err(e) = h.store.kv_set(&scope, &key, value.as_deref()).await {
+            if let Err(e) = h.store().kv_set(&scope, &key, value.as_deref()).await {
                 tracing::error!(scope = %scope, key = %key, error = %e, "could not save script data");
             }
         }
@@ -276,7 +416,7 @@ pub async fn execute(h: &Handles, cmd: Command) {
             topic,
             payload,
             retain,
-        } => match &h.mqtt {
+        } => match h.mqtt() {
             Some(m) => {
                 if let Err(e) = m.publish(&topic, payload, retain).await {
                     tracing::warn!(topic = %topic, error = %e, "MQTT publish failed");
@@ -284,7 +424,7 @@ pub async fn execute(h: &Handles, cmd: Command) {
             }
             None => tracing::debug!(topic = %topic, "MQTT disabled; publish dropped"),
         },
-        Command::MqttSubscribe { topic } => match &h.mqtt {
+        Command::MqttSubscribe { topic } => match h.mqtt() {
             Some(m) => {
                 if let Err(e) = m.subscribe(&topic).await {
                     tracing::warn!(topic = %topic, error = %e, "MQTT subscribe failed");
@@ -295,7 +435,7 @@ pub async fn execute(h: &Handles, cmd: Command) {
         Command::MqttConnect { id, seconds } => {
             // Answered later as an event: connecting may take seconds, and the caller (a
             // script) must not hold up the events behind it.
-            let (mqtt, bus) = (h.mqtt.clone(), h.bus.clone());
+            let (mqtt, bus) = (h.mqtt().cloned(), h.bus().clone());
             tokio::spawn(async move {
                 let result = match mqtt {
                     Some(m) => m.connect_for(seconds).await.map_err(|e| e.to_string()),
@@ -305,21 +445,19 @@ pub async fn execute(h: &Handles, cmd: Command) {
             });
         }
         Command::Alarm { action, by, code } => {
-            if let Err(e) = h.alarm.command(action, by.as_deref(), code.as_ref()).await {
+            if let Err(e) = h
+                .alarm()
+                .command(action, by.as_deref(), code.as_ref())
+                .await
+            {
                 tracing::warn!(?action, by = by.as_deref().unwrap_or("-"), error = %e, "alarm request refused");
             }
         }
-        Command::Ussd { id, code } => {
-            let (modem, bus) = (h.modem.clone(), h.bus.clone());
-            tokio::spawn(async move {
-                let result = modem.ussd(&code).await.map_err(|e| e.to_string());
-                bus.publish(Event::UssdResult { id, result });
-            });
-        }
+        Command::Ussd { id, code } => h.start_ussd(id, code),
     }
 }
 
-fn log_modem(result: Result<(), driver::ModemError>) {
+fn log_call(result: Result<(), String>) {
     if let Err(e) = result {
         tracing::warn!(error = %e, "call command failed");
     }
@@ -331,95 +469,461 @@ async fn route_commands(mut rx: mpsc::Receiver<Command>, handles: Handles) {
     }
 }
 
-/// Creates the Lua host and loads the configured plugins in order.
-async fn load_scripts(cfg: &Config, h: &Handles) -> anyhow::Result<LuaHost> {
-    let snapshot = h.gpio.snapshot().await.context("reading GPIO state")?;
+async fn reload_on_sighup(scripts: ScriptsHandle, shutdown: impl Future<Output = ()>) {
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload by saving the scripts");
+            return;
+        }
+    };
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            got = hangups.recv() => match got {
+                Some(()) => {
+                    tracing::info!("SIGHUP: reloading every script");
+                    scripts.reload(Reload::All);
+                }
+                None => break,
+            },
+        }
+    }
+}
+
+/// What the script task is asked besides events. Requests share the task with events, so each
+/// one happens between two events: none is lost or handled twice.
+enum ScriptRequest {
+    Reload(Reload),
+    /// Run the due timers and every queued event (and what they cause), then report.
+    Flush(oneshot::Sender<FlushReport>),
+}
+
+/// What a flush found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlushReport {
+    /// Events and timer rounds handled by this flush; 0 when the task was idle.
+    pub handled: usize,
+    /// When the next script timer is due.
+    pub next_timer: Option<Instant>,
+}
+
+/// A cloneable way to reach the script task.
+#[derive(Clone)]
+pub struct ScriptsHandle {
+    requests: mpsc::UnboundedSender<ScriptRequest>,
+}
+
+impl ScriptsHandle {
+    /// Queues a reload, handled between two events; false when the script task has ended.
+    pub fn reload(&self, reload: Reload) -> bool {
+        self.requests.send(ScriptRequest::Reload(reload)).is_ok()
+    }
+
+    /// Waits until the task has run its due timers and handled every event queued so far;
+    /// `None` when the task has ended.
+    pub async fn flush(&self) -> Option<FlushReport> {
+        let (tx, rx) = oneshot::channel();
+        self.requests.send(ScriptRequest::Flush(tx)).ok()?;
+        rx.await.ok()
+    }
+}
+
+/// The Lua host with what it needs to reload scripts and carry out their commands.
+struct ScriptTask<S> {
+    host: LuaHost,
+    cfg: Config,
+    sink: S,
+}
+
+/// Creates the Lua host, loads the configured plugins in order and spawns the task that feeds
+/// it `events` (subscribe before anything is published, so that none is missed). The task
+/// ends when `shutdown` resolves, after the events already queued.
+pub async fn spawn_scripts<S: CommandSink + Send + 'static>(
+    cfg: &Config,
+    sink: S,
+    backlog: Vec<Event>,
+    events: mpsc::UnboundedReceiver<Event>,
+    modem: ModemStatus,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<(ScriptsHandle, JoinHandle<()>)> {
+    let snapshot = sink.gpio().snapshot().await.context("reading GPIO state")?;
     let world = World {
         outputs: snapshot.outputs,
         inputs: snapshot.inputs,
-        modem: h.modem.status(),
-        alarm: h.alarm.state(),
+        modem,
+        alarm: sink.alarm().state(),
     };
-    let mut host = LuaHost::new(
-        HostOptions {
-            memory_limit_kb: cfg.lua.memory_limit_kb,
-            instruction_limit: cfg.lua.instruction_limit,
-            country_code: cfg.country_code().map(str::to_string),
-        },
-        world,
-    );
-    let empty = serde_json::Value::Object(Default::default());
-    for (name, path) in cfg.plugin_paths() {
-        let data: BTreeMap<String, String> = h
-            .store
-            .kv_all(&format!("plugin:{name}"))
+    let host = LuaHost::new(host_options(cfg), world);
+    let mut task = ScriptTask {
+        host,
+        cfg: cfg.clone(),
+        sink,
+    };
+    for name in &cfg.lua.plugins {
+        // Saved data that cannot be read would be overwritten by a plugin that starts empty.
+        let data = task
+            .sink
+            .store()
+            .kv_all(&plugin_scope(name))
             .await
             .with_context(|| format!("reading the saved data of plugin {name}"))?;
-        let section = cfg.plugins.get(&name).unwrap_or(&empty);
-        let status = host.load_plugin(&name, &path, section, data, Instant::now().into_std());
-        match &status.error {
-            Some(e) => tracing::error!(plugin = %name, error = %e, "plugin not loaded"),
-            None => tracing::info!(plugin = %name, "plugin loaded"),
-        }
-        h.bus.publish(Event::Script(status));
+        task.load_plugin(name, data).await;
     }
-    host.set_order(&cfg.lua.plugins);
-    host.set_lockout_policy(LockoutPolicy {
+    task.host.set_order(&cfg.lua.plugins);
+    task.host.set_lockout_policy(LockoutPolicy {
         failures: cfg.lua.lockout_failures,
         window: std::time::Duration::from_secs(cfg.lua.lockout_seconds),
     });
-    let lockouts = h
-        .store
+    let lockouts = task
+        .sink
+        .store()
         .kv_all(LOCKOUT_SCOPE)
         .await
         .context("reading the saved lock-outs")?;
-    host.restore_lockouts(&lockouts, Instant::now().into_std());
-    for (name, path) in cfg.rule_paths() {
-        let data: BTreeMap<String, String> = h
-            .store
-            .kv_all(&format!("rule:{name}"))
+    task.host
+        .restore_lockouts(&lockouts, Instant::now().into_std());
+    for (name, _) in cfg.rule_paths() {
+        let data = task
+            .sink
+            .store()
+            .kv_all(&rule_scope(&name))
             .await
             .with_context(|| format!("reading the saved data of rule {name}"))?;
-        let section = cfg.rules.get(&name).unwrap_or(&empty);
-        let status = host.load_rule(&name, &path, section, data, Instant::now().into_std());
-        h.bus.publish(Event::Script(status));
+        task.load_rule(&name, data).await;
     }
-    Ok(host)
+    let (tx, rx) = mpsc::unbounded_channel();
+    let join = tokio::spawn(task.run(backlog, events, rx, shutdown));
+    Ok((ScriptsHandle { requests: tx }, join))
 }
 
-/// The Lua host's task: events and timers are handled one at a time, in order, and each
-/// handler's commands are carried out before the next event.
-async fn run_scripts(
-    mut host: LuaHost,
-    backlog: Vec<Event>,
-    mut events: mpsc::UnboundedReceiver<Event>,
-    h: Handles,
-    shutdown: impl Future<Output = ()>,
-) {
-    tokio::pin!(shutdown);
-    for ev in backlog {
-        handle_event(&mut host, ev, &h).await;
+fn host_options(cfg: &Config) -> HostOptions {
+    HostOptions {
+        memory_limit_kb: cfg.lua.memory_limit_kb,
+        instruction_limit: cfg.lua.instruction_limit,
+        country_code: cfg.country_code().map(str::to_string),
     }
-    loop {
-        let timer = host.poll_timeout().map(Instant::from_std);
-        tokio::select! {
-            biased;
-            _ = &mut shutdown => break,
-            ev = events.recv() => match ev {
-                Some(ev) => handle_event(&mut host, ev, &h).await,
-                None => break,
-            },
-            _ = sleep_until_some(timer) => {
-                sync_host(&mut host, &h);
-                let d = host.handle_timeout(Instant::now().into_std());
-                finish_dispatch(d, &h).await;
+}
+
+fn plugin_scope(name: &str) -> String {
+    format!("plugin:{name}")
+}
+
+fn rule_scope(name: &str) -> String {
+    format!("rule:{name}")
+}
+
+impl<S: CommandSink> ScriptTask<S> {
+    /// Events and timers are handled one at a time, in order, and each handler's commands are
+    /// carried out before the next event.
+    async fn run(
+        mut self,
+        backlog: Vec<Event>,
+        mut events: mpsc::UnboundedReceiver<Event>,
+        mut requests: mpsc::UnboundedReceiver<ScriptRequest>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        // Messages stored but never handed to the plugins before the last stop come first.
+        for ev in backlog {
+            self.handle_event(ev).await;
+        }
+        let mut requests_open = true;
+        loop {
+            let timer = self.host.poll_timeout().map(Instant::from_std);
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                // Before events: a reload takes effect from the next event on.
+                req = requests.recv(), if requests_open => match req {
+                    Some(ScriptRequest::Reload(r)) => self.reload(r).await,
+                    Some(ScriptRequest::Flush(reply)) => {
+                        let report = self.flush(&mut events).await;
+                        let _ = reply.send(report);
+                    }
+                    None => requests_open = false,
+                },
+                ev = events.recv() => match ev {
+                    Some(ev) => self.handle_event(ev).await,
+                    None => break,
+                },
+                _ = sleep_until_some(timer) => self.run_timers().await,
+            }
+        }
+        // Events already queued are handled before stopping; anything after is redelivered
+        // from the store at the next start.
+        while let Ok(ev) = events.try_recv() {
+            self.handle_event(ev).await;
+        }
+    }
+
+    async fn flush(&mut self, events: &mut mpsc::UnboundedReceiver<Event>) -> FlushReport {
+        let mut handled = 0;
+        loop {
+            let due = self
+                .host
+                .poll_timeout()
+                .is_some_and(|at| Instant::from_std(at) <= Instant::now());
+            if due {
+                self.run_timers().await;
+                handled += 1;
+            } else if let Ok(ev) = events.try_recv() {
+                self.handle_event(ev).await;
+                handled += 1;
+            } else {
+                break;
+            }
+        }
+        FlushReport {
+            handled,
+            next_timer: self.host.poll_timeout().map(Instant::from_std),
+        }
+    }
+
+    async fn run_timers(&mut self) {
+        self.sync_host();
+        let d = self.host.handle_timeout(Instant::now().into_std());
+        self.finish_dispatch(d).await;
+    }
+
+    /// Gives the host what it cannot observe itself: the wall-clock time and the MQTT
+    /// connection.
+    fn sync_host(&mut self) {
+        self.host
+            .set_wall_clock(Instant::now().into_std(), chrono::Local::now());
+        self.host
+            .set_mqtt_connected(self.sink.mqtt().map(|m| m.connected()));
+    }
+
+    async fn handle_event(&mut self, ev: Event) {
+        self.sync_host();
+        let now = Instant::now().into_std();
+        match ev {
+            Event::SmsReceived(sms) => self.handle_sms(sms).await,
+            Event::CallRinging(call) => {
+                let d = self.host.dispatch_call(&call, now);
+                self.sink.handled(d.handled_by.as_deref());
+                self.finish_dispatch(d).await;
+            }
+            other => {
+                let d = self.host.dispatch_event(&other, now);
+                self.finish_dispatch(d).await;
             }
         }
     }
-    // Events already queued are handled before stopping; anything after is redelivered from
-    // the store at the next start.
-    while let Ok(ev) = events.try_recv() {
-        handle_event(&mut host, ev, &h).await;
+
+    /// Offers a received SMS to the scripts exactly once. The durable part of what they
+    /// asked for (replies, script data) is written in the same store transaction that marks
+    /// the SMS delivered: a crash before it redelivers the SMS with no effect kept, a crash
+    /// after it never redelivers it. Outputs and call commands are carried out afterwards,
+    /// as for any event; a crash between the commit and them loses them rather than
+    /// repeating them.
+    async fn handle_sms(&mut self, sms: crate::bus::IncomingSms) {
+        // The same row can be offered twice (announced by the modem task while start-up also
+        // redelivers it); only the first offer may reach the plugins.
+        match self.sink.store().inbox_delivered(sms.id).await {
+            Ok(Some(false)) => {}
+            Ok(_) => {
+                tracing::debug!(inbox_id = sms.id, "SMS already delivered; not offered again");
+                return;
+            }
+            Err(e) => {
+                // Not offered now: it stays undelivered and is offered again at the next start.
+                tracing::error!(inbox_id = sms.id, error = %e, "could not check an SMS; not delivered");
+                return;
+            }
+        }
+        let mut d = self.host.dispatch_sms(&sms, Instant::now().into_std());
+        if d.handled_by.is_none() {
+            tracing::info!(from = %sms.from, "no plugin handled the SMS");
+        }
+        self.sink.handled(d.handled_by.as_deref());
+        let mut replies = Vec::new();
+        let mut data = Vec::new();
+        let mut rest = Vec::new();
+        for cmd in std::mem::take(&mut d.commands) {
+            match cmd {
+                Command::SendSms {
+                    to,
+                    text,
+                    request_id,
+                } => replies.push(store::NewOutboxSms {
+                    to,
+                    text,
+                    request_id,
+                }),
+                Command::KvSet { scope, key, value } => {
+                    data.push(store::KvChange { scope, key, value })
+                }
+                other => rest.push(other),
+            }
+        }
+        match self
+            .sink
+            .store()
+            .commit_dispatch(sms.id, replies.clone(), data)
+            .await
+        {
+            Ok(store::DispatchCommit::Committed(queued)) => {
+                self.sink.replies_committed(&replies, &queued);
+            }
+            Ok(store::DispatchCommit::AlreadyDelivered) => {
+                tracing::warn!(inbox_id = sms.id, "SMS was delivered meanwhile; its replies dropped");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(inbox_id = sms.id, error = %e, "could not record an SMS as handled; it will be offered again at the next start");
+                return;
+            }
+        }
+        d.commands = rest;
+        self.finish_dispatch(d).await;
+    }
+
+    async fn finish_dispatch(&mut self, d: crate::lua::Dispatch) {
+        for e in &d.errors {
+            tracing::warn!(error = %e, "script error");
+        }
+        if !d.errors.is_empty() {
+            self.sink.script_errors(&d.errors);
+        }
+        for status in d.statuses {
+            self.sink.bus().publish(Event::Script(status));
+        }
+        for event in d.events {
+            self.sink.bus().publish(event);
+        }
+        for cmd in d.commands {
+            execute_on(&self.sink, cmd).await;
+        }
+    }
+
+    /// Loads (or reloads) plugin `name`; `data` is used only when it is not running yet (a
+    /// running version hands its own data over). Publishes the outcome.
+    async fn load_plugin(&mut self, name: &str, data: BTreeMap<String, String>) {
+        let path = self.cfg.lua.plugins_dir.join(format!("{name}.lua"));
+        let empty = serde_json::Value::Object(Default::default());
+        let section = self.cfg.plugins.get(name).unwrap_or(&empty);
+        let status = self
+            .host
+            .load_plugin(name, &path, section, data, Instant::now().into_std());
+        if let Some(e) = &status.error {
+            self.sink.script_errors(std::slice::from_ref(e));
+        }
+        self.sink.bus().publish(Event::Script(status));
+        // What the script did while loading (top level, `init`).
+        for cmd in self.host.take_commands() {
+            execute_on(&self.sink, cmd).await;
+        }
+    }
+
+    /// Loads (or reloads) rule `name`, like [`Self::load_plugin`].
+    async fn load_rule(&mut self, name: &str, data: BTreeMap<String, String>) {
+        let Some((_, path)) = self.cfg.rule_paths().into_iter().find(|(n, _)| n == name) else {
+            tracing::info!(rule = %name, "not among lua.rules, so not loaded");
+            return;
+        };
+        let empty = serde_json::Value::Object(Default::default());
+        let section = self.cfg.rules.get(name).unwrap_or(&empty);
+        let status = self
+            .host
+            .load_rule(name, &path, section, data, Instant::now().into_std());
+        if let Some(e) = &status.error {
+            self.sink.script_errors(std::slice::from_ref(e));
+        }
+        self.sink.bus().publish(Event::Script(status));
+        for cmd in self.host.take_commands() {
+            execute_on(&self.sink, cmd).await;
+        }
+    }
+
+    async fn reload_rule(&mut self, name: &str) {
+        let data = if self.host.rule_status(name).is_some() {
+            BTreeMap::new()
+        } else {
+            match self.sink.store().kv_all(&rule_scope(name)).await {
+                Ok(data) => data,
+                Err(e) => {
+                    tracing::error!(rule = %name, error = %e, "cannot read its saved data; not loaded");
+                    return;
+                }
+            }
+        };
+        self.load_rule(name, data).await;
+    }
+
+    async fn reload(&mut self, reload: Reload) {
+        match reload {
+            Reload::All => {
+                tracing::info!("reloading every script");
+                for name in self.cfg.lua.plugins.clone() {
+                    self.reload_plugin(&name).await;
+                }
+                for (name, _) in self.cfg.rule_paths() {
+                    self.reload_rule(&name).await;
+                }
+            }
+            Reload::Changed {
+                kind: ScriptKind::Plugin,
+                name,
+            } => {
+                if self.cfg.lua.plugins.contains(&name) {
+                    self.reload_plugin(&name).await;
+                } else {
+                    tracing::info!(plugin = %name, "not in lua.plugins, so not loaded");
+                }
+            }
+            Reload::Removed {
+                kind: ScriptKind::Plugin,
+                name,
+            } => {
+                if self.host.status(&name).is_some() {
+                    self.host.unload(&name);
+                    let status = ScriptStatus {
+                        kind: ScriptKind::Plugin,
+                        name: name.clone(),
+                        generation: 0,
+                        error: Some(format!("{name}.lua: the file was removed; plugin unloaded")),
+                    };
+                    self.sink.bus().publish(Event::Script(status));
+                }
+            }
+            Reload::Changed {
+                kind: ScriptKind::Rule,
+                name,
+            } => self.reload_rule(&name).await,
+            Reload::Removed {
+                kind: ScriptKind::Rule,
+                name,
+            } => {
+                if self.host.rule_status(&name).is_some() {
+                    self.host.unload_rule(&name);
+                    let status = ScriptStatus {
+                        kind: ScriptKind::Rule,
+                        name: name.clone(),
+                        generation: 0,
+                        error: Some(format!("{name}.lua: the file was removed; rule unloaded")),
+                    };
+                    self.sink.bus().publish(Event::Script(status));
+                }
+            }
+        }
+    }
+
+    async fn reload_plugin(&mut self, name: &str) {
+        let data = if self.host.status(name).is_some() {
+            BTreeMap::new()
+        } else {
+            match self.sink.store().kv_all(&plugin_scope(name)).await {
+                Ok(data) => data,
+                Err(e) => {
+                    tracing::error!(plugin = %name, error = %e, "cannot read its saved data; not loaded");
+                    return;
+                }
+            }
+        };
+        self.load_plugin(name, data).await;
     }
 }
 
@@ -427,118 +931,6 @@ async fn sleep_until_some(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Gives the host what it cannot observe itself: the wall-clock time and the MQTT connection.
-fn sync_host(host: &mut LuaHost, h: &Handles) {
-    host.set_wall_clock(Instant::now().into_std(), chrono::Local::now());
-    host.set_mqtt_connected(h.mqtt.as_ref().map(|m| m.connected()));
-}
-
-async fn handle_event(host: &mut LuaHost, ev: Event, h: &Handles) {
-    sync_host(host, h);
-    let now = Instant::now().into_std();
-    match ev {
-        Event::SmsReceived(sms) => handle_sms(host, sms, h).await,
-        Event::CallRinging(call) => {
-            let d = host.dispatch_call(&call, now);
-            finish_dispatch(d, h).await;
-        }
-        other => {
-            let d = host.dispatch_event(&other, now);
-            finish_dispatch(d, h).await;
-        }
-    }
-}
-
-/// Offers a received SMS to the plugins exactly once. The durable part of what they asked
-/// for (replies, script data) is written in the same store transaction that marks the SMS
-/// delivered: a crash before it redelivers the SMS with no effect kept, a crash after it
-/// never redelivers it. Outputs and call commands are carried out afterwards, as for any
-/// event; a crash between the commit and them loses them rather than repeating them.
-async fn handle_sms(host: &mut LuaHost, sms: crate::bus::IncomingSms, h: &Handles) {
-    // The same row can be offered twice (announced by the modem task while start-up also
-    // redelivers it); only the first offer may reach the plugins.
-    match h.store.inbox_delivered(sms.id).await {
-        Ok(Some(false)) => {}
-        Ok(_) => {
-            tracing::debug!(
-                inbox_id = sms.id,
-                "SMS already delivered; not offered again"
-            );
-            return;
-        }
-        Err(e) => {
-            // Not offered now: it stays undelivered and is offered again at the next start.
-            tracing::error!(inbox_id = sms.id, error = %e, "could not check an SMS; not delivered");
-            return;
-        }
-    }
-    let d = host.dispatch_sms(&sms, Instant::now().into_std());
-    if d.handled_by.is_none() {
-        tracing::info!(from = %sms.from, "no plugin handled the SMS");
-    }
-    for e in &d.errors {
-        tracing::warn!(error = %e, "script error");
-    }
-    let mut replies = Vec::new();
-    let mut data = Vec::new();
-    let mut rest = Vec::new();
-    for cmd in d.commands {
-        match cmd {
-            Command::SendSms {
-                to,
-                text,
-                request_id,
-            } => replies.push(store::NewOutboxSms {
-                to,
-                text,
-                request_id,
-            }),
-            Command::KvSet { scope, key, value } => {
-                data.push(store::KvChange { scope, key, value })
-            }
-            other => rest.push(other),
-        }
-    }
-    match h.store.commit_dispatch(sms.id, replies.clone(), data).await {
-        Ok(store::DispatchCommit::Committed(queued)) => {
-            for (reply, row) in replies.iter().zip(&queued) {
-                h.modem
-                    .announce_queued(&reply.to, reply.request_id.as_deref(), row);
-            }
-            h.modem.kick();
-        }
-        Ok(store::DispatchCommit::AlreadyDelivered) => {
-            tracing::warn!(
-                inbox_id = sms.id,
-                "SMS was delivered meanwhile; its replies dropped"
-            );
-            return;
-        }
-        Err(e) => {
-            tracing::error!(inbox_id = sms.id, error = %e, "could not record an SMS as handled; it will be offered again at the next start");
-            return;
-        }
-    }
-    for cmd in rest {
-        execute(h, cmd).await;
-    }
-}
-
-async fn finish_dispatch(d: crate::lua::Dispatch, h: &Handles) {
-    for e in &d.errors {
-        tracing::warn!(error = %e, "script error");
-    }
-    for status in d.statuses {
-        h.bus.publish(Event::Script(status));
-    }
-    for event in d.events {
-        h.bus.publish(event);
-    }
-    for cmd in d.commands {
-        execute(h, cmd).await;
     }
 }
 
@@ -593,3 +985,4 @@ pub fn check(path: &std::path::Path) -> CheckReport {
     }
     report
 }
+

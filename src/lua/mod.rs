@@ -15,6 +15,7 @@ mod api;
 mod clock;
 mod lockout;
 mod rules;
+pub mod watch;
 mod sandbox;
 
 use std::collections::{BTreeMap, VecDeque};

@@ -1,0 +1,268 @@
+//! Hot reload: watches the plugin and rule folders and asks for a reload when a script file is
+//! saved, created or deleted.
+//!
+//! Editors save in many ways (write in place, write a temporary file and rename it over the
+//! old one, delete and recreate), each a burst of file system events. The watcher therefore
+//! waits until a folder has been quiet for the debounce period and then looks at each touched
+//! `*.lua` file once: there → [`Reload::Changed`], gone → [`Reload::Removed`]. Only the two
+//! folders are watched, not what is below them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::bus::ScriptKind;
+use crate::config::LuaConfig;
+
+/// How long a folder must be quiet before its changes are reloaded.
+pub const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// A reload the script task is asked to do, between two events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reload {
+    /// Every script (SIGHUP, `gsmgw try`'s `{"reload":true}`).
+    All,
+    /// The file of script `name` was saved or created.
+    Changed { kind: ScriptKind, name: String },
+    /// The file of script `name` was deleted.
+    Removed { kind: ScriptKind, name: String },
+}
+
+/// Why the folders cannot be watched.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// The file system watcher could not be created (out of inotify instances, say).
+    #[error("cannot start the file watcher: {0}")]
+    Start(#[source] notify::Error),
+    /// The folder does not exist or cannot be watched.
+    #[error("cannot watch {}: {source}", dir.display())]
+    Watch {
+        dir: PathBuf,
+        #[source]
+        source: notify::Error,
+    },
+}
+
+/// Watches the script folders while it lives.
+pub struct ScriptWatcher {
+    // Dropping the watcher closes the channel, which ends the debounce task.
+    _watcher: notify::RecommendedWatcher,
+    task: JoinHandle<()>,
+}
+
+impl Drop for ScriptWatcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ScriptWatcher {
+    /// Watches `lua.plugins_dir` and `lua.rules_dir` and calls `on_reload` for each script file
+    /// that changed, [`DEBOUNCE`] after the last change. A missing rules folder is skipped (a
+    /// gateway may have no rules); a missing plugins folder is an error.
+    ///
+    /// Must be called inside a tokio runtime.
+    pub fn start(
+        lua: &LuaConfig,
+        on_reload: impl Fn(Reload) + Send + 'static,
+    ) -> Result<ScriptWatcher, WatchError> {
+        Self::with_debounce(lua, DEBOUNCE, on_reload)
+    }
+
+    /// [`ScriptWatcher::start`] with another debounce period.
+    pub fn with_debounce(
+        lua: &LuaConfig,
+        debounce: Duration,
+        on_reload: impl Fn(Reload) + Send + 'static,
+    ) -> Result<ScriptWatcher, WatchError> {
+        let plugins = canonical(&lua.plugins_dir)?;
+        let rules = match canonical(&lua.rules_dir) {
+            Ok(dir) => Some(dir),
+            Err(e) => {
+                tracing::info!(error = %e, "rules folder not watched");
+                None
+            }
+        };
+        let dirs = Folders { plugins, rules };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let classify = dirs.clone();
+        let mut watcher =
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+                Ok(event) if is_change(&event.kind) => {
+                    for path in &event.paths {
+                        if let Some(touched) = classify.script(path) {
+                            let _ = tx.send(touched);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "file watcher error"),
+            })
+            .map_err(WatchError::Start)?;
+        for dir in [Some(&dirs.plugins), dirs.rules.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            watcher
+                .watch(dir, RecursiveMode::NonRecursive)
+                .map_err(|source| WatchError::Watch {
+                    dir: dir.clone(),
+                    source,
+                })?;
+            tracing::info!(dir = %dir.display(), "watching for script changes");
+        }
+        let task = tokio::spawn(debounce_loop(rx, debounce, on_reload));
+        Ok(ScriptWatcher {
+            _watcher: watcher,
+            task,
+        })
+    }
+}
+
+fn canonical(dir: &Path) -> Result<PathBuf, WatchError> {
+    dir.canonicalize().map_err(|e| WatchError::Watch {
+        dir: dir.to_path_buf(),
+        source: notify::Error::io(e),
+    })
+}
+
+/// Opening or reading a file (the host reading a script) is no change.
+fn is_change(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) => true,
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) | EventKind::Any | EventKind::Other => false,
+    }
+}
+
+/// A script file that was touched: which script, and where its file is.
+type Touched = (ScriptKind, String, PathBuf);
+
+#[derive(Clone)]
+struct Folders {
+    plugins: PathBuf,
+    rules: Option<PathBuf>,
+}
+
+impl Folders {
+    /// The script `path` belongs to, if it is a `*.lua` file right in one of the folders
+    /// (editors' temporary and backup files are not).
+    fn script(&self, path: &Path) -> Option<Touched> {
+        if path.extension().and_then(|e| e.to_str()) != Some("lua") {
+            return None;
+        }
+        let name = path.file_stem()?.to_str()?.to_string();
+        let dir = path.parent()?;
+        // Plugins first: when both settings name one folder, its files are plugins.
+        let kind = if dir == self.plugins {
+            ScriptKind::Plugin
+        } else if self.rules.as_deref() == Some(dir) {
+            ScriptKind::Rule
+        } else {
+            return None;
+        };
+        Some((kind, name, path.to_path_buf()))
+    }
+}
+
+async fn debounce_loop(
+    mut rx: mpsc::UnboundedReceiver<Touched>,
+    debounce: Duration,
+    on_reload: impl Fn(Reload),
+) {
+    while let Some(first) = rx.recv().await {
+        // Keyed by the folder's name (`plugins`, `rules`) and the script's.
+        let mut touched: BTreeMap<(&'static str, String), (ScriptKind, PathBuf)> = BTreeMap::new();
+        let (kind, name, path) = first;
+        touched.insert((kind.topic(), name), (kind, path));
+        let mut open = true;
+        while open {
+            match tokio::time::timeout(debounce, rx.recv()).await {
+                Ok(Some((kind, name, path))) => {
+                    touched.insert((kind.topic(), name), (kind, path));
+                }
+                Ok(None) => open = false,
+                Err(_) => break,
+            }
+        }
+        for ((_, name), (kind, path)) in touched {
+            // What is there once things are quiet decides: an atomic replace is a change.
+            let reload = if path.is_file() {
+                Reload::Changed { kind, name }
+            } else {
+                Reload::Removed { kind, name }
+            };
+            tracing::debug!(?reload, "script file changed");
+            on_reload(reload);
+        }
+        if !open {
+            break;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folders() -> Folders {
+        Folders {
+            plugins: PathBuf::from("/srv/plugins"),
+            rules: Some(PathBuf::from("/srv/rules")),
+        }
+    }
+
+    #[test]
+    fn lua_files_in_the_folders_are_scripts_and_editor_files_are_not() {
+        let f = folders();
+        assert_eq!(
+            f.script(Path::new("/srv/plugins/rtu.lua")),
+            Some((
+                ScriptKind::Plugin,
+                "rtu".into(),
+                PathBuf::from("/srv/plugins/rtu.lua")
+            ))
+        );
+        assert_eq!(
+            f.script(Path::new("/srv/rules/night.lua")).map(|t| t.0),
+            Some(ScriptKind::Rule)
+        );
+        assert_eq!(f.script(Path::new("/srv/plugins/.rtu.lua.swp")), None);
+        assert_eq!(f.script(Path::new("/srv/plugins/rtu.lua~")), None);
+        assert_eq!(f.script(Path::new("/srv/plugins/4913")), None);
+        assert_eq!(f.script(Path::new("/srv/other/rtu.lua")), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_changes_to_one_file_is_one_reload() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let task = tokio::spawn(debounce_loop(rx, DEBOUNCE, move |r| {
+            sink.lock().unwrap_or_else(|e| e.into_inner()).push(r)
+        }));
+        let dir = std::env::temp_dir();
+        let gone = dir.join("gsmgw-watch-test-surely-missing.lua");
+        for _ in 0..5 {
+            assert!(tx
+                .send((ScriptKind::Plugin, "x".into(), gone.clone()))
+                .is_ok());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(tx);
+        assert!(task.await.is_ok());
+        let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert_eq!(
+            seen,
+            vec![Reload::Removed {
+                kind: ScriptKind::Plugin,
+                name: "x".into()
+            }]
+        );
+    }
+}
