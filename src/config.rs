@@ -275,7 +275,7 @@ impl Default for LuaConfig {
             plugins: Vec::new(),
             memory_limit_kb: 16 * 1024,
             // About 100 ms of plain Lua on a Pi Zero 2 W (see docs/lua-api.md, "Sandbox").
-            instruction_limit: 5_000_000,
+            instruction_limit: 2_000_000,
             hot_reload: true,
             rules: Vec::new(),
             lockout_failures: 5,
