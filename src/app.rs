@@ -16,6 +16,7 @@ use crate::gpio::{self, GpioBackend, GpioHandle};
 use crate::lua::{HostOptions, LuaHost, World};
 use crate::modem::driver::{self, DriverOptions, ModemHandle};
 use crate::mqtt::{self, MqttHandle};
+use crate::service;
 use crate::store::{self, Store, StoreHandle};
 
 /// Choices the config file does not make: what the demo and tests substitute.
@@ -44,6 +45,8 @@ pub struct Gateway {
     stop: watch::Sender<bool>,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
     store_thread: std::thread::JoinHandle<()>,
+    /// Asks the script loop whether it still comes round; taken by the systemd watchdog.
+    liveness: Option<service::Liveness>,
 }
 
 /// Runs the gateway until `shutdown` resolves, then drains every task.
@@ -52,9 +55,28 @@ pub async fn run(
     opts: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let gateway = start(cfg, opts).await?;
+    let mut gateway = start(cfg, opts).await?;
+    // Under systemd: ready only now that every task runs; the watchdog is pinged only while
+    // the script loop answers (see `service`).
+    service::ready();
+    let mut service_tasks = Vec::new();
+    if let (Some(period), Some(liveness)) = (service::watchdog_period(), gateway.liveness.take()) {
+        service_tasks.push(tokio::spawn(service::watchdog(
+            period,
+            liveness,
+            std::future::pending(),
+        )));
+    }
+    if service::under_systemd() {
+        let events = gateway.handles.bus.subscribe();
+        service_tasks.push(tokio::spawn(service::report_modem_status(events)));
+    }
     shutdown.await;
     tracing::info!("shutting down");
+    service::stopping();
+    for task in service_tasks {
+        task.abort();
+    }
     gateway.stop().await;
     Ok(())
 }
@@ -157,10 +179,12 @@ pub async fn start(cfg: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
 
     let host = load_scripts(&cfg, &handles).await?;
     let (scripts_stop, scripts_stop_rx) = watch::channel(false);
+    let (liveness, heartbeat) = service::liveness();
     let scripts_task = tokio::spawn(run_scripts(
         host,
         script_events,
         handles.clone(),
+        heartbeat,
         stopped(scripts_stop_rx),
     ));
 
@@ -188,6 +212,7 @@ pub async fn start(cfg: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
         stop,
         tasks,
         store_thread,
+        liveness: Some(liveness),
     })
 }
 
@@ -341,6 +366,7 @@ async fn run_scripts(
     mut host: LuaHost,
     mut events: mpsc::UnboundedReceiver<Event>,
     h: Handles,
+    mut heartbeat: service::Heartbeat,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -349,6 +375,8 @@ async fn run_scripts(
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
+            // Before events, so a flood of them cannot starve the watchdog's probe.
+            _ = heartbeat.probed() => heartbeat.answer(),
             ev = events.recv() => match ev {
                 Some(ev) => handle_event(&mut host, ev, &h).await,
                 None => break,
@@ -436,7 +464,7 @@ pub fn check(path: &std::path::Path) -> CheckReport {
     for (name, script) in cfg.plugin_paths() {
         if !script.is_file() {
             report.problems.push(format!(
-                "{}: lua.plugins: plugin {name:?} has no file {} (help: check lua.plugins_dir)",
+                "{}: lua.plugins: plugin {name:?} has no file {} (help: check lua.plugins_dir or lua.plugin_path)",
                 path.display(),
                 script.display()
             ));
