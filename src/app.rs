@@ -69,7 +69,8 @@ pub async fn run(
     }
     if service::under_systemd() {
         let events = gateway.handles.bus.subscribe();
-        service_tasks.push(tokio::spawn(service::report_modem_status(events)));
+        let now = gateway.handles.modem.status();
+        service_tasks.push(tokio::spawn(service::report_modem_status(now, events)));
     }
     shutdown.await;
     tracing::info!("shutting down");

@@ -394,7 +394,8 @@ impl Config {
                 ::config::Environment::with_prefix("GSMGW")
                     .prefix_separator("_")
                     .separator("__")
-                    .try_parsing(true),
+                    .try_parsing(true)
+                    .source(Some(config_env_vars())),
             )
             .build()
             .map_err(|e| parse_error(&file, e))?;
@@ -614,6 +615,17 @@ impl Config {
     }
 }
 
+/// The `GSMGW_<SECTION>__<KEY>` variables only: other `GSMGW_` variables (`GSMGW_LOG`, the
+/// log filter) are not config keys and must not be taken for unknown ones.
+fn config_env_vars() -> ::config::Map<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| {
+            k.strip_prefix("GSMGW_")
+                .is_some_and(|rest| rest.contains("__"))
+        })
+        .collect()
+}
+
 fn parse_error(file: &str, e: ::config::ConfigError) -> ConfigError {
     let (key, message) = match &e {
         ::config::ConfigError::Type {
@@ -721,8 +733,11 @@ url = "http://x"
         std::fs::write(&path, "[modem]\nport = \"/dev/ttyS0\"\n").unwrap();
         // Only this test sets GSMGW_ variables, so the process-wide change cannot race.
         std::env::set_var("GSMGW_MODEM__PIN", "4321");
+        // The log filter shares the prefix but is no config key.
+        std::env::set_var("GSMGW_LOG", "gsmgw=debug");
         let cfg = Config::load(&path);
         std::env::remove_var("GSMGW_MODEM__PIN");
+        std::env::remove_var("GSMGW_LOG");
         let cfg = cfg.unwrap();
         assert_eq!(cfg.modem.pin.as_deref(), Some("4321"));
         assert_eq!(cfg.modem.port, PathBuf::from("/dev/ttyS0"));
@@ -746,16 +761,27 @@ url = "http://x"
         );
         let cfg = Config::from_toml(&text, "p.toml").unwrap();
         let paths: BTreeMap<String, PathBuf> = cfg.plugin_paths().into_iter().collect();
-        assert_eq!(paths["a"], stock.join("a.lua"), "only the stock copy exists");
+        assert_eq!(
+            paths["a"],
+            stock.join("a.lua"),
+            "only the stock copy exists"
+        );
         assert_eq!(paths["b"], local.join("b.lua"), "the local copy wins");
-        assert_eq!(paths["c"], local.join("c.lua"), "missing: named in the first folder");
+        assert_eq!(
+            paths["c"],
+            local.join("c.lua"),
+            "missing: named in the first folder"
+        );
     }
 
     #[test]
     fn without_a_plugin_path_plugins_come_from_plugins_dir() {
         let cfg = Config::from_toml("[lua]\nplugins_dir = \"/p\"\nplugins = [\"x\"]\n", "d.toml")
             .unwrap();
-        assert_eq!(cfg.plugin_paths(), vec![("x".to_string(), PathBuf::from("/p/x.lua"))]);
+        assert_eq!(
+            cfg.plugin_paths(),
+            vec![("x".to_string(), PathBuf::from("/p/x.lua"))]
+        );
     }
 
     #[test]

@@ -75,9 +75,14 @@ pub fn modem_status_text(m: &ModemStatus) -> String {
     text
 }
 
-/// Keeps the status line up to date with the modem's state, until the bus is gone.
-pub async fn report_modem_status(mut events: tokio::sync::mpsc::UnboundedReceiver<Event>) {
-    let mut last = String::new();
+/// Shows the modem's state `now` in the status line, then keeps it up to date from `events`
+/// (subscribed before `now` was read, so no change falls in between) until the bus is gone.
+pub async fn report_modem_status(
+    now: ModemStatus,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<Event>,
+) {
+    let mut last = modem_status_text(&now);
+    status(&last);
     while let Some(ev) = events.recv().await {
         if let Event::Modem(m) = ev {
             let text = modem_status_text(&m);

@@ -91,7 +91,11 @@ async fn pulse_gate(gateway: &Gateway, sim: &SimGpio) {
         .await
         .expect("start the pulse");
     // Active-low: the relay is energised while the line is low.
-    assert_eq!(sim.output_level("gate"), Some(false), "the pulse is running");
+    assert_eq!(
+        sim.output_level("gate"),
+        Some(false),
+        "the pulse is running"
+    );
 }
 
 #[tokio::test]
@@ -102,7 +106,11 @@ async fn a_pulse_interrupted_by_a_stop_ends_off_after_the_restart() {
     first.stop().await;
 
     let (second, sim) = start(dir.path()).await;
-    assert_eq!(sim.output_level("gate"), Some(true), "line high: relay released");
+    assert_eq!(
+        sim.output_level("gate"),
+        Some(true),
+        "line high: relay released"
+    );
     assert_eq!(second.handles.gpio.output("gate").await.ok(), Some(false));
     second.stop().await;
 }
@@ -118,7 +126,11 @@ async fn a_pulse_interrupted_by_a_crash_ends_off_after_the_restart() {
     drop(first);
 
     let (second, sim) = start(dir.path()).await;
-    assert_eq!(sim.output_level("gate"), Some(true), "line high: relay released");
+    assert_eq!(
+        sim.output_level("gate"),
+        Some(true),
+        "line high: relay released"
+    );
     assert_eq!(second.handles.gpio.output("gate").await.ok(), Some(false));
     second.stop().await;
 }

@@ -5,7 +5,7 @@
 //!
 //! ```sh
 //! cargo test --release --test service_footprint -- --ignored --nocapture
-//! GSMGW_BIN=/path/to/gsmgw GSMGW_IDLE_SECS=60 cargo test --test service_footprint -- --ignored --nocapture
+//! FOOTPRINT_BIN=/path/to/gsmgw FOOTPRINT_IDLE_SECS=60 cargo test --test service_footprint -- --ignored --nocapture
 //! ```
 //!
 //! What it does check: the binary starts, says READY=1, reports the registered modem in its
@@ -29,7 +29,8 @@ fn plugin_names() -> Vec<String> {
             dir.filter_map(Result::ok)
                 .filter_map(|e| {
                     let p = e.path();
-                    (p.extension()? == "lua").then(|| p.file_stem()?.to_str().map(str::to_string))?
+                    (p.extension()? == "lua")
+                        .then(|| p.file_stem()?.to_str().map(str::to_string))?
                 })
                 .collect()
         })
@@ -120,22 +121,28 @@ fn wakeups(pid: u32) -> u64 {
         .sum()
 }
 
-async fn next_message(sock: &UnixDatagram, what: &str) -> String {
+/// The next notification; fails with the gateway's log when none comes within 60 s.
+async fn next_message(sock: &UnixDatagram, what: &str, log: &Path) -> String {
     let mut buf = [0u8; 1024];
-    let n = tokio::time::timeout(Duration::from_secs(60), sock.recv(&mut buf))
-        .await
-        .unwrap_or_else(|_| panic!("no {what} within 60 s"))
-        .expect("recv");
-    String::from_utf8_lossy(&buf[..n]).into_owned()
+    match tokio::time::timeout(Duration::from_secs(60), sock.recv(&mut buf)).await {
+        Ok(got) => {
+            let n = got.expect("recv");
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        }
+        Err(_) => panic!(
+            "no {what} within 60 s; the gateway's log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        ),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measuring harness: takes a minute; run with --ignored --nocapture"]
 async fn footprint_of_an_idle_gateway() {
-    let bin = std::env::var_os("GSMGW_BIN")
+    let bin = std::env::var_os("FOOTPRINT_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_gsmgw")));
-    let idle_secs: u64 = std::env::var("GSMGW_IDLE_SECS")
+    let idle_secs: u64 = std::env::var("FOOTPRINT_IDLE_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
@@ -151,7 +158,6 @@ async fn footprint_of_an_idle_gateway() {
         .args(["run", "-c"])
         .arg(&cfg_path)
         .env("NOTIFY_SOCKET", &notify_path)
-        .env("GSMGW_LOG", "gsmgw=info")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -160,16 +166,22 @@ async fn footprint_of_an_idle_gateway() {
         .expect("start gsmgw");
     let pid = child.id();
 
-    let ready = next_message(&notify, "READY=1").await;
+    let ready = next_message(&notify, "READY=1", &log_path).await;
     assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
-    loop {
-        let msg = next_message(&notify, "the modem's status line").await;
-        if msg.starts_with("STATUS=modem registered") {
-            break;
+    // Idle starts once the modem is set up (its init is the busiest part of a start).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let log = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("modem ready") {
+            break log;
         }
-    }
-    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-    let loaded = log.matches("plugin loaded").count();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the modem was not ready within 60 s; the gateway's log:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let loaded = log.matches("plugin loaded plugin=").count();
 
     let rss_start = status_kb(pid, "VmRSS:").expect("VmRSS");
     let ticks_start = cpu_ticks(pid).expect("stat");
@@ -186,7 +198,10 @@ async fn footprint_of_an_idle_gateway() {
     let size = std::fs::metadata(&bin).map_or(0, |m| m.len());
 
     println!("footprint: binary {} ({} KiB)", bin.display(), size / 1024);
-    println!("footprint: plugins configured {:?}, loaded {loaded}", plugin_names());
+    println!(
+        "footprint: plugins configured {:?}, loaded {loaded}",
+        plugin_names()
+    );
     println!("footprint: threads {threads}");
     println!("footprint: VmRSS after start {rss_start} KiB, after {idle_secs} s idle {rss_end} KiB, peak (VmHWM) {hwm} KiB");
     println!(
@@ -201,7 +216,7 @@ async fn footprint_of_an_idle_gateway() {
     )
     .expect("SIGTERM");
     loop {
-        let msg = next_message(&notify, "STOPPING=1").await;
+        let msg = next_message(&notify, "STOPPING=1", &log_path).await;
         if msg.lines().any(|l| l == "STOPPING=1") {
             break;
         }
