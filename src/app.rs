@@ -17,6 +17,7 @@ use crate::lua::watch::{Reload, ScriptWatcher};
 use crate::lua::{HostOptions, LockoutPolicy, LuaHost, World, LOCKOUT_SCOPE};
 use crate::modem::driver::{self, DriverOptions, ModemHandle};
 use crate::mqtt::{self, MqttHandle};
+use crate::service;
 use crate::store::{self, Store, StoreHandle};
 
 /// Choices the config file does not make: what the demo and tests substitute.
@@ -49,6 +50,8 @@ pub struct Gateway {
     stop: watch::Sender<bool>,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
     store_thread: std::thread::JoinHandle<()>,
+    /// Asks the script loop whether it still comes round; taken by the systemd watchdog.
+    liveness: Option<service::Liveness>,
 }
 
 /// Runs the gateway until `shutdown` resolves, then drains every task.
@@ -57,9 +60,29 @@ pub async fn run(
     opts: RunOptions,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let gateway = start(cfg, opts).await?;
+    let mut gateway = start(cfg, opts).await?;
+    // Under systemd: ready only now that every task runs; the watchdog is pinged only while
+    // the script loop answers (see `service`).
+    service::ready();
+    let mut service_tasks = Vec::new();
+    if let (Some(period), Some(liveness)) = (service::watchdog_period(), gateway.liveness.take()) {
+        service_tasks.push(tokio::spawn(service::watchdog(
+            period,
+            liveness,
+            std::future::pending(),
+        )));
+    }
+    if service::under_systemd() {
+        let events = gateway.handles.bus.subscribe();
+        let now = gateway.handles.modem.status();
+        service_tasks.push(tokio::spawn(service::report_modem_status(now, events)));
+    }
     shutdown.await;
     tracing::info!("shutting down");
+    service::stopping();
+    for task in service_tasks {
+        task.abort();
+    }
     gateway.stop().await;
     Ok(())
 }
@@ -183,12 +206,16 @@ pub async fn start(cfg: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
     };
     let (scripts_stop, scripts_stop_rx) = watch::channel(false);
     let modem_status = handles.modem.status();
+    // The watchdog asks the script loop itself: it handles every SMS, call and input and
+    // waits on each owner it commands, so a hang anywhere on that path stops the pings.
+    let (liveness, heartbeat) = service::liveness();
     let (scripts, scripts_task) = spawn_scripts(
         &cfg,
         handles.clone(),
         undelivered,
         script_events,
         modem_status,
+        Some(heartbeat),
         stopped(scripts_stop_rx),
     )
     .await?;
@@ -221,6 +248,7 @@ pub async fn start(cfg: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
         stop,
         tasks,
         store_thread,
+        liveness: Some(liveness),
     })
 }
 
@@ -546,6 +574,7 @@ pub async fn spawn_scripts<S: CommandSink + Send + 'static>(
     backlog: Vec<Event>,
     events: mpsc::UnboundedReceiver<Event>,
     modem: ModemStatus,
+    heartbeat: Option<service::Heartbeat>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<(ScriptsHandle, JoinHandle<()>)> {
     let snapshot = sink.gpio().snapshot().await.context("reading GPIO state")?;
@@ -594,7 +623,7 @@ pub async fn spawn_scripts<S: CommandSink + Send + 'static>(
         task.load_rule(&name, data).await;
     }
     let (tx, rx) = mpsc::unbounded_channel();
-    let join = tokio::spawn(task.run(backlog, events, rx, shutdown));
+    let join = tokio::spawn(task.run(backlog, events, rx, heartbeat, shutdown));
     Ok((ScriptsHandle { requests: tx }, join))
 }
 
@@ -622,6 +651,7 @@ impl<S: CommandSink> ScriptTask<S> {
         backlog: Vec<Event>,
         mut events: mpsc::UnboundedReceiver<Event>,
         mut requests: mpsc::UnboundedReceiver<ScriptRequest>,
+        mut heartbeat: Option<service::Heartbeat>,
         shutdown: impl Future<Output = ()>,
     ) {
         tokio::pin!(shutdown);
@@ -635,6 +665,12 @@ impl<S: CommandSink> ScriptTask<S> {
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
+                // Before events, so a flood of them cannot starve the watchdog's probe.
+                _ = probed(&mut heartbeat) => {
+                    if let Some(h) = &heartbeat {
+                        h.answer();
+                    }
+                }
                 // Before events: a reload takes effect from the next event on.
                 req = requests.recv(), if requests_open => match req {
                     Some(ScriptRequest::Reload(r)) => self.reload(r).await,
@@ -802,7 +838,14 @@ impl<S: CommandSink> ScriptTask<S> {
     /// Loads (or reloads) plugin `name`; `data` is used only when it is not running yet (a
     /// running version hands its own data over). Publishes the outcome.
     async fn load_plugin(&mut self, name: &str, data: BTreeMap<String, String>) {
-        let path = self.cfg.lua.plugins_dir.join(format!("{name}.lua"));
+        // Looked up again on every load: a copy saved in an overriding folder takes over.
+        let path = self
+            .cfg
+            .plugin_paths()
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| p)
+            .unwrap_or_else(|| self.cfg.lua.plugins_dir.join(format!("{name}.lua")));
         let empty = serde_json::Value::Object(Default::default());
         let section = self.cfg.plugins.get(name).unwrap_or(&empty);
         let status = self
@@ -927,6 +970,14 @@ impl<S: CommandSink> ScriptTask<S> {
     }
 }
 
+/// Resolves at the watchdog's next probe; never when nobody watches.
+async fn probed(heartbeat: &mut Option<service::Heartbeat>) {
+    match heartbeat {
+        Some(h) => h.probed().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_until_some(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -962,7 +1013,7 @@ pub fn check(path: &std::path::Path) -> CheckReport {
     for (name, script) in cfg.plugin_paths() {
         if !script.is_file() {
             report.problems.push(format!(
-                "{}: lua.plugins: plugin {name:?} has no file {} (help: check lua.plugins_dir)",
+                "{}: lua.plugins: plugin {name:?} has no file {} (help: check lua.plugins_dir or lua.plugin_path)",
                 path.display(),
                 script.display()
             ));

@@ -250,6 +250,10 @@ impl Default for StoreConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct LuaConfig {
     pub plugins_dir: PathBuf,
+    /// Folders searched for `<name>.lua`, first hit wins; when set it replaces `plugins_dir`.
+    /// The Debian package uses `["/etc/gsmgw/plugins", "/usr/share/gsmgw/plugins"]`: stock
+    /// plugins come with the package and a copy under /etc overrides one.
+    pub plugin_path: Vec<PathBuf>,
     pub rules_dir: PathBuf,
     /// Dialect plugins in the order they see messages: the first that handles one wins.
     pub plugins: Vec<String>,
@@ -271,6 +275,7 @@ impl Default for LuaConfig {
     fn default() -> Self {
         Self {
             plugins_dir: PathBuf::from("plugins"),
+            plugin_path: Vec::new(),
             rules_dir: PathBuf::from("rules"),
             plugins: Vec::new(),
             memory_limit_kb: 16 * 1024,
@@ -493,14 +498,6 @@ impl Config {
                 message: "no such file (help: pass the config with --config FILE)".into(),
             });
         }
-        // Only GSMGW_<SECTION>__<KEY> are overrides: GSMGW_LOG is the log filter, and would
-        // otherwise be rejected as an unknown key `log`.
-        let overrides = std::env::vars()
-            .filter(|(k, _)| {
-                k.strip_prefix("GSMGW_")
-                    .is_some_and(|key| key.contains("__"))
-            })
-            .collect();
         let built = ::config::Config::builder()
             .add_source(::config::File::from(path).format(::config::FileFormat::Toml))
             .add_source(
@@ -508,7 +505,7 @@ impl Config {
                     .prefix_separator("_")
                     .separator("__")
                     .try_parsing(true)
-                    .source(Some(overrides)),
+                    .source(Some(config_env_vars())),
             )
             .build()
             .map_err(|e| parse_error(&file, e))?;
@@ -673,6 +670,17 @@ impl Config {
                 );
             }
         }
+        if self
+            .lua
+            .plugin_path
+            .iter()
+            .any(|d| d.as_os_str().is_empty())
+        {
+            bad(
+                "lua.plugin_path",
+                "must list folders; an empty entry names none".into(),
+            );
+        }
         let mut seen = std::collections::BTreeSet::new();
         for p in &self.lua.plugins {
             if !seen.insert(p) {
@@ -760,12 +768,32 @@ impl Config {
         out
     }
 
-    /// The plugin files, in the configured order.
+    /// The folders plugins are looked up in, in order: `lua.plugin_path`, or else
+    /// `lua.plugins_dir` alone.
+    pub fn plugin_dirs(&self) -> Vec<&Path> {
+        if self.lua.plugin_path.is_empty() {
+            vec![self.lua.plugins_dir.as_path()]
+        } else {
+            self.lua.plugin_path.iter().map(PathBuf::as_path).collect()
+        }
+    }
+
+    /// The plugin files, in the configured order: each from the first of [`plugin_dirs`]
+    /// that has it, or (when none has) where the first one would have it, so the error
+    /// names a path.
+    ///
+    /// [`plugin_dirs`]: Config::plugin_dirs
     pub fn plugin_paths(&self) -> Vec<(String, PathBuf)> {
+        let dirs = self.plugin_dirs();
         self.lua
             .plugins
             .iter()
-            .map(|n| (n.clone(), self.lua.plugins_dir.join(format!("{n}.lua"))))
+            .map(|n| {
+                let file = format!("{n}.lua");
+                let found = dirs.iter().map(|d| d.join(&file)).find(|p| p.is_file());
+                let path = found.unwrap_or_else(|| dirs[0].join(&file));
+                (n.clone(), path)
+            })
             .collect()
     }
 
@@ -796,6 +824,17 @@ impl Config {
     pub fn country_code(&self) -> Option<&str> {
         Some(self.gateway.country_code.as_str()).filter(|c| !c.is_empty())
     }
+}
+
+/// The `GSMGW_<SECTION>__<KEY>` variables only: other `GSMGW_` variables (`GSMGW_LOG`, the
+/// log filter) are not config keys and must not be taken for unknown ones.
+fn config_env_vars() -> ::config::Map<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| {
+            k.strip_prefix("GSMGW_")
+                .is_some_and(|rest| rest.contains("__"))
+        })
+        .collect()
 }
 
 fn parse_error(file: &str, e: ::config::ConfigError) -> ConfigError {
@@ -906,12 +945,55 @@ url = "http://x"
         std::fs::write(&path, "[modem]\nport = \"/dev/ttyS0\"\n").unwrap();
         // Only this test sets GSMGW_ variables, so the process-wide change cannot race.
         std::env::set_var("GSMGW_MODEM__PIN", "4321");
+        // The log filter shares the prefix but is no config key.
+        std::env::set_var("GSMGW_LOG", "gsmgw=debug");
         let cfg = Config::load(&path);
         std::env::remove_var("GSMGW_MODEM__PIN");
+        std::env::remove_var("GSMGW_LOG");
         let cfg = cfg.unwrap();
         assert_eq!(cfg.modem.pin.as_deref(), Some("4321"));
         assert_eq!(cfg.modem.port, PathBuf::from("/dev/ttyS0"));
         assert!(!format!("{:?}", cfg.modem).contains("4321"));
+    }
+
+    #[test]
+    fn a_plugin_in_the_first_folder_of_the_path_overrides_the_stock_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (local, stock) = (dir.path().join("etc"), dir.path().join("share"));
+        std::fs::create_dir_all(&local).unwrap();
+        std::fs::create_dir_all(&stock).unwrap();
+        for f in ["a.lua", "b.lua"] {
+            std::fs::write(stock.join(f), "").unwrap();
+        }
+        std::fs::write(local.join("b.lua"), "").unwrap();
+        let text = format!(
+            "[lua]\nplugins = [\"a\", \"b\", \"c\"]\nplugin_path = [{:?}, {:?}]\n",
+            local.display().to_string(),
+            stock.display().to_string()
+        );
+        let cfg = Config::from_toml(&text, "p.toml").unwrap();
+        let paths: BTreeMap<String, PathBuf> = cfg.plugin_paths().into_iter().collect();
+        assert_eq!(
+            paths["a"],
+            stock.join("a.lua"),
+            "only the stock copy exists"
+        );
+        assert_eq!(paths["b"], local.join("b.lua"), "the local copy wins");
+        assert_eq!(
+            paths["c"],
+            local.join("c.lua"),
+            "missing: named in the first folder"
+        );
+    }
+
+    #[test]
+    fn without_a_plugin_path_plugins_come_from_plugins_dir() {
+        let cfg = Config::from_toml("[lua]\nplugins_dir = \"/p\"\nplugins = [\"x\"]\n", "d.toml")
+            .unwrap();
+        assert_eq!(
+            cfg.plugin_paths(),
+            vec![("x".to_string(), PathBuf::from("/p/x.lua"))]
+        );
     }
 
     #[test]

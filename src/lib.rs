@@ -14,6 +14,7 @@
 //! - [`mqtt`]: the MQTT bridge (and the broker embedded for the demo).
 //! - [`alarm`]: the alarm panel state machine.
 //! - [`app`]: wiring, start-up and graceful shutdown.
+//! - [`service`]: systemd notifications and the watchdog.
 //! - [`tryrun`]: `gsmgw try`, conversations through the scripts with everything simulated.
 //! - [`demo`]: `gsmgw demo`, everything simulated with a console.
 
@@ -27,5 +28,6 @@ pub mod lua;
 pub mod modem;
 pub mod mqtt;
 pub mod phone;
+pub mod service;
 pub mod store;
 pub mod tryrun;

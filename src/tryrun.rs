@@ -315,7 +315,7 @@ impl Simulation {
             record: record.clone(),
         };
         let (scripts, scripts_task) =
-            app::spawn_scripts(&cfg, sink, Vec::new(), script_events, modem_status(), stopped()).await?;
+            app::spawn_scripts(&cfg, sink, Vec::new(), script_events, modem_status(), None, stopped()).await?;
         Ok(Simulation {
             bus,
             scripts,
