@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use gsmgw::bus::{Bus, Call, Command, Event, IncomingSms, OutputAction};
-use gsmgw::config::MqttConfig;
+use gsmgw::config::{Config, MqttConfig};
 use gsmgw::mqtt::{self, MqttHandle};
 use mosquitto::Mosquitto;
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, Publish, QoS};
@@ -124,12 +124,20 @@ struct Gateway {
 
 impl Gateway {
     fn start(url: &str) -> Gateway {
+        Self::start_with(url, |_| {})
+    }
+
+    /// A bridge for a fresh device id, with `adjust` applied to its config.
+    fn start_with(url: &str, adjust: impl FnOnce(&mut Config)) -> Gateway {
         let device = unique("gw");
-        let cfg = MqttConfig {
+        let mut cfg = Config::default();
+        cfg.gateway.device_id = device.clone();
+        cfg.mqtt = MqttConfig {
             url: url.to_string(),
             prefix: "test".into(),
             ..Default::default()
         };
+        adjust(&mut cfg);
         let bus = Bus::new();
         let (commands_tx, commands) = mpsc::channel(16);
         let (stop, stop_rx) = oneshot::channel::<()>();
@@ -137,9 +145,9 @@ impl Gateway {
             let _ = stop_rx.await;
         };
         let (handle, task) =
-            mqtt::spawn(&cfg, &device, &bus, commands_tx, shutdown).expect("bridge starts");
+            mqtt::spawn(&cfg, &bus, commands_tx, shutdown).expect("bridge starts");
         Gateway {
-            prefix: cfg.topic_prefix(&device),
+            prefix: cfg.mqtt.topic_prefix(&device),
             bus,
             commands,
             handle,
@@ -334,14 +342,15 @@ async fn a_retained_command_is_ignored() {
         .wait_for(&format!("{prefix}/output/relay1/set"), "ON")
         .await;
 
-    let device = prefix.trim_start_matches("test/").to_string();
-    let cfg = MqttConfig {
+    let mut cfg = Config::default();
+    cfg.gateway.device_id = prefix.trim_start_matches("test/").to_string();
+    cfg.mqtt = MqttConfig {
         url: broker.url(),
         prefix: "test".into(),
         ..Default::default()
     };
     let (commands_tx, commands) = mpsc::channel(16);
-    let (_handle, _task) = mqtt::spawn(&cfg, &device, &gw.bus, commands_tx, std::future::pending())
+    let (_handle, _task) = mqtt::spawn(&cfg, &gw.bus, commands_tx, std::future::pending())
         .expect("bridge starts");
     gw.commands = commands;
     observer
