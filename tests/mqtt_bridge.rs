@@ -47,8 +47,7 @@ impl Gateway {
         let shutdown = async move {
             let _ = stop_rx.await;
         };
-        let (handle, task) =
-            mqtt::spawn(&cfg, &bus, commands_tx, shutdown).expect("bridge starts");
+        let (handle, task) = mqtt::spawn(&cfg, &bus, commands_tx, shutdown).expect("bridge starts");
         Gateway {
             prefix: cfg.mqtt.topic_prefix(&cfg.gateway.device_id),
             bus,
@@ -255,8 +254,8 @@ async fn a_retained_command_is_ignored() {
         ..Default::default()
     };
     let (commands_tx, commands) = mpsc::channel(16);
-    let (_handle, _task) = mqtt::spawn(&cfg, &gw.bus, commands_tx, std::future::pending())
-        .expect("bridge starts");
+    let (_handle, _task) =
+        mqtt::spawn(&cfg, &gw.bus, commands_tx, std::future::pending()).expect("bridge starts");
     gw.commands = commands;
     observer
         .wait_for(&format!("{prefix}/status"), "online")
@@ -492,7 +491,9 @@ async fn the_text_entity_sends_number_colon_text() {
         return;
     };
     let topic = gw.topic("sms/send_text");
-    observer.publish(&topic, "+44 7700 900123: on my way", false).await;
+    observer
+        .publish(&topic, "+44 7700 900123: on my way", false)
+        .await;
     observer.publish(&topic, "no number here", false).await;
     assert_eq!(
         gw.next_command().await,
@@ -563,7 +564,10 @@ async fn discovery_is_retained_republished_for_home_assistant_and_stale_entities
     // The same device without `old`: its entity is removed with an empty retained config.
     let second = Gateway::start_with(&broker.url(), configure(&["gate"]));
     let removed = ha.next_on(&switch("old")).await;
-    assert!(removed.payload.is_empty(), "the stale entity must be cleared");
+    assert!(
+        removed.payload.is_empty(),
+        "the stale entity must be cleared"
+    );
     let mut late = Observer::start(broker.port, &format!("homeassistant/+/gsmgw_{device}/#")).await;
     let retained = late.next_on(&switch("gate")).await;
     assert!(retained.retain);
@@ -604,19 +608,32 @@ async fn script_subscriptions_reach_the_bus_and_survive_a_broker_restart() {
         .await
         .expect("publish");
     let got = next_mqtt(&mut events).await;
-    assert_eq!(got.ok(), Some(("rules/self/cmd".to_string(), b"me".to_vec())));
+    assert_eq!(
+        got.ok(),
+        Some(("rules/self/cmd".to_string(), b"me".to_vec()))
+    );
     let observer = Observer::start(broker.port, &gw.topic("status")).await;
-    observer.publish(&gw.topic("rules/night/cmd"), "go", false).await;
+    observer
+        .publish(&gw.topic("rules/night/cmd"), "go", false)
+        .await;
     let got = next_mqtt(&mut events).await;
-    assert_eq!(got.ok(), Some(("rules/night/cmd".to_string(), b"go".to_vec())));
+    assert_eq!(
+        got.ok(),
+        Some(("rules/night/cmd".to_string(), b"go".to_vec()))
+    );
 
     broker.restart();
     let mut status = Observer::start(broker.port, &gw.topic("status")).await;
     status.wait_for(&gw.topic("status"), "online").await;
     // `online` follows the re-subscriptions on the same connection.
-    status.publish(&gw.topic("rules/day/cmd"), "again", false).await;
+    status
+        .publish(&gw.topic("rules/day/cmd"), "again", false)
+        .await;
     let got = next_mqtt(&mut events).await;
-    assert_eq!(got.ok(), Some(("rules/day/cmd".to_string(), b"again".to_vec())));
+    assert_eq!(
+        got.ok(),
+        Some(("rules/day/cmd".to_string(), b"again".to_vec()))
+    );
 }
 
 #[tokio::test]
@@ -663,10 +680,12 @@ async fn an_on_demand_connect_to_a_dead_broker_reports_the_failure() {
 // Multi-threaded: the log is polled by blocking the test's thread while the bridge retries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_credentials_are_reported_and_retried_and_right_ones_connect() {
-    let Some(mosquitto_passwd) = ["/usr/bin/mosquitto_passwd", "/usr/local/bin/mosquitto_passwd"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).is_file())
-    else {
+    let Some(mosquitto_passwd) = [
+        "/usr/bin/mosquitto_passwd",
+        "/usr/local/bin/mosquitto_passwd",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).is_file()) else {
         return;
     };
     let Some(broker) = Mosquitto::start_with(|dir, _| {
@@ -729,16 +748,48 @@ fn make_certificates(dir: &std::path::Path) -> bool {
     )
     .is_ok()
         && openssl(&[
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj",
-            "/CN=gsmgw test CA", "-keyout", "ca.key", "-out", "ca.pem",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=gsmgw test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
         ])
         && openssl(&[
-            "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout",
-            "server.key", "-out", "server.csr",
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
         ])
         && openssl(&[
-            "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem",
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
         ])
 }
 
@@ -767,7 +818,11 @@ async fn tls_with_a_configured_ca_connects_and_a_wrong_ca_is_refused() {
         return;
     };
     if !certs_made {
-        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "openssl is needed on CI");
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "openssl is needed on CI"
+        );
         eprintln!("openssl not available: skipping");
         return;
     }
@@ -775,7 +830,11 @@ async fn tls_with_a_configured_ca_connects_and_a_wrong_ca_is_refused() {
         c.mqtt.ca_file = Some(ca.clone());
     });
     let session = timeout(WAIT, gw.handle.connect_for(0)).await;
-    assert!(matches!(session, Ok(Ok(_))), "{session:?}\n{}", broker.log());
+    assert!(
+        matches!(session, Ok(Ok(_))),
+        "{session:?}\n{}",
+        broker.log()
+    );
     // Seen from the plain listener: the TLS bridge is online.
     let mut observer = Observer::start(broker.port, &gw.topic("status")).await;
     observer.wait_for(&gw.topic("status"), "online").await;
@@ -803,8 +862,12 @@ async fn two_gateways_do_not_interfere_and_a_send_group_shares_each_request_once
     observer.wait_for(&b.topic("status"), "online").await;
 
     // Each gateway's own topics reach only it.
-    observer.publish(&a.topic("output/relay/set"), "ON", false).await;
-    observer.publish(&b.topic("output/relay/set"), "OFF", false).await;
+    observer
+        .publish(&a.topic("output/relay/set"), "ON", false)
+        .await;
+    observer
+        .publish(&b.topic("output/relay/set"), "OFF", false)
+        .await;
     let on = |on| Command::SetOutput {
         name: "relay".into(),
         action: OutputAction::Set { on, duration: None },
@@ -821,8 +884,12 @@ async fn two_gateways_do_not_interfere_and_a_send_group_shares_each_request_once
     }
     // A marker after the requests on each gateway's own topic: whatever comes before it on
     // a channel is all that gateway took.
-    observer.publish(&a.topic("output/end/set"), "ON", false).await;
-    observer.publish(&b.topic("output/end/set"), "ON", false).await;
+    observer
+        .publish(&a.topic("output/end/set"), "ON", false)
+        .await;
+    observer
+        .publish(&b.topic("output/end/set"), "ON", false)
+        .await;
     let mut taken = Vec::new();
     for gw in [&mut a, &mut b] {
         loop {

@@ -144,14 +144,19 @@ const ORIGIN: &[(&str, Kind)] = &[
 ];
 
 fn check_object(what: &str, obj: &Value, allowed: &[(&str, Kind)]) {
-    let map = obj.as_object().unwrap_or_else(|| panic!("{what}: not an object"));
+    let map = obj
+        .as_object()
+        .unwrap_or_else(|| panic!("{what}: not an object"));
     for (key, value) in map {
         let kind = allowed
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, kind)| *kind)
             .unwrap_or_else(|| panic!("{what}: key {key:?} is not accepted by Home Assistant"));
-        assert!(fits(kind, value), "{what}: {key} should be {kind:?}, is {value}");
+        assert!(
+            fits(kind, value),
+            "{what}: {key} should be {kind:?}, is {value}"
+        );
     }
 }
 
@@ -186,11 +191,16 @@ fn every_discovery_payload_uses_only_keys_and_types_home_assistant_accepts() {
         assert!(m.retain, "{} must be retained", m.topic);
         let levels: Vec<&str> = m.topic.split('/').collect();
         let [prefix, component, node, object, "config"] = levels[..] else {
-            panic!("{} is not <prefix>/<component>/<node>/<object>/config", m.topic);
+            panic!(
+                "{} is not <prefix>/<component>/<node>/<object>/config",
+                m.topic
+            );
         };
         assert_eq!(prefix, "homeassistant");
         assert_eq!(node, "gsmgw_gate");
-        assert!(object.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
+        assert!(object
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'));
         components.insert(component.to_string());
         let payload: Value = serde_json::from_slice(&m.payload).expect("payload is JSON");
         let (own, required) = platform(component);
@@ -203,8 +213,15 @@ fn every_discovery_payload_uses_only_keys_and_types_home_assistant_accepts() {
         check_object(&format!("{} origin", m.topic), &payload["origin"], ORIGIN);
         assert_eq!(payload["availability_topic"], "gsmgw/gate/status");
         assert_eq!(payload["device"]["sw_version"], env!("CARGO_PKG_VERSION"));
-        let unique_id = payload["unique_id"].as_str().unwrap_or_default().to_string();
-        assert!(unique_ids.insert(unique_id), "{}: unique_id repeated", m.topic);
+        let unique_id = payload["unique_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            unique_ids.insert(unique_id),
+            "{}: unique_id repeated",
+            m.topic
+        );
     }
     let expected: BTreeSet<String> = [
         "alarm_control_panel",
@@ -238,13 +255,20 @@ fn entities_carry_the_classes_and_units_home_assistant_shows() {
     let door = get("homeassistant/binary_sensor/gsmgw_gate/input_door/config");
     assert_eq!(door["device_class"], "door");
     let pir = get("homeassistant/binary_sensor/gsmgw_gate/input_pir/config");
-    assert_eq!(pir.get("device_class"), None, "no class when none is configured");
+    assert_eq!(
+        pir.get("device_class"),
+        None,
+        "no class when none is configured"
+    );
     let signal = get("homeassistant/sensor/gsmgw_gate/signal/config");
     assert_eq!(signal["unit_of_measurement"], "dBm");
     assert_eq!(signal["device_class"], "signal_strength");
     assert_eq!(signal["entity_category"], "diagnostic");
     let calls = get("homeassistant/event/gsmgw_gate/call/config");
-    assert_eq!(calls["event_types"], serde_json::json!(["ringing", "ended"]));
+    assert_eq!(
+        calls["event_types"],
+        serde_json::json!(["ringing", "ended"])
+    );
     let alarm = get("homeassistant/alarm_control_panel/gsmgw_gate/alarm/config");
     assert_eq!(alarm["code"], "REMOTE_CODE");
     let relay = get("homeassistant/switch/gsmgw_gate/output_relay/config");

@@ -53,7 +53,10 @@ async fn an_output_command_switches_the_line_and_the_state_is_published() {
         .await;
     rig.observer.wait_for(&state, "ON").await;
     assert_eq!(rig.gpio.output_level("relay"), Some(true));
-    assert_eq!(rig.gateway.handles.gpio.output("relay").await.ok(), Some(true));
+    assert_eq!(
+        rig.gateway.handles.gpio.output("relay").await.ok(),
+        Some(true)
+    );
     rig.observer
         .publish(&rig.topic("output/relay/set"), "TOGGLE", false)
         .await;
@@ -81,8 +84,8 @@ async fn gsmgw_send_waits_for_the_outcome_and_exits_by_it() {
 
 #[test]
 fn gsmgw_discovery_prints_every_topic() {
-    let cfg = gsmgw::config::Config::from_toml("[outputs.relay]\nline = 1\n", "d.toml")
-        .expect("config");
+    let cfg =
+        gsmgw::config::Config::from_toml("[outputs.relay]\nline = 1\n", "d.toml").expect("config");
     assert_eq!(
         gsmgw::mqtt::cli::discovery(&cfg, true).ok(),
         Some(ExitCode::SUCCESS)

@@ -538,7 +538,11 @@ impl Publisher {
     }
 
     async fn subscribe(&self, filter: String) {
-        if let Err(e) = self.client.subscribe(filter.as_str(), QoS::AtLeastOnce).await {
+        if let Err(e) = self
+            .client
+            .subscribe(filter.as_str(), QoS::AtLeastOnce)
+            .await
+        {
             tracing::warn!(filter = %filter, error = %e, "MQTT subscribe failed");
         }
     }

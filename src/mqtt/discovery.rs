@@ -226,7 +226,9 @@ impl Discovery {
     pub fn removals(&self, previous: &[u8], current: &[Outgoing]) -> Vec<Outgoing> {
         let Ok(old) = serde_json::from_slice::<Vec<String>>(previous) else {
             if !previous.is_empty() {
-                tracing::warn!("MQTT: the retained discovery manifest is not a list of topics; ignored");
+                tracing::warn!(
+                    "MQTT: the retained discovery manifest is not a list of topics; ignored"
+                );
             }
             return Vec::new();
         };

@@ -255,7 +255,11 @@ pub fn parse_alarm_command(payload: &[u8]) -> Result<AlarmRequest, String> {
 /// Parses `number: text` (Home Assistant's text entity on `sms/send_text`): the number, a
 /// colon, the message. Validated like `sms/send`.
 pub fn parse_text_request(payload: &[u8]) -> Result<SmsRequest, SmsRejection> {
-    let reject = |to: Option<String>, error: String| SmsRejection { id: None, to, error };
+    let reject = |to: Option<String>, error: String| SmsRejection {
+        id: None,
+        to,
+        error,
+    };
     if payload.len() > MAX_SMS_REQUEST_BYTES {
         let error = format!(
             "the payload is {} bytes, too long for an SMS request",

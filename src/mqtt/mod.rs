@@ -32,8 +32,8 @@ use bridge::{ConnectRequest, Request, Subscriptions};
 pub use bridge::EVENT_QUEUE_LIMIT;
 pub use discovery::Discovery;
 pub use messages::{
-    parse_alarm_command, parse_output_command, parse_sms_request, parse_text_request,
-    AlarmRequest, Outgoing, SmsRejection, SmsRequest, MAX_SMS_TEXT_CHARS,
+    parse_alarm_command, parse_output_command, parse_sms_request, parse_text_request, AlarmRequest,
+    Outgoing, SmsRejection, SmsRequest, MAX_SMS_TEXT_CHARS,
 };
 pub use topics::{check_filter_suffix, check_suffix, CommandTopic, Topics};
 
@@ -296,7 +296,8 @@ fn tls_transport(cfg: &MqttConfig) -> Result<Transport, MqttError> {
         Some(path) => {
             let pem = read_file("ca_file", path)?;
             for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let cert = cert.map_err(|e| tls_error("ca_file", format!("{}: {e}", path.display())))?;
+                let cert =
+                    cert.map_err(|e| tls_error("ca_file", format!("{}: {e}", path.display())))?;
                 roots
                     .add(cert)
                     .map_err(|e| tls_error("ca_file", format!("{}: {e}", path.display())))?;
@@ -312,7 +313,9 @@ fn tls_transport(cfg: &MqttConfig) -> Result<Transport, MqttError> {
             let native = rustls_native_certs::load_native_certs().map_err(|e| {
                 tls_error(
                     "ca_file",
-                    format!("cannot read the system root certificates: {e} (help: set mqtt.ca_file)"),
+                    format!(
+                        "cannot read the system root certificates: {e} (help: set mqtt.ca_file)"
+                    ),
                 )
             })?;
             roots.add_parsable_certificates(native);
@@ -441,9 +444,9 @@ pub fn spawn(
         connected,
         subscriptions,
         extra_filters: fleet.into_iter().map(|(filter, _)| filter).collect(),
-        ha_status: mqtt.discovery.then(|| {
-            format!("{}/status", mqtt.discovery_prefix.trim_end_matches('/'))
-        }),
+        ha_status: mqtt
+            .discovery
+            .then(|| format!("{}/status", mqtt.discovery_prefix.trim_end_matches('/'))),
         discovery,
         discovery_messages,
         publish_imei: mqtt.publish_imei,
@@ -528,8 +531,14 @@ mod tests {
             ca_file: Some(file.clone()),
             ..cfg.clone()
         };
-        let err = connection_options(&not_pem, "id").err().map(|e| e.to_string());
-        assert!(err.as_deref().is_some_and(|e| e.contains("ca_file") && !e.contains("s3cret")), "{err:?}");
+        let err = connection_options(&not_pem, "id")
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("ca_file") && !e.contains("s3cret")),
+            "{err:?}"
+        );
         let half = MqttConfig {
             url: "mqtts://broker".into(),
             client_cert: Some(file),

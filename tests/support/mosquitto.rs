@@ -275,4 +275,3 @@ impl Observer {
             .expect("observer publish");
     }
 }
-
