@@ -108,8 +108,7 @@ pub async fn start(cfg: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
     let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(256);
     let mqtt = if cfg.mqtt.enabled {
         let (handle, task) = mqtt::spawn(
-            &cfg.mqtt,
-            &cfg.gateway.device_id,
+            &cfg,
             &bus,
             cmd_tx.clone(),
             stopped(stop_rx.clone()),

@@ -318,6 +318,34 @@ pub struct MqttConfig {
     pub idle_disconnect_s: u64,
     pub discovery: bool,
     pub discovery_prefix: String,
+    /// A file holding the password (first line), instead of `password`. A secret: never logged.
+    pub password_file: Option<PathBuf>,
+    /// PEM CA certificate(s) to trust for `mqtts://` instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate for `mqtts://` (with `client_key`).
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`.
+    pub client_key: Option<PathBuf>,
+    /// Publish the modem's IMEI on `<p>/modem` (off: it identifies the device to anyone who
+    /// can read the broker).
+    pub publish_imei: bool,
+    /// Home Assistant's alarm panel asks for a code, which the gateway's alarm panel checks.
+    pub alarm_code_required: bool,
+    /// Home Assistant `notify` entities, one per recipient: the message is sent by SMS.
+    pub notify: Vec<NotifyTarget>,
+    /// Also take SMS requests from `$share/<send_group>/<prefix>/fleet/sms/send`: each request
+    /// is sent by exactly one gateway of the group.
+    pub send_group: Option<String>,
+}
+
+/// A recipient Home Assistant can notify by SMS.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyTarget {
+    /// Names the entity (`notify.<device>_sms_<name>`); letters, digits, `_` and `-`.
+    pub name: String,
+    /// The phone number the messages go to.
+    pub number: String,
 }
 
 impl fmt::Debug for MqttConfig {
@@ -334,6 +362,14 @@ impl fmt::Debug for MqttConfig {
             .field("idle_disconnect_s", &self.idle_disconnect_s)
             .field("discovery", &self.discovery)
             .field("discovery_prefix", &self.discovery_prefix)
+            .field("password_file", &self.password_file)
+            .field("ca_file", &self.ca_file)
+            .field("client_cert", &self.client_cert)
+            .field("client_key", &self.client_key)
+            .field("publish_imei", &self.publish_imei)
+            .field("alarm_code_required", &self.alarm_code_required)
+            .field("notify", &self.notify)
+            .field("send_group", &self.send_group)
             .finish()
     }
 }
@@ -352,6 +388,14 @@ impl Default for MqttConfig {
             idle_disconnect_s: 600,
             discovery: true,
             discovery_prefix: "homeassistant".into(),
+            password_file: None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            publish_imei: false,
+            alarm_code_required: false,
+            notify: Vec::new(),
+            send_group: None,
         }
     }
 }

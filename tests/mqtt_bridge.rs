@@ -3,114 +3,17 @@
 #[path = "support/mosquitto.rs"]
 mod mosquitto;
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use gsmgw::bus::{Bus, Call, Command, Event, IncomingSms, OutputAction};
-use gsmgw::config::MqttConfig;
+use gsmgw::bus::{AlarmAction, Bus, Call, Command, Event, IncomingSms, OutputAction, Secret};
+use gsmgw::config::{Config, MqttConfig, MqttMode, NotifyTarget};
 use gsmgw::mqtt::{self, MqttHandle};
-use mosquitto::Mosquitto;
-use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, Publish, QoS};
+use mosquitto::{unique, Mosquitto, Observer, WAIT};
+use rumqttc::{Publish, QoS};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
-
-/// Generous: a reconnect after a broker restart waits for the bridge's back-off (1–2 s).
-const WAIT: Duration = Duration::from_secs(15);
-
-fn unique(name: &str) -> String {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{name}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// A client that sees everything under a filter.
-struct Observer {
-    client: AsyncClient,
-    received: mpsc::UnboundedReceiver<Publish>,
-    _task: JoinHandle<()>,
-}
-
-impl Observer {
-    /// Connects, subscribes to `filter` and returns once the subscription is acknowledged.
-    async fn start(port: u16, filter: &str) -> Observer {
-        let mut options = MqttOptions::new(unique("observer"), "127.0.0.1", port);
-        options.set_max_packet_size(4 << 20, 4 << 20);
-        let (client, mut eventloop) = AsyncClient::new(options, 16);
-        let (tx, received) = mpsc::unbounded_channel();
-        let (subscribed_tx, subscribed_rx) = oneshot::channel();
-        let mut subscribed_tx = Some(subscribed_tx);
-        let subscriber = client.clone();
-        let filter = filter.to_string();
-        let task = tokio::spawn(async move {
-            while let Ok(event) = eventloop.poll().await {
-                match event {
-                    MqttEvent::Incoming(Packet::ConnAck(_)) => {
-                        let _ = subscriber.try_subscribe(filter.as_str(), QoS::AtLeastOnce);
-                    }
-                    MqttEvent::Incoming(Packet::SubAck(_)) => {
-                        if let Some(tx) = subscribed_tx.take() {
-                            let _ = tx.send(());
-                        }
-                    }
-                    MqttEvent::Incoming(Packet::Publish(p)) => {
-                        let _ = tx.send(p);
-                    }
-                    _ => {}
-                }
-            }
-        });
-        timeout(WAIT, subscribed_rx)
-            .await
-            .expect("observer subscribed in time")
-            .expect("observer task alive");
-        Observer {
-            client,
-            received,
-            _task: task,
-        }
-    }
-
-    /// The next message on `topic` (others are skipped).
-    async fn next_on(&mut self, topic: &str) -> Publish {
-        let wait = async {
-            loop {
-                let p = self
-                    .received
-                    .recv()
-                    .await
-                    .expect("observer connection alive");
-                if p.topic == topic {
-                    return p;
-                }
-            }
-        };
-        timeout(WAIT, wait)
-            .await
-            .unwrap_or_else(|_| panic!("nothing on {topic} within {WAIT:?}"))
-    }
-
-    /// Waits for `payload` on `topic`, skipping other payloads there.
-    async fn wait_for(&mut self, topic: &str, payload: &str) -> Publish {
-        loop {
-            let p = self.next_on(topic).await;
-            if p.payload == payload.as_bytes() {
-                return p;
-            }
-        }
-    }
-
-    async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>, retain: bool) {
-        self.client
-            .publish(topic, QoS::AtLeastOnce, retain, payload)
-            .await
-            .expect("observer publish");
-    }
-}
 
 /// A bridge with its bus and command channel.
 struct Gateway {
@@ -124,22 +27,29 @@ struct Gateway {
 
 impl Gateway {
     fn start(url: &str) -> Gateway {
+        Self::start_with(url, |_| {})
+    }
+
+    /// A bridge for a fresh device id, with `adjust` applied to its config.
+    fn start_with(url: &str, adjust: impl FnOnce(&mut Config)) -> Gateway {
         let device = unique("gw");
-        let cfg = MqttConfig {
+        let mut cfg = Config::default();
+        cfg.gateway.device_id = device.clone();
+        cfg.mqtt = MqttConfig {
             url: url.to_string(),
             prefix: "test".into(),
             ..Default::default()
         };
+        adjust(&mut cfg);
         let bus = Bus::new();
         let (commands_tx, commands) = mpsc::channel(16);
         let (stop, stop_rx) = oneshot::channel::<()>();
         let shutdown = async move {
             let _ = stop_rx.await;
         };
-        let (handle, task) =
-            mqtt::spawn(&cfg, &device, &bus, commands_tx, shutdown).expect("bridge starts");
+        let (handle, task) = mqtt::spawn(&cfg, &bus, commands_tx, shutdown).expect("bridge starts");
         Gateway {
-            prefix: cfg.topic_prefix(&device),
+            prefix: cfg.mqtt.topic_prefix(&cfg.gateway.device_id),
             bus,
             commands,
             handle,
@@ -238,7 +148,7 @@ async fn clean_shutdown_says_offline_retained_and_ends_the_task() {
 
 #[tokio::test]
 async fn output_and_input_changes_are_published_retained() {
-    let Some((broker, gw, _observer)) = setup().await else {
+    let Some((broker, gw, mut observer)) = setup().await else {
         return;
     };
     gw.bus.publish(Event::OutputChanged {
@@ -249,6 +159,8 @@ async fn output_and_input_changes_are_published_retained() {
         name: "door".into(),
         on: false,
     });
+    // Out on the broker first, so the late observer gets them as retained messages.
+    observer.wait_for(&gw.topic("input/door"), "OFF").await;
     let mut late = Observer::start(broker.port, &gw.topic("#")).await;
     let output = late.next_on(&gw.topic("output/relay1")).await;
     assert!(output.retain);
@@ -334,15 +246,16 @@ async fn a_retained_command_is_ignored() {
         .wait_for(&format!("{prefix}/output/relay1/set"), "ON")
         .await;
 
-    let device = prefix.trim_start_matches("test/").to_string();
-    let cfg = MqttConfig {
+    let mut cfg = Config::default();
+    cfg.gateway.device_id = prefix.trim_start_matches("test/").to_string();
+    cfg.mqtt = MqttConfig {
         url: broker.url(),
         prefix: "test".into(),
         ..Default::default()
     };
     let (commands_tx, commands) = mpsc::channel(16);
-    let (_handle, _task) = mqtt::spawn(&cfg, &device, &gw.bus, commands_tx, std::future::pending())
-        .expect("bridge starts");
+    let (_handle, _task) =
+        mqtt::spawn(&cfg, &gw.bus, commands_tx, std::future::pending()).expect("bridge starts");
     gw.commands = commands;
     observer
         .wait_for(&format!("{prefix}/status"), "online")
@@ -531,4 +444,482 @@ async fn embedded_broker_relays_a_publish_to_a_subscriber() {
     let gw = Gateway::start(&broker.url());
     let mut status = Observer::start(broker.port, &gw.topic("status")).await;
     status.wait_for(&gw.topic("status"), "online").await;
+}
+
+#[tokio::test]
+async fn alarm_commands_carry_their_code_and_bad_ones_do_nothing() {
+    let Some((_broker, mut gw, observer)) = setup().await else {
+        return;
+    };
+    let set = gw.topic("alarm/set");
+    observer.publish(&set, "ARM_AWAY", false).await;
+    for bad in [
+        vec![0xff, 0xfe],
+        vec![b'A'; 1 << 20],
+        b"{\"action\":".to_vec(),
+        b"OPEN_SESAME".to_vec(),
+        br#"{"action":"DISARM","code":[1]}"#.to_vec(),
+    ] {
+        observer.publish(&set, bad, false).await;
+    }
+    observer
+        .publish(&set, r#"{"action":"DISARM","code":"4321"}"#, false)
+        .await;
+    assert_eq!(
+        gw.next_command().await,
+        Command::Alarm {
+            action: AlarmAction::ArmAway,
+            by: Some("mqtt".into()),
+            code: None
+        }
+    );
+    assert_eq!(
+        gw.next_command().await,
+        Command::Alarm {
+            action: AlarmAction::Disarm,
+            by: Some("mqtt".into()),
+            code: Some(Secret("4321".into()))
+        },
+        "the bad payloads in between gave no command"
+    );
+    assert!(gw.handle.connected());
+}
+
+#[tokio::test]
+async fn the_text_entity_sends_number_colon_text() {
+    let Some((_broker, mut gw, mut observer)) = setup().await else {
+        return;
+    };
+    let topic = gw.topic("sms/send_text");
+    observer
+        .publish(&topic, "+44 7700 900123: on my way", false)
+        .await;
+    observer.publish(&topic, "no number here", false).await;
+    assert_eq!(
+        gw.next_command().await,
+        Command::SendSms {
+            to: "+44 7700 900123".into(),
+            text: "on my way".into(),
+            request_id: None
+        }
+    );
+    let refused = json_of(&observer.next_on(&gw.topic("sms/sent")).await);
+    assert_eq!(refused["status"], "failed");
+}
+
+#[tokio::test]
+async fn modem_state_carries_the_imei_only_when_configured() {
+    let Some(broker) = Mosquitto::start() else {
+        return;
+    };
+    for publish_imei in [false, true] {
+        let gw = Gateway::start_with(&broker.url(), |c| c.mqtt.publish_imei = publish_imei);
+        let mut observer = Observer::start(broker.port, &gw.topic("#")).await;
+        observer.wait_for(&gw.topic("status"), "online").await;
+        gw.bus.publish(Event::Modem(gsmgw::bus::ModemStatus {
+            registered: true,
+            imei: Some("350000000000001".into()),
+            ..Default::default()
+        }));
+        let modem = json_of(&observer.next_on(&gw.topic("modem")).await);
+        assert_eq!(modem.get("imei").is_some(), publish_imei, "{modem}");
+    }
+}
+
+/// The discovery config published for `topic`, waiting for it.
+async fn discovery_config(observer: &mut Observer, topic: &str) -> Value {
+    json_of(&observer.next_on(topic).await)
+}
+
+#[tokio::test]
+async fn discovery_is_retained_republished_for_home_assistant_and_stale_entities_removed() {
+    let Some(broker) = Mosquitto::start() else {
+        return;
+    };
+    let device = unique("disc");
+    let configure = |outputs: &[&str]| {
+        let device = device.clone();
+        let outputs: Vec<String> = outputs.iter().map(|s| s.to_string()).collect();
+        move |c: &mut Config| {
+            c.gateway.device_id = device;
+            for name in outputs {
+                let text = format!("[outputs.{name}]\nline = 1\n");
+                let parsed = Config::from_toml(&text, "o.toml").expect("output config");
+                c.outputs.extend(parsed.outputs);
+            }
+        }
+    };
+    let switch = |name: &str| format!("homeassistant/switch/gsmgw_{device}/output_{name}/config");
+    let mut ha = Observer::start(broker.port, "homeassistant/#").await;
+
+    let mut first = Gateway::start_with(&broker.url(), configure(&["gate", "old"]));
+    let gate = discovery_config(&mut ha, &switch("gate")).await;
+    assert_eq!(gate["command_topic"], first.topic("output/gate/set"));
+    assert_eq!(gate["availability_topic"], first.topic("status"));
+    let old = ha.next_on(&switch("old")).await;
+    assert!(!old.payload.is_empty());
+    drop(first.stop.take());
+    let _ = timeout(WAIT, &mut first.task).await;
+
+    // The same device without `old`: its entity is removed with an empty retained config.
+    let second = Gateway::start_with(&broker.url(), configure(&["gate"]));
+    let removed = ha.next_on(&switch("old")).await;
+    assert!(
+        removed.payload.is_empty(),
+        "the stale entity must be cleared"
+    );
+    let mut late = Observer::start(broker.port, &format!("homeassistant/+/gsmgw_{device}/#")).await;
+    let retained = late.next_on(&switch("gate")).await;
+    assert!(retained.retain);
+
+    // Home Assistant restarts: its birth message brings the configs back.
+    ha.publish("homeassistant/status", "online", false).await;
+    let again = discovery_config(&mut ha, &switch("gate")).await;
+    assert_eq!(again["unique_id"], format!("gsmgw_{device}_output_gate"));
+    drop(second);
+}
+
+/// The next `Event::Mqtt` on the bus, bounded by WAIT.
+async fn next_mqtt(
+    events: &mut mpsc::UnboundedReceiver<Event>,
+) -> Result<(String, Vec<u8>), tokio::time::error::Elapsed> {
+    let wait = async {
+        loop {
+            if let Some(Event::Mqtt { topic, payload }) = events.recv().await {
+                return (topic, payload);
+            }
+        }
+    };
+    timeout(WAIT, wait).await
+}
+
+#[tokio::test]
+async fn script_subscriptions_reach_the_bus_and_survive_a_broker_restart() {
+    let Some((mut broker, gw, _observer)) = setup().await else {
+        return;
+    };
+    let mut events = gw.bus.subscribe();
+    gw.handle.subscribe("rules/+/cmd").await.expect("subscribe");
+    assert!(gw.handle.subscribe("a/#/b").await.is_err());
+    // The bridge's own publish goes out after its SUBSCRIBE on the same connection, so once
+    // it comes back the subscription stands.
+    gw.handle
+        .publish("rules/self/cmd", b"me".to_vec(), false)
+        .await
+        .expect("publish");
+    let got = next_mqtt(&mut events).await;
+    assert_eq!(
+        got.ok(),
+        Some(("rules/self/cmd".to_string(), b"me".to_vec()))
+    );
+    let observer = Observer::start(broker.port, &gw.topic("status")).await;
+    observer
+        .publish(&gw.topic("rules/night/cmd"), "go", false)
+        .await;
+    let got = next_mqtt(&mut events).await;
+    assert_eq!(
+        got.ok(),
+        Some(("rules/night/cmd".to_string(), b"go".to_vec()))
+    );
+
+    broker.restart();
+    let mut status = Observer::start(broker.port, &gw.topic("status")).await;
+    status.wait_for(&gw.topic("status"), "online").await;
+    // `online` follows the re-subscriptions on the same connection.
+    status
+        .publish(&gw.topic("rules/day/cmd"), "again", false)
+        .await;
+    let got = next_mqtt(&mut events).await;
+    assert_eq!(
+        got.ok(),
+        Some(("rules/day/cmd".to_string(), b"again".to_vec()))
+    );
+}
+
+#[tokio::test]
+async fn on_demand_connects_when_asked_and_disconnects_when_idle() {
+    let Some(broker) = Mosquitto::start() else {
+        return;
+    };
+    let gw = Gateway::start_with(&broker.url(), |c| {
+        c.mqtt.mode = MqttMode::OnDemand;
+        c.mqtt.idle_disconnect_s = 1;
+    });
+    let mut observer = Observer::start(broker.port, &gw.topic("status")).await;
+    assert!(!gw.handle.connected(), "disconnected until asked");
+    let session = gw.handle.connect_for(0).await;
+    assert_eq!(
+        session.ok(),
+        Some(format!("127.0.0.1:{} ID={}", broker.port, gw.client_id()))
+    );
+    // Nothing was retained before: the first status seen is this session's.
+    let first = observer.next_on(&gw.topic("status")).await;
+    assert_eq!(first.payload, "online");
+    let idle = observer.next_on(&gw.topic("status")).await;
+    assert_eq!(idle.payload, "offline", "dropped after the idle time");
+    let clean = format!("Client {} disconnected.", gw.client_id());
+    assert!(broker.wait_for_log(&clean), "{}", broker.log());
+    // And again on the next request.
+    assert!(gw.handle.connect_for(30).await.is_ok());
+    observer.wait_for(&gw.topic("status"), "online").await;
+}
+
+#[tokio::test]
+async fn an_on_demand_connect_to_a_dead_broker_reports_the_failure() {
+    let port = Mosquitto::free_port();
+    let gw = Gateway::start_with(&format!("mqtt://127.0.0.1:{port}"), |c| {
+        c.mqtt.mode = MqttMode::OnDemand;
+    });
+    let result = timeout(WAIT, gw.handle.connect_for(10)).await;
+    assert!(
+        matches!(result, Ok(Err(mqtt::MqttError::Connect(_)))),
+        "{result:?}"
+    );
+}
+
+// Multi-threaded: the log is polled by blocking the test's thread while the bridge retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_are_reported_and_retried_and_right_ones_connect() {
+    let Some(mosquitto_passwd) = [
+        "/usr/bin/mosquitto_passwd",
+        "/usr/local/bin/mosquitto_passwd",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).is_file()) else {
+        return;
+    };
+    let Some(broker) = Mosquitto::start_with(|dir, _| {
+        let file = dir.join("passwd");
+        let status = std::process::Command::new(mosquitto_passwd)
+            .args(["-c", "-b"])
+            .arg(&file)
+            .args(["gw", "right-password"])
+            .status()
+            .expect("mosquitto_passwd runs");
+        assert!(status.success());
+        format!("allow_anonymous false\npassword_file {}\n", file.display())
+    }) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let password_file = dir.path().join("pw");
+    std::fs::write(&password_file, "right-password\n").expect("write password file");
+    let wrong = Gateway::start_with(&broker.url(), |c| {
+        c.mqtt.username = Some("gw".into());
+        c.mqtt.password = Some("wrong-password".into());
+    });
+    let err = timeout(WAIT, wrong.handle.connect_for(0))
+        .await
+        .expect("an answer in time")
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("refused the login"), "{err}");
+    assert!(err.contains("mqtt.password"), "says what to check: {err}");
+    assert!(!err.contains("wrong-password"), "never the password: {err}");
+    assert!(
+        broker.wait_for_log_count("not authorised", 2),
+        "tried again after the back-off:\n{}",
+        broker.log()
+    );
+
+    let right = Gateway::start_with(&broker.url(), |c| {
+        c.mqtt.username = Some("gw".into());
+        c.mqtt.password_file = Some(password_file.clone());
+    });
+    let session = timeout(WAIT, right.handle.connect_for(0)).await;
+    assert!(matches!(session, Ok(Ok(_))), "{session:?}");
+}
+
+/// A CA and a server certificate for localhost / 127.0.0.1, made with the openssl CLI.
+fn make_certificates(dir: &std::path::Path) -> bool {
+    let openssl = |args: &[&str]| {
+        std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .is_ok()
+        && openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=gsmgw test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ])
+        && openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ])
+        && openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ])
+}
+
+#[tokio::test]
+async fn tls_with_a_configured_ca_connects_and_a_wrong_ca_is_refused() {
+    let tls_port = Mosquitto::free_port();
+    let mut certs_made = false;
+    let mut ca = std::path::PathBuf::new();
+    let Some(broker) = Mosquitto::start_with(|dir, _| {
+        certs_made = make_certificates(dir);
+        ca = dir.join("ca.pem");
+        if !certs_made {
+            return String::new();
+        }
+        for f in ["server.key", "server.pem", "ca.pem"] {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644));
+        }
+        format!(
+            "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+            dir.join("ca.pem").display(),
+            dir.join("server.pem").display(),
+            dir.join("server.key").display()
+        )
+    }) else {
+        return;
+    };
+    if !certs_made {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "openssl is needed on CI"
+        );
+        eprintln!("openssl not available: skipping");
+        return;
+    }
+    let gw = Gateway::start_with(&format!("mqtts://localhost:{tls_port}"), |c| {
+        c.mqtt.ca_file = Some(ca.clone());
+    });
+    let session = timeout(WAIT, gw.handle.connect_for(0)).await;
+    assert!(
+        matches!(session, Ok(Ok(_))),
+        "{session:?}\n{}",
+        broker.log()
+    );
+    // Seen from the plain listener: the TLS bridge is online.
+    let mut observer = Observer::start(broker.port, &gw.topic("status")).await;
+    observer.wait_for(&gw.topic("status"), "online").await;
+
+    // Another CA does not vouch for this server.
+    let other = tempfile::tempdir().expect("temp dir");
+    assert!(make_certificates(other.path()));
+    let untrusting = Gateway::start_with(&format!("mqtts://localhost:{tls_port}"), |c| {
+        c.mqtt.ca_file = Some(other.path().join("ca.pem"));
+    });
+    let refused = timeout(WAIT, untrusting.handle.connect_for(0)).await;
+    assert!(matches!(refused, Ok(Err(_))), "{refused:?}");
+}
+
+#[tokio::test]
+async fn two_gateways_do_not_interfere_and_a_send_group_shares_each_request_once() {
+    let Some(broker) = Mosquitto::start() else {
+        return;
+    };
+    let group = unique("grp");
+    let mut a = Gateway::start_with(&broker.url(), |c| c.mqtt.send_group = Some(group.clone()));
+    let mut b = Gateway::start_with(&broker.url(), |c| c.mqtt.send_group = Some(group.clone()));
+    let mut observer = Observer::start(broker.port, "test/#").await;
+    observer.wait_for(&a.topic("status"), "online").await;
+    observer.wait_for(&b.topic("status"), "online").await;
+
+    // Each gateway's own topics reach only it.
+    observer
+        .publish(&a.topic("output/relay/set"), "ON", false)
+        .await;
+    observer
+        .publish(&b.topic("output/relay/set"), "OFF", false)
+        .await;
+    let on = |on| Command::SetOutput {
+        name: "relay".into(),
+        action: OutputAction::Set { on, duration: None },
+    };
+    assert_eq!(a.next_command().await, on(true));
+    assert_eq!(b.next_command().await, on(false));
+
+    const REQUESTS: usize = 100;
+    for n in 0..REQUESTS {
+        let request = json!({"to":"+447700900123","text":"fleet","id":format!("f{n}")});
+        observer
+            .publish("test/fleet/sms/send", request.to_string(), false)
+            .await;
+    }
+    // A marker after the requests on each gateway's own topic: whatever comes before it on
+    // a channel is all that gateway took.
+    observer
+        .publish(&a.topic("output/end/set"), "ON", false)
+        .await;
+    observer
+        .publish(&b.topic("output/end/set"), "ON", false)
+        .await;
+    let mut taken = Vec::new();
+    for gw in [&mut a, &mut b] {
+        loop {
+            match gw.next_command().await {
+                Command::SendSms { request_id, .. } => taken.push(request_id.unwrap_or_default()),
+                Command::SetOutput { name, .. } if name == "end" => break,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    taken.sort();
+    let mut expected: Vec<String> = (0..REQUESTS).map(|n| format!("f{n}")).collect();
+    expected.sort();
+    assert_eq!(taken, expected, "each request taken by exactly one gateway");
+}
+
+#[tokio::test]
+async fn notify_targets_become_notify_entities() {
+    let Some(broker) = Mosquitto::start() else {
+        return;
+    };
+    let gw = Gateway::start_with(&broker.url(), |c| {
+        c.mqtt.notify = vec![NotifyTarget {
+            name: "owner".into(),
+            number: "+447700900123".into(),
+        }]
+    });
+    let device = gw.prefix.trim_start_matches("test/").to_string();
+    let topic = format!("homeassistant/notify/gsmgw_{device}/sms_owner/config");
+    let mut ha = Observer::start(broker.port, &topic).await;
+    let config = json_of(&ha.next_on(&topic).await);
+    assert_eq!(config["command_topic"], gw.topic("sms/send"));
 }

@@ -8,24 +8,33 @@
 //!   latest retained state and a bounded queue of events for while the broker is away, and on
 //!   every ConnAck re-subscribes and re-publishes.
 //! - the command task parses incoming commands and forwards them on the command channel, so a
-//!   slow consumer of commands never stalls the connection.
+//!   slow consumer of commands never stalls the connection; it also delivers messages on the
+//!   scripts' subscriptions to the bus.
+//!
+//! On demand (`mqtt.mode = "on_demand"`) the connection task polls only during a session: a
+//! connect request starts one, and it ends (with `offline` and a clean disconnect) after its
+//! idle window passes without a message in or out.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
 use rumqttc::{
-    AsyncClient, Event as MqttEvent, EventLoop, Outgoing as MqttOutgoing, Packet, Publish, QoS,
+    AsyncClient, ConnectReturnCode, ConnectionError, Event as MqttEvent, EventLoop,
+    Outgoing as MqttOutgoing, Packet, Publish, QoS,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
+use super::discovery::Discovery;
 use super::messages::{self, Outgoing};
 use super::topics::{CommandTopic, Topics};
-use crate::bus::{Command, Event};
+use super::MqttError;
+use crate::bus::{Bus, Command, Event};
 
 /// Events (SMS, calls) kept while the broker is away; beyond this the oldest are dropped.
 pub const EVENT_QUEUE_LIMIT: usize = 1000;
@@ -108,6 +117,31 @@ enum Link {
     Down,
 }
 
+/// What the publisher is asked to do, by handles and by the command task.
+#[derive(Debug)]
+pub(super) enum Request {
+    /// Publish (and, when retained, remember) a message.
+    Publish(Outgoing),
+    /// Subscribe to a full topic filter now (it is already in the shared subscription set, so
+    /// it is renewed at every ConnAck).
+    Subscribe(String),
+    /// The retained discovery manifest the broker held when we connected.
+    PreviousManifest(Vec<u8>),
+    /// Home Assistant said `online`: it has forgotten the entities, publish them again.
+    HomeAssistantOnline,
+}
+
+/// A request to connect (on-demand) or to hear about the connection (always).
+pub(super) struct ConnectRequest {
+    /// Keep the session for this long after the last use (0: `mqtt.idle_disconnect_s`).
+    pub seconds: u64,
+    pub reply: oneshot::Sender<Result<String, MqttError>>,
+}
+
+/// Script subscriptions (full filters), shared by the handles that add them, the publisher
+/// that renews them and the command task that delivers their messages.
+pub(super) type Subscriptions = Arc<Mutex<BTreeSet<String>>>;
+
 /// Aborts a helper task when the connection task ends or is aborted, so that aborting the
 /// bridge's one `JoinHandle` stops everything.
 struct AbortOnDrop(JoinHandle<()>);
@@ -123,11 +157,27 @@ pub(super) struct Parts {
     pub client: AsyncClient,
     pub eventloop: EventLoop,
     pub topics: Topics,
+    pub bus: Bus,
     pub bus_rx: mpsc::UnboundedReceiver<Event>,
-    pub requests_rx: mpsc::Receiver<Outgoing>,
-    pub requests_tx: mpsc::Sender<Outgoing>,
+    pub requests_rx: mpsc::Receiver<Request>,
+    pub requests_tx: mpsc::Sender<Request>,
+    pub connect_rx: mpsc::Receiver<ConnectRequest>,
     pub commands: mpsc::Sender<Command>,
     pub connected: Arc<AtomicBool>,
+    pub subscriptions: Subscriptions,
+    /// Filters subscribed at every ConnAck besides the scripts' (the `$share/…` fleet one).
+    pub extra_filters: Vec<String>,
+    /// Home Assistant's birth topic, when discovery is on.
+    pub ha_status: Option<String>,
+    pub discovery: Discovery,
+    pub discovery_messages: Vec<Outgoing>,
+    pub publish_imei: bool,
+    /// `None`: always connected; `Some(default idle)`: on demand.
+    pub on_demand: Option<Duration>,
+    /// `host:port ID=<client id>`, the answer to a connect request.
+    pub session_name: String,
+    /// For the error message when the broker refuses the login.
+    pub username: Option<String>,
 }
 
 /// Spawns the publisher and command tasks and returns the connection task's future.
@@ -135,38 +185,45 @@ pub(super) fn run(
     parts: Parts,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> impl Future<Output = ()> + Send {
-    let Parts {
-        client,
-        eventloop,
-        topics,
-        bus_rx,
-        requests_rx,
-        requests_tx,
-        commands,
-        connected,
-    } = parts;
     let (link_tx, link_rx) = mpsc::unbounded_channel();
     let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_QUEUE_LIMIT);
     let publisher = Publisher {
-        client: client.clone(),
-        topics: topics.clone(),
+        client: parts.client.clone(),
+        topics: parts.topics.clone(),
         outbox: Outbox::default(),
-        connected: connected.clone(),
+        connected: parts.connected.clone(),
+        subscriptions: parts.subscriptions.clone(),
+        extra_filters: parts.extra_filters,
+        ha_status: parts.ha_status.clone(),
+        discovery: parts.discovery,
+        discovery_messages: parts.discovery_messages,
+        publish_imei: parts.publish_imei,
     };
-    let publisher = AbortOnDrop(tokio::spawn(publisher.run(link_rx, bus_rx, requests_rx)));
-    let command_task = AbortOnDrop(tokio::spawn(forward_commands(
-        topics.clone(),
-        incoming_rx,
-        commands,
-        requests_tx,
+    let publisher = AbortOnDrop(tokio::spawn(publisher.run(
+        link_rx,
+        parts.bus_rx,
+        parts.requests_rx,
     )));
+    let router = Router {
+        topics: parts.topics.clone(),
+        subscriptions: parts.subscriptions,
+        ha_status: parts.ha_status,
+        bus: parts.bus,
+        commands: parts.commands,
+        requests: parts.requests_tx,
+    };
+    let command_task = AbortOnDrop(tokio::spawn(router.run(incoming_rx)));
     let connection = Connection {
-        client,
-        eventloop,
-        topics,
+        client: parts.client,
+        eventloop: parts.eventloop,
+        topics: parts.topics,
         link_tx,
         incoming_tx,
-        connected,
+        connected: parts.connected,
+        connect_rx: parts.connect_rx,
+        on_demand: parts.on_demand,
+        session_name: parts.session_name,
+        username: parts.username,
     };
     connection.run(shutdown, publisher, command_task)
 }
@@ -178,6 +235,53 @@ struct Connection {
     link_tx: mpsc::UnboundedSender<Link>,
     incoming_tx: mpsc::Sender<Publish>,
     connected: Arc<AtomicBool>,
+    connect_rx: mpsc::Receiver<ConnectRequest>,
+    on_demand: Option<Duration>,
+    session_name: String,
+    username: Option<String>,
+}
+
+/// An on-demand session: connected (or connecting) until `deadline`, which each use pushes to
+/// `window` from now.
+struct Session {
+    deadline: Instant,
+    window: Duration,
+    /// False until the first ConnAck: a first attempt that fails ends the session, because the
+    /// caller was told it failed.
+    connected_once: bool,
+}
+
+impl Session {
+    fn extend(&mut self, window: Duration) {
+        self.window = window;
+        self.used();
+    }
+
+    fn used(&mut self) {
+        self.deadline = self.deadline.max(Instant::now() + self.window);
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A connection error in words for the log and for whoever asked to connect; a refused login
+/// says which settings to check (and never the password).
+fn describe(e: &ConnectionError, username: Option<&str>) -> String {
+    match e {
+        ConnectionError::ConnectionRefused(
+            code @ (ConnectReturnCode::BadUserNamePassword | ConnectReturnCode::NotAuthorized),
+        ) => format!(
+            "the broker refused the login ({code:?}) as user {:?} (help: check mqtt.username and mqtt.password / mqtt.password_file)",
+            username.unwrap_or("")
+        ),
+        other => other.to_string(),
+    }
 }
 
 impl Connection {
@@ -190,9 +294,63 @@ impl Connection {
         tokio::pin!(shutdown);
         let mut backoff = Backoff::default();
         let mut up = false;
+        let mut session: Option<Session> = None;
+        let mut waiting: Vec<oneshot::Sender<Result<String, MqttError>>> = Vec::new();
+        let mut requests_open = true;
         loop {
+            if let (Some(idle), None) = (self.on_demand, &session) {
+                // On demand and no session: nothing is polled, so nothing connects.
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    request = self.connect_rx.recv(), if requests_open => match request {
+                        Some(request) => {
+                            tracing::info!("MQTT: connecting on demand");
+                            let mut new = Session {
+                                deadline: Instant::now(),
+                                window: idle,
+                                connected_once: false,
+                            };
+                            new.extend(window_for(request.seconds, idle));
+                            session = Some(new);
+                            waiting.push(request.reply);
+                        }
+                        None => requests_open = false,
+                    },
+                }
+                continue;
+            }
+            let deadline = session.as_ref().map(|s| s.deadline);
             let polled = tokio::select! {
                 () = &mut shutdown => break,
+                request = self.connect_rx.recv(), if requests_open => {
+                    match request {
+                        Some(request) => {
+                            if let (Some(idle), Some(s)) = (self.on_demand, session.as_mut()) {
+                                s.extend(window_for(request.seconds, idle));
+                            }
+                            if up {
+                                let _ = request.reply.send(Ok(self.session_name.clone()));
+                            } else {
+                                waiting.push(request.reply);
+                            }
+                        }
+                        None => requests_open = false,
+                    }
+                    continue;
+                }
+                () = sleep_until_some(deadline) => {
+                    tracing::info!("MQTT: on-demand session idle, disconnecting");
+                    session = None;
+                    if up {
+                        up = false;
+                        self.connected.store(false, Ordering::Relaxed);
+                        let _ = self.link_tx.send(Link::Down);
+                        self.say_goodbye().await;
+                    }
+                    // Drops the socket, so the next session starts with a fresh connection.
+                    self.eventloop.clean();
+                    continue;
+                }
                 polled = self.eventloop.poll() => polled,
             };
             match polled {
@@ -200,11 +358,26 @@ impl Connection {
                     tracing::info!("MQTT connected");
                     backoff.reset();
                     up = true;
+                    if let Some(s) = session.as_mut() {
+                        s.connected_once = true;
+                        s.used();
+                    }
                     let _ = self.link_tx.send(Link::Up);
+                    for reply in waiting.drain(..) {
+                        let _ = reply.send(Ok(self.session_name.clone()));
+                    }
                 }
                 Ok(MqttEvent::Incoming(Packet::Publish(publish))) => {
+                    if let Some(s) = session.as_mut() {
+                        s.used();
+                    }
                     if let Err(e) = self.incoming_tx.try_send(publish) {
                         tracing::warn!(error = %e, "MQTT command dropped: too many waiting");
+                    }
+                }
+                Ok(MqttEvent::Outgoing(MqttOutgoing::Publish(_))) => {
+                    if let Some(s) = session.as_mut() {
+                        s.used();
                     }
                 }
                 Ok(_) => {}
@@ -214,8 +387,22 @@ impl Connection {
                         self.connected.store(false, Ordering::Relaxed);
                         let _ = self.link_tx.send(Link::Down);
                     }
+                    let why = describe(&e, self.username.as_deref());
+                    for reply in waiting.drain(..) {
+                        let _ = reply.send(Err(MqttError::Connect(why.clone())));
+                    }
+                    if session.as_ref().is_some_and(|s| !s.connected_once) {
+                        tracing::error!(error = %why, "MQTT: on-demand connection failed");
+                        session = None;
+                        self.eventloop.clean();
+                        continue;
+                    }
                     let delay = backoff.next_delay(&mut rand::thread_rng());
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "MQTT connection failed");
+                    if matches!(e, ConnectionError::ConnectionRefused(_)) {
+                        tracing::error!(error = %why, retry_in_ms = delay.as_millis() as u64, "MQTT connection refused");
+                    } else {
+                        tracing::warn!(error = %why, retry_in_ms = delay.as_millis() as u64, "MQTT connection failed");
+                    }
                     // rumqttc reconnects on the next poll at once; the pause is ours to make.
                     tokio::select! {
                         () = &mut shutdown => { up = false; break; }
@@ -235,7 +422,7 @@ impl Connection {
     }
 
     /// Publishes `offline` and disconnects, so the broker does not send the will.
-    async fn say_goodbye(mut self) {
+    async fn say_goodbye(&mut self) {
         let client = self.client.clone();
         let status = self.topics.status();
         let request = async move {
@@ -244,9 +431,10 @@ impl Connection {
                 .await?;
             client.disconnect().await
         };
+        let eventloop = &mut self.eventloop;
         let drain = async {
             loop {
-                match self.eventloop.poll().await {
+                match eventloop.poll().await {
                     Ok(MqttEvent::Outgoing(MqttOutgoing::Disconnect)) | Err(_) => break,
                     Ok(_) => {}
                 }
@@ -261,11 +449,26 @@ impl Connection {
     }
 }
 
+/// The idle window a connect request asks for.
+fn window_for(seconds: u64, idle: Duration) -> Duration {
+    if seconds == 0 {
+        idle
+    } else {
+        Duration::from_secs(seconds)
+    }
+}
+
 struct Publisher {
     client: AsyncClient,
     topics: Topics,
     outbox: Outbox,
     connected: Arc<AtomicBool>,
+    subscriptions: Subscriptions,
+    extra_filters: Vec<String>,
+    ha_status: Option<String>,
+    discovery: Discovery,
+    discovery_messages: Vec<Outgoing>,
+    publish_imei: bool,
 }
 
 impl Publisher {
@@ -273,7 +476,7 @@ impl Publisher {
         mut self,
         mut link_rx: mpsc::UnboundedReceiver<Link>,
         mut bus_rx: mpsc::UnboundedReceiver<Event>,
-        mut requests_rx: mpsc::Receiver<Outgoing>,
+        mut requests_rx: mpsc::Receiver<Request>,
     ) {
         let mut up = false;
         let (mut bus_open, mut requests_open) = (true, true);
@@ -296,14 +499,32 @@ impl Publisher {
                 },
                 event = bus_rx.recv(), if bus_open => match event {
                     Some(event) => {
-                        if let Some(out) = messages::for_event(&self.topics, &event) {
+                        if let Some(out) = messages::for_event(&self.topics, &event, self.publish_imei) {
                             self.submit(out, up).await;
                         }
                     }
                     None => bus_open = false,
                 },
                 request = requests_rx.recv(), if requests_open => match request {
-                    Some(out) => self.submit(out, up).await,
+                    Some(Request::Publish(out)) => self.submit(out, up).await,
+                    Some(Request::Subscribe(filter)) => {
+                        if up {
+                            self.subscribe(filter).await;
+                        }
+                    }
+                    Some(Request::PreviousManifest(previous)) => {
+                        if up {
+                            for removal in self.discovery.removals(&previous, &self.discovery_messages) {
+                                tracing::info!(topic = %removal.topic, "MQTT: removing a Home Assistant entity no longer configured");
+                                self.publish(removal).await;
+                            }
+                        }
+                    }
+                    Some(Request::HomeAssistantOnline) => {
+                        if up {
+                            self.publish_discovery().await;
+                        }
+                    }
                     None => requests_open = false,
                 },
             }
@@ -316,11 +537,32 @@ impl Publisher {
         }
     }
 
+    async fn subscribe(&self, filter: String) {
+        if let Err(e) = self
+            .client
+            .subscribe(filter.as_str(), QoS::AtLeastOnce)
+            .await
+        {
+            tracing::warn!(filter = %filter, error = %e, "MQTT subscribe failed");
+        }
+    }
+
     async fn on_connect(&mut self) {
-        for filter in [self.topics.output_set_filter(), self.topics.sms_send()] {
-            if let Err(e) = self.client.subscribe(filter, QoS::AtLeastOnce).await {
-                tracing::warn!(error = %e, "MQTT subscribe failed");
-            }
+        let scripts: Vec<String> = lock(&self.subscriptions).iter().cloned().collect();
+        let filters = [
+            self.topics.output_set_filter(),
+            self.topics.sms_send(),
+            self.topics.sms_send_text(),
+            self.topics.alarm_set(),
+            // Its retained message is the previous manifest; it arrives before our new one.
+            self.topics.discovery_manifest(),
+        ]
+        .into_iter()
+        .chain(self.ha_status.clone())
+        .chain(self.extra_filters.iter().cloned())
+        .chain(scripts);
+        for filter in filters {
+            self.subscribe(filter).await;
         }
         let online = Outgoing {
             topic: self.topics.status(),
@@ -328,8 +570,17 @@ impl Publisher {
             retain: true,
         };
         self.publish(online).await;
+        self.publish_discovery().await;
+        let manifest = self.discovery.manifest(&self.discovery_messages);
+        self.publish(manifest).await;
         for out in self.outbox.on_connect() {
             self.publish(out).await;
+        }
+    }
+
+    async fn publish_discovery(&self) {
+        for out in &self.discovery_messages {
+            self.publish(out.clone()).await;
         }
     }
 
@@ -351,54 +602,127 @@ impl Publisher {
     }
 }
 
-/// Turns incoming messages into commands.
-async fn forward_commands(
+/// The subscription set, whatever a panicking holder left (a set of strings cannot be left
+/// inconsistent).
+pub(super) fn lock(subscriptions: &Subscriptions) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+    subscriptions.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Sends each incoming message where it belongs: script subscriptions to the bus, commands to
+/// the command channel, bookkeeping to the publisher.
+struct Router {
     topics: Topics,
-    mut incoming_rx: mpsc::Receiver<Publish>,
+    subscriptions: Subscriptions,
+    ha_status: Option<String>,
+    bus: Bus,
     commands: mpsc::Sender<Command>,
-    replies: mpsc::Sender<Outgoing>,
-) {
-    while let Some(publish) = incoming_rx.recv().await {
+    requests: mpsc::Sender<Request>,
+}
+
+impl Router {
+    async fn run(self, mut incoming_rx: mpsc::Receiver<Publish>) {
+        while let Some(publish) = incoming_rx.recv().await {
+            self.route(publish).await;
+        }
+    }
+
+    async fn route(&self, publish: Publish) {
+        let for_scripts = lock(&self.subscriptions)
+            .iter()
+            .any(|filter| rumqttc::matches(&publish.topic, filter));
+        if for_scripts {
+            if let Some(relative) = publish
+                .topic
+                .strip_prefix(self.topics.prefix())
+                .and_then(|r| r.strip_prefix('/'))
+            {
+                self.bus.publish(Event::Mqtt {
+                    topic: relative.to_string(),
+                    payload: publish.payload.to_vec(),
+                });
+            }
+        }
+        if publish.topic == self.topics.discovery_manifest() {
+            // Only the retained copy is the previous manifest; live ones are our own echo.
+            if publish.retain {
+                let _ = self
+                    .requests
+                    .send(Request::PreviousManifest(publish.payload.to_vec()))
+                    .await;
+            }
+            return;
+        }
+        if self.ha_status.as_deref() == Some(publish.topic.as_str()) {
+            // A retained birth is old news: discovery was just published at connect.
+            if !publish.retain && publish.payload.as_ref() == b"online" {
+                tracing::info!("MQTT: Home Assistant is online, publishing discovery");
+                let _ = self.requests.send(Request::HomeAssistantOnline).await;
+            }
+            return;
+        }
+        let Some(kind) = self.topics.classify(&publish.topic) else {
+            if !for_scripts {
+                tracing::debug!(topic = %publish.topic, "MQTT: message on an unknown topic ignored");
+            }
+            return;
+        };
         if publish.retain {
             // A retained command would be acted on again at every (re)connect: Tasmota's
             // "ghost switching". Commands are never retained, so this one is a mistake.
             tracing::warn!(topic = %publish.topic, "MQTT: retained command ignored (publish commands without retain)");
-            continue;
+            return;
         }
-        let command = match topics.classify(&publish.topic) {
-            Some(CommandTopic::OutputSet(name)) => {
-                match messages::parse_output_command(&publish.payload) {
-                    Ok(action) => Command::SetOutput {
-                        name: name.to_string(),
-                        action,
-                    },
-                    Err(e) => {
-                        tracing::warn!(topic = %publish.topic, error = %e, "MQTT: bad output command ignored");
-                        continue;
+        if let Some(command) = self.command(kind, &publish).await {
+            if self.commands.send(command).await.is_err() {
+                tracing::warn!("MQTT: command dropped, nobody takes commands any more");
+            }
+        }
+    }
+
+    /// The command a message asks for; `None` (after a warning or a reply) when it is refused.
+    async fn command(&self, kind: CommandTopic<'_>, publish: &Publish) -> Option<Command> {
+        let payload = &publish.payload;
+        match kind {
+            CommandTopic::OutputSet(name) => match messages::parse_output_command(payload) {
+                Ok(action) => Some(Command::SetOutput {
+                    name: name.to_string(),
+                    action,
+                }),
+                Err(e) => {
+                    tracing::warn!(topic = %publish.topic, error = %e, "MQTT: bad output command ignored");
+                    None
+                }
+            },
+            CommandTopic::SmsSend | CommandTopic::SmsSendText => {
+                let request = match kind {
+                    CommandTopic::SmsSendText => messages::parse_text_request(payload),
+                    _ => messages::parse_sms_request(payload),
+                };
+                match request {
+                    Ok(req) => Some(Command::SendSms {
+                        to: req.to,
+                        text: req.text,
+                        request_id: req.id,
+                    }),
+                    Err(rejection) => {
+                        tracing::warn!(error = %rejection.error, "MQTT: SMS request refused");
+                        let reply = messages::sms_request_failed(&self.topics, &rejection);
+                        let _ = self.requests.send(Request::Publish(reply)).await;
+                        None
                     }
                 }
             }
-            Some(CommandTopic::SmsSend) => match messages::parse_sms_request(&publish.payload) {
-                Ok(req) => Command::SendSms {
-                    to: req.to,
-                    text: req.text,
-                    request_id: req.id,
-                },
-                Err(rejection) => {
-                    tracing::warn!(error = %rejection.error, "MQTT: SMS request refused");
-                    let _ = replies
-                        .send(messages::sms_request_failed(&topics, &rejection))
-                        .await;
-                    continue;
+            CommandTopic::AlarmSet => match messages::parse_alarm_command(payload) {
+                Ok(req) => Some(Command::Alarm {
+                    action: req.action,
+                    by: Some("mqtt".into()),
+                    code: req.code,
+                }),
+                Err(e) => {
+                    tracing::warn!(topic = %publish.topic, error = %e, "MQTT: bad alarm command ignored");
+                    None
                 }
             },
-            None => {
-                tracing::debug!(topic = %publish.topic, "MQTT: message on an unknown topic ignored");
-                continue;
-            }
-        };
-        if commands.send(command).await.is_err() {
-            tracing::warn!("MQTT: command dropped, nobody takes commands any more");
         }
     }
 }

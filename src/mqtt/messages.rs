@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::topics::Topics;
-use crate::bus::{Event, OutputAction, SendStatus};
+use crate::bus::{AlarmAction, Event, OutputAction, Secret, SendStatus};
 
 /// Longer than any real output command; refusing early keeps a 1 MB payload out of the parser.
 const MAX_OUTPUT_COMMAND_BYTES: usize = 1024;
@@ -53,8 +53,9 @@ fn on_off(on: bool) -> &'static str {
     }
 }
 
-/// The message a bus event is published as, if it is published at all.
-pub fn for_event(topics: &Topics, event: &Event) -> Option<Outgoing> {
+/// The message a bus event is published as, if it is published at all. The modem's IMEI is
+/// included only with `publish_imei`.
+pub fn for_event(topics: &Topics, event: &Event, publish_imei: bool) -> Option<Outgoing> {
     let out = match event {
         Event::OutputChanged { name, on } => Outgoing::state(topics.output(name), on_off(*on)),
         Event::InputChanged { name, on } => Outgoing::state(topics.input(name), on_off(*on)),
@@ -92,17 +93,19 @@ pub fn for_event(topics: &Topics, event: &Event) -> Option<Outgoing> {
                 }),
             )
         }
-        // The IMEI identifies the device to anyone who can read the broker: not published.
-        Event::Modem(m) => Outgoing::state(
-            topics.modem(),
-            json!({
+        Event::Modem(m) => {
+            let mut state = json!({
                 "registered": m.registered,
                 "roaming": m.roaming,
                 "operator": m.operator,
                 "signal_dbm": m.signal_dbm,
-            })
-            .to_string(),
-        ),
+            });
+            // The IMEI identifies the device to anyone who can read the broker: only on request.
+            if publish_imei {
+                state["imei"] = json!(m.imei);
+            }
+            Outgoing::state(topics.modem(), state.to_string())
+        }
         Event::Script(s) => Outgoing::state(
             topics.script(s.kind, &s.name),
             json!({
@@ -112,7 +115,7 @@ pub fn for_event(topics: &Topics, event: &Event) -> Option<Outgoing> {
             })
             .to_string(),
         ),
-        Event::Alarm { state, .. } => Outgoing::state(topics.under("alarm"), state.as_str()),
+        Event::Alarm { state, .. } => Outgoing::state(topics.alarm(), state.as_str()),
         // Incoming direction: the bridge produces these, it does not publish them.
         Event::Mqtt { .. } => return None,
         // Answers to one script's request, not news for the broker.
@@ -189,6 +192,90 @@ fn parse_output_json(text: &str) -> Result<OutputAction, String> {
     parse_state(state, duration)
 }
 
+/// Longer than any alarm command with a code.
+const MAX_ALARM_COMMAND_BYTES: usize = 1024;
+
+/// An alarm command from `alarm/set`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlarmRequest {
+    pub action: AlarmAction,
+    /// The code given, checked by the alarm panel.
+    pub code: Option<Secret>,
+}
+
+fn parse_alarm_action(action: &str) -> Result<AlarmAction, String> {
+    match action.trim().to_ascii_uppercase().as_str() {
+        "ARM_AWAY" => Ok(AlarmAction::ArmAway),
+        "ARM_HOME" => Ok(AlarmAction::ArmHome),
+        "DISARM" => Ok(AlarmAction::Disarm),
+        "TRIGGER" => Ok(AlarmAction::Trigger),
+        // The action is not a secret, but a typo might be a code: not echoed.
+        _ => Err("the action is not ARM_AWAY, ARM_HOME, DISARM or TRIGGER".into()),
+    }
+}
+
+/// Parses an alarm command: `ARM_AWAY`, `ARM_HOME`, `DISARM`, `TRIGGER` (any case) or JSON
+/// `{"action":"DISARM","code":"1234"}` (Home Assistant's `command_template` with a remote
+/// code; `code` may be a string, a number or null).
+pub fn parse_alarm_command(payload: &[u8]) -> Result<AlarmRequest, String> {
+    if payload.len() > MAX_ALARM_COMMAND_BYTES {
+        return Err(format!(
+            "the payload is {} bytes, too long for an alarm command",
+            payload.len()
+        ));
+    }
+    let text = std::str::from_utf8(payload).map_err(|_| "the payload is not UTF-8".to_string())?;
+    let text = text.trim();
+    if !text.starts_with('{') {
+        return Ok(AlarmRequest {
+            action: parse_alarm_action(text)?,
+            code: None,
+        });
+    }
+    // serde_json's error may quote the payload, and so the code: not passed on.
+    let value: Value =
+        serde_json::from_str(text).map_err(|_| "the JSON cannot be parsed".to_string())?;
+    let action = value
+        .get("action")
+        .and_then(Value::as_str)
+        .ok_or_else(|| "the JSON has no \"action\" string".to_string())?;
+    let code = match value.get("code") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(Value::String(s)) => Some(Secret(s.clone())),
+        Some(Value::Number(n)) => Some(Secret(n.to_string())),
+        Some(_) => return Err("\"code\" must be a string or a number".into()),
+    };
+    Ok(AlarmRequest {
+        action: parse_alarm_action(action)?,
+        code,
+    })
+}
+
+/// Parses `number: text` (Home Assistant's text entity on `sms/send_text`): the number, a
+/// colon, the message. Validated like `sms/send`.
+pub fn parse_text_request(payload: &[u8]) -> Result<SmsRequest, SmsRejection> {
+    let reject = |to: Option<String>, error: String| SmsRejection {
+        id: None,
+        to,
+        error,
+    };
+    if payload.len() > MAX_SMS_REQUEST_BYTES {
+        let error = format!(
+            "the payload is {} bytes, too long for an SMS request",
+            payload.len()
+        );
+        return Err(reject(None, error));
+    }
+    let text = std::str::from_utf8(payload)
+        .map_err(|_| reject(None, "the payload is not UTF-8".into()))?;
+    let (to, message) = text
+        .split_once(':')
+        .ok_or_else(|| reject(None, "write it as NUMBER: TEXT".into()))?;
+    let request = json!({ "to": to, "text": message.trim_start() });
+    parse_sms_request(request.to_string().as_bytes())
+}
+
 /// A request from `sms/send` that passed validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SmsRequest {
@@ -263,7 +350,7 @@ pub fn parse_sms_request(payload: &[u8]) -> Result<SmsRequest, SmsRejection> {
 
 /// A number may be written with spaces, dashes, dots, brackets and a leading `+`; anything else
 /// (letters above all) means it is not a number we can send to.
-fn check_number(to: &str) -> Result<(), String> {
+pub(super) fn check_number(to: &str) -> Result<(), String> {
     let body = to.strip_prefix('+').unwrap_or(to);
     let well_formed = body
         .chars()
@@ -397,6 +484,7 @@ mod tests {
                 name: "relay".into(),
                 on: true,
             },
+            false,
         );
         assert_eq!(
             out,
@@ -412,6 +500,7 @@ mod tests {
                 name: "door".into(),
                 on: false,
             },
+            false,
         );
         assert_eq!(
             out,
@@ -432,7 +521,7 @@ mod tests {
             imei: Some("350000000000001".into()),
             ..Default::default()
         };
-        let out = for_event(&Topics::new("g/d"), &Event::Modem(status));
+        let out = for_event(&Topics::new("g/d"), &Event::Modem(status.clone()), false);
         let out = out.unwrap_or_else(|| Outgoing::state(String::new(), ""));
         assert!(out.retain);
         assert_eq!(
@@ -440,6 +529,68 @@ mod tests {
             json!({"registered":true,"roaming":false,"operator":"Op","signal_dbm":-71})
         );
         assert!(!String::from_utf8_lossy(&out.payload).contains("350000000000001"));
+        let with_imei = for_event(&Topics::new("g/d"), &Event::Modem(status), true);
+        assert_eq!(
+            with_imei.as_ref().map(|o| json_of(o)["imei"].clone()),
+            Some(json!("350000000000001")),
+            "published when asked for"
+        );
+    }
+
+    #[test]
+    fn alarm_commands_are_plain_or_json_with_a_code() {
+        let plain = parse_alarm_command(b" arm_away ").map(|r| (r.action, r.code));
+        assert_eq!(plain, Ok((AlarmAction::ArmAway, None)));
+        assert_eq!(
+            parse_alarm_command(b"DISARM").map(|r| r.action),
+            Ok(AlarmAction::Disarm)
+        );
+        let with_code = parse_alarm_command(br#"{"action":"DISARM","code":"1234"}"#);
+        assert_eq!(
+            with_code,
+            Ok(AlarmRequest {
+                action: AlarmAction::Disarm,
+                code: Some(Secret("1234".into()))
+            })
+        );
+        let numeric = parse_alarm_command(br#"{"action":"ARM_HOME","code":1234}"#);
+        assert_eq!(numeric.map(|r| r.code), Ok(Some(Secret("1234".into()))));
+        let null = parse_alarm_command(br#"{"action":"ARM_HOME","code":null}"#);
+        assert_eq!(null.map(|r| r.code), Ok(None));
+    }
+
+    #[test]
+    fn bad_alarm_commands_are_errors_that_never_echo_a_code() {
+        for bad in [
+            &b""[..],
+            b"\xff\xfe",
+            b"OPEN",
+            b"{",
+            br#"{"code":"1234"}"#,
+            br#"{"action":"OPEN","code":"1234"}"#,
+            br#"{"action":"DISARM","code":[1234]}"#,
+            br#"{"action":"DISARM","code":"1234""#,
+        ] {
+            let err = parse_alarm_command(bad).err().unwrap_or_default();
+            assert!(!err.is_empty(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(!err.contains("1234"), "{err}");
+        }
+        assert!(parse_alarm_command(&vec![b'A'; 1 << 20]).is_err());
+    }
+
+    #[test]
+    fn text_requests_are_number_colon_text() {
+        assert_eq!(
+            parse_text_request(b"+447700900123: hello: world"),
+            Ok(SmsRequest {
+                to: "+447700900123".into(),
+                text: "hello: world".into(),
+                id: None
+            })
+        );
+        for bad in [&b"hello"[..], b"abc: hi", b"+4477: ", b"\xff: x"] {
+            assert!(parse_text_request(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -453,7 +604,7 @@ mod tests {
             time,
             incomplete: false,
         };
-        let out = for_event(&t, &Event::SmsReceived(sms))
+        let out = for_event(&t, &Event::SmsReceived(sms), false)
             .unwrap_or_else(|| Outgoing::state(String::new(), ""));
         assert_eq!(out.topic, "g/d/sms/received");
         assert!(!out.retain);
@@ -461,7 +612,7 @@ mod tests {
             json_of(&out),
             json!({"event_type":"received","from":"+4470","text":"hi","time":"2024-05-01T10:00:00+02:00","id":4})
         );
-        let out = for_event(&t, &Event::CallRinging(Call { id: 1, from: None }));
+        let out = for_event(&t, &Event::CallRinging(Call { id: 1, from: None }), false);
         assert_eq!(
             out.as_ref().map(json_of),
             Some(json!({"event_type":"ringing","from":null}))
@@ -472,6 +623,7 @@ mod tests {
                 id: 1,
                 from: Some("+1".into()),
             }),
+            false,
         );
         assert_eq!(
             out.as_ref().map(json_of),
@@ -488,7 +640,7 @@ mod tests {
             request_id: Some("r".into()),
             status: SendStatus::Failed("no credit".into()),
         };
-        let out = for_event(&t, &Event::SmsStatus(status));
+        let out = for_event(&t, &Event::SmsStatus(status), false);
         assert_eq!(
             out.as_ref().map(json_of),
             Some(json!({"id":"r","status":"failed","error":"no credit","to":"+1"}))
@@ -499,7 +651,7 @@ mod tests {
             generation: 3,
             error: None,
         };
-        let out = for_event(&t, &Event::Script(script));
+        let out = for_event(&t, &Event::Script(script), false);
         assert_eq!(
             out.as_ref().map(|o| (o.topic.as_str(), o.retain)),
             Some(("g/d/rules/night", true))

@@ -7,6 +7,7 @@
 
 mod bridge;
 pub mod cli;
+pub mod discovery;
 mod messages;
 mod topics;
 
@@ -14,22 +15,27 @@ mod topics;
 pub mod broker;
 
 use std::future::Future;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS, Transport};
-use tokio::sync::mpsc;
+use rumqttc::tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::bus::{Bus, Command};
-use crate::config::{MqttConfig, MqttMode};
+use crate::config::{Config, MqttConfig, MqttMode};
+use bridge::{ConnectRequest, Request, Subscriptions};
 
 pub use bridge::EVENT_QUEUE_LIMIT;
+pub use discovery::Discovery;
 pub use messages::{
-    parse_output_command, parse_sms_request, Outgoing, SmsRejection, SmsRequest, MAX_SMS_TEXT_CHARS,
+    parse_alarm_command, parse_output_command, parse_sms_request, parse_text_request, AlarmRequest,
+    Outgoing, SmsRejection, SmsRequest, MAX_SMS_TEXT_CHARS,
 };
-pub use topics::{check_suffix, CommandTopic, Topics};
+pub use topics::{check_filter_suffix, check_suffix, CommandTopic, Topics};
 
 /// Large enough for any command we accept and then some: an oversized message (a 1 MB
 /// payload on a command topic) must be read and refused, not break the connection.
@@ -48,15 +54,13 @@ pub enum MqttError {
     /// Another MQTT setting cannot be used.
     #[error("mqtt.{key}: {reason}")]
     InvalidConfig { key: &'static str, reason: String },
-    /// The connection mode is not built yet.
-    #[error("mqtt.mode = {0:?} is not supported yet (help: use \"always\")")]
-    UnsupportedMode(MqttMode),
     /// A topic given to [`MqttHandle::publish`] cannot be published to.
     #[error("MQTT topic: {0}")]
     InvalidTopic(String),
-    /// A feature that is not built yet.
-    #[error("{0} is not supported yet")]
-    NotBuilt(&'static str),
+    /// Connecting to the broker failed (the reason says why; a refused login names the
+    /// settings to check).
+    #[error("MQTT connection failed: {0}")]
+    Connect(String),
     /// The bridge has stopped, so nothing more can be published.
     #[error("the MQTT bridge has stopped")]
     Stopped,
@@ -73,7 +77,9 @@ pub struct MqttBridge;
 #[derive(Clone)]
 pub struct MqttHandle {
     topics: Topics,
-    requests: mpsc::Sender<Outgoing>,
+    requests: mpsc::Sender<Request>,
+    connects: mpsc::Sender<ConnectRequest>,
+    subscriptions: Subscriptions,
     connected: Arc<AtomicBool>,
 }
 
@@ -104,22 +110,38 @@ impl MqttHandle {
             retain,
         };
         self.requests
-            .send(out)
+            .send(Request::Publish(out))
             .await
             .map_err(|_| MqttError::Stopped)
     }
 
-    /// On-demand mode: connects (if not connected) and keeps the session for `seconds` after
-    /// the last use; returns `host:port ID=<client id>`. (Not built yet.)
+    /// Connects and keeps the session for `seconds` after the last message in or out (0: for
+    /// `mqtt.idle_disconnect_s`); returns `host:port ID=<client id>` once connected, or why it
+    /// could not connect. With `mode = "always"` it only reports (waiting for the next attempt
+    /// when the broker is away).
     pub async fn connect_for(&self, seconds: u64) -> Result<String, MqttError> {
-        let _ = seconds;
-        Err(MqttError::NotBuilt("on-demand MQTT"))
+        let (reply, answer) = oneshot::channel();
+        self.connects
+            .send(ConnectRequest { seconds, reply })
+            .await
+            .map_err(|_| MqttError::Stopped)?;
+        answer.await.map_err(|_| MqttError::Stopped)?
     }
 
-    /// Delivers messages on `<p>/<topic_suffix>` to the bus as `Event::Mqtt`. (Not built yet.)
-    pub async fn subscribe(&self, topic_suffix: &str) -> Result<(), MqttError> {
-        check_suffix(topic_suffix).map_err(MqttError::InvalidTopic)?;
-        Err(MqttError::NotBuilt("script MQTT subscriptions"))
+    /// Delivers messages on `<p>/<topic_filter_suffix>` (`+` and `#` allowed as whole levels)
+    /// to the bus as `Event::Mqtt` with the topic relative to `<p>`; renewed on every
+    /// reconnect.
+    pub async fn subscribe(&self, topic_filter_suffix: &str) -> Result<(), MqttError> {
+        check_filter_suffix(topic_filter_suffix).map_err(MqttError::InvalidTopic)?;
+        let filter = self.topics.under(topic_filter_suffix);
+        let new = bridge::lock(&self.subscriptions).insert(filter.clone());
+        if !new {
+            return Ok(());
+        }
+        self.requests
+            .send(Request::Subscribe(filter))
+            .await
+            .map_err(|_| MqttError::Stopped)
     }
 }
 
@@ -192,16 +214,18 @@ pub fn parse_url(url: &str) -> Result<BrokerAddress, MqttError> {
     })
 }
 
-fn mqtt_options(
-    cfg: &MqttConfig,
-    device_id: &str,
-    topics: &Topics,
-) -> Result<MqttOptions, MqttError> {
-    let address = parse_url(&cfg.url)?;
-    let client_id = match cfg.client_id.trim() {
+/// The client id the bridge uses: `mqtt.client_id`, else `gsmgw-<device_id>`.
+pub fn client_id(cfg: &MqttConfig, device_id: &str) -> String {
+    match cfg.client_id.trim() {
         "" => format!("gsmgw-{device_id}"),
         id => id.to_string(),
-    };
+    }
+}
+
+/// Options to reach the configured broker as `client_id`: address, keep-alive, credentials,
+/// TLS. Shared by the bridge and `gsmgw send`.
+pub fn connection_options(cfg: &MqttConfig, client_id: &str) -> Result<MqttOptions, MqttError> {
+    let address = parse_url(&cfg.url)?;
     // rumqttc sends keep-alive as u16 seconds.
     if cfg.keep_alive_s > u64::from(u16::MAX) {
         return Err(MqttError::InvalidConfig {
@@ -211,18 +235,23 @@ fn mqtt_options(
     }
     let mut options = MqttOptions::new(client_id, address.host, address.port);
     options
-        .set_keep_alive(Duration::from_secs(cfg.keep_alive_s))
+        .set_keep_alive(Duration::from_secs(cfg.keep_alive_s.max(5)))
         .set_clean_session(true)
-        .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
-        .set_last_will(LastWill::new(
-            topics.status(),
-            "offline",
-            QoS::AtLeastOnce,
-            true,
-        ));
-    match (&cfg.username, &cfg.password) {
+        .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
+    let password = match (&cfg.password, &cfg.password_file) {
+        (Some(_), Some(_)) => {
+            return Err(MqttError::InvalidConfig {
+                key: "password_file",
+                reason: "give password or password_file, not both".into(),
+            })
+        }
+        (Some(p), None) => Some(p.clone()),
+        (None, Some(path)) => Some(read_password(path)?),
+        (None, None) => None,
+    };
+    match (&cfg.username, password) {
         (Some(user), password) => {
-            options.set_credentials(user.clone(), password.clone().unwrap_or_default());
+            options.set_credentials(user.clone(), password.unwrap_or_default());
         }
         (None, Some(_)) => {
             return Err(MqttError::InvalidConfig {
@@ -233,46 +262,200 @@ fn mqtt_options(
         (None, None) => {}
     }
     if address.tls {
-        options.set_transport(Transport::tls_with_default_config());
+        options.set_transport(tls_transport(cfg)?);
+    } else if cfg.ca_file.is_some() || cfg.client_cert.is_some() {
+        return Err(MqttError::InvalidConfig {
+            key: "ca_file",
+            reason: "TLS files need an mqtts:// url".into(),
+        });
     }
     Ok(options)
 }
 
-/// Starts the bridge. It subscribes to `bus` before returning (no event is missed), publishes
-/// state and events, forwards commands from the broker to `commands`, and runs until
-/// `shutdown` resolves: then it publishes `offline` and disconnects. Aborting the returned task
-/// drops the connection without a goodbye, so the broker publishes the will.
+/// The first line of `path`. The error names the file, never its content.
+fn read_password(path: &Path) -> Result<String, MqttError> {
+    let text = std::fs::read_to_string(path).map_err(|e| MqttError::InvalidConfig {
+        key: "password_file",
+        reason: format!("cannot read {}: {e}", path.display()),
+    })?;
+    Ok(text.lines().next().unwrap_or_default().to_string())
+}
+
+fn read_file(key: &'static str, path: &Path) -> Result<Vec<u8>, MqttError> {
+    std::fs::read(path).map_err(|e| MqttError::InvalidConfig {
+        key,
+        reason: format!("cannot read {}: {e}", path.display()),
+    })
+}
+
+/// TLS with `mqtt.ca_file` or the system's roots, and the client certificate when configured.
+fn tls_transport(cfg: &MqttConfig) -> Result<Transport, MqttError> {
+    let tls_error = |key: &'static str, reason: String| MqttError::InvalidConfig { key, reason };
+    let mut roots = RootCertStore::empty();
+    match &cfg.ca_file {
+        Some(path) => {
+            let pem = read_file("ca_file", path)?;
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let cert =
+                    cert.map_err(|e| tls_error("ca_file", format!("{}: {e}", path.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| tls_error("ca_file", format!("{}: {e}", path.display())))?;
+            }
+            if roots.is_empty() {
+                return Err(tls_error(
+                    "ca_file",
+                    format!("{} holds no PEM certificate", path.display()),
+                ));
+            }
+        }
+        None => {
+            let native = rustls_native_certs::load_native_certs().map_err(|e| {
+                tls_error(
+                    "ca_file",
+                    format!(
+                        "cannot read the system root certificates: {e} (help: set mqtt.ca_file)"
+                    ),
+                )
+            })?;
+            roots.add_parsable_certificates(native);
+            if roots.is_empty() {
+                return Err(tls_error(
+                    "ca_file",
+                    "the system has no root certificates (help: set mqtt.ca_file)".into(),
+                ));
+            }
+        }
+    }
+    let builder = ClientConfig::builder().with_root_certificates(roots);
+    let config = match (&cfg.client_cert, &cfg.client_key) {
+        (None, None) => builder.with_no_client_auth(),
+        (Some(cert_path), Some(key_path)) => {
+            let pem = read_file("client_cert", cert_path)?;
+            let certs = rustls_pemfile::certs(&mut pem.as_slice())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| tls_error("client_cert", format!("{}: {e}", cert_path.display())))?;
+            if certs.is_empty() {
+                return Err(tls_error(
+                    "client_cert",
+                    format!("{} holds no PEM certificate", cert_path.display()),
+                ));
+            }
+            let pem = read_file("client_key", key_path)?;
+            // The key's bytes never reach an error message.
+            let key = rustls_pemfile::private_key(&mut pem.as_slice())
+                .ok()
+                .flatten()
+                .ok_or_else(|| {
+                    tls_error(
+                        "client_key",
+                        format!("{} holds no PEM private key", key_path.display()),
+                    )
+                })?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|e| tls_error("client_key", e.to_string()))?
+        }
+        _ => {
+            return Err(tls_error(
+                "client_cert",
+                "client_cert and client_key go together".into(),
+            ))
+        }
+    };
+    Ok(Transport::tls_with_config(TlsConfiguration::Rustls(
+        Arc::new(config),
+    )))
+}
+
+/// `$share/<group>/<prefix>/fleet/sms/send` and the topic it carries, when in a send group.
+fn fleet(cfg: &MqttConfig) -> Result<Option<(String, String)>, MqttError> {
+    let Some(group) = cfg.send_group.as_deref() else {
+        return Ok(None);
+    };
+    if group.is_empty() || group.contains(['/', '+', '#', '\0']) {
+        return Err(MqttError::InvalidConfig {
+            key: "send_group",
+            reason: format!("{group:?} must be a non-empty name without '/', '+' or '#'"),
+        });
+    }
+    let topic = format!("{}/fleet/sms/send", cfg.prefix.trim_end_matches('/'));
+    Ok(Some((format!("$share/{group}/{topic}"), topic)))
+}
+
+/// The topics of the gateway configured by `cfg`.
+pub fn topics_for(cfg: &Config) -> Topics {
+    Topics::new(cfg.mqtt.topic_prefix(&cfg.gateway.device_id))
+}
+
+/// Starts the bridge for the gateway configured by `cfg` (its `mqtt` section, device id,
+/// outputs and inputs for discovery). It subscribes to `bus` before returning (no event is
+/// missed), publishes state and events, forwards commands from the broker to `commands`, puts
+/// messages for script subscriptions on `bus`, and runs until `shutdown` resolves: then it
+/// publishes `offline` and disconnects. Aborting the returned task drops the connection without
+/// a goodbye, so the broker publishes the will.
 pub fn spawn(
-    cfg: &MqttConfig,
-    device_id: &str,
+    cfg: &Config,
     bus: &Bus,
     commands: mpsc::Sender<Command>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(MqttHandle, JoinHandle<()>), MqttError> {
-    match cfg.mode {
-        MqttMode::Always => {}
-        // The seam for on-demand: a connection task that polls only while a request is live.
-        mode @ MqttMode::OnDemand => return Err(MqttError::UnsupportedMode(mode)),
+    let mqtt = &cfg.mqtt;
+    let device_id = &cfg.gateway.device_id;
+    let mut topics = topics_for(cfg);
+    let fleet = fleet(mqtt)?;
+    if let Some((_, topic)) = &fleet {
+        topics = topics.with_fleet(topic.clone());
     }
-    let topics = Topics::new(cfg.topic_prefix(device_id));
-    let options = mqtt_options(cfg, device_id, &topics)?;
+    let discovery = Discovery::new(topics.clone(), device_id, &mqtt.discovery_prefix);
+    let discovery_messages = discovery.messages(cfg)?;
+    let client_id = client_id(mqtt, device_id);
+    let mut options = connection_options(mqtt, &client_id)?;
+    options.set_last_will(LastWill::new(
+        topics.status(),
+        "offline",
+        QoS::AtLeastOnce,
+        true,
+    ));
+    let (host, port) = options.broker_address();
+    let session_name = format!("{host}:{port} ID={client_id}");
     let (client, eventloop) = AsyncClient::new(options, CLIENT_QUEUE);
     let (requests_tx, requests_rx) = mpsc::channel(HANDLE_QUEUE);
+    let (connects_tx, connect_rx) = mpsc::channel(HANDLE_QUEUE);
     let connected = Arc::new(AtomicBool::new(false));
+    let subscriptions = Subscriptions::default();
     let handle = MqttHandle {
         topics: topics.clone(),
         requests: requests_tx.clone(),
+        connects: connects_tx,
+        subscriptions: subscriptions.clone(),
         connected: connected.clone(),
     };
     let parts = bridge::Parts {
         client,
         eventloop,
         topics,
+        bus: bus.clone(),
         bus_rx: bus.subscribe(),
         requests_rx,
         requests_tx,
+        connect_rx,
         commands,
         connected,
+        subscriptions,
+        extra_filters: fleet.into_iter().map(|(filter, _)| filter).collect(),
+        ha_status: mqtt
+            .discovery
+            .then(|| format!("{}/status", mqtt.discovery_prefix.trim_end_matches('/'))),
+        discovery,
+        discovery_messages,
+        publish_imei: mqtt.publish_imei,
+        on_demand: match mqtt.mode {
+            MqttMode::Always => None,
+            MqttMode::OnDemand => Some(Duration::from_secs(mqtt.idle_disconnect_s.max(1))),
+        },
+        session_name,
+        username: mqtt.username.clone(),
     };
     let task = tokio::spawn(bridge::run(parts, shutdown));
     Ok((handle, task))
@@ -319,16 +502,68 @@ mod tests {
     }
 
     #[test]
-    fn on_demand_mode_is_refused_for_now() {
+    fn credentials_come_from_the_password_file_and_bad_tls_files_are_config_errors() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\nignored\n").unwrap_or_else(|e| panic!("{e}"));
         let cfg = MqttConfig {
-            mode: MqttMode::OnDemand,
+            username: Some("gw".into()),
+            password_file: Some(file.clone()),
             ..Default::default()
         };
-        let (tx, _rx) = mpsc::channel(1);
-        let spawned = spawn(&cfg, "gw", &Bus::new(), tx, std::future::pending());
-        assert!(matches!(
-            spawned,
-            Err(MqttError::UnsupportedMode(MqttMode::OnDemand))
-        ));
+        let options = connection_options(&cfg, "id").map(|o| o.credentials());
+        assert_eq!(
+            options.ok().flatten(),
+            Some(("gw".to_string(), "s3cret".to_string()))
+        );
+        let both = MqttConfig {
+            password: Some("x".into()),
+            ..cfg.clone()
+        };
+        assert!(connection_options(&both, "id").is_err());
+        let missing = MqttConfig {
+            password_file: Some(dir.path().join("nope")),
+            ..cfg.clone()
+        };
+        assert!(connection_options(&missing, "id").is_err());
+        let not_pem = MqttConfig {
+            url: "mqtts://broker".into(),
+            ca_file: Some(file.clone()),
+            ..cfg.clone()
+        };
+        let err = connection_options(&not_pem, "id")
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("ca_file") && !e.contains("s3cret")),
+            "{err:?}"
+        );
+        let half = MqttConfig {
+            url: "mqtts://broker".into(),
+            client_cert: Some(file),
+            ..cfg
+        };
+        assert!(connection_options(&half, "id").is_err());
+    }
+
+    #[test]
+    fn a_send_group_adds_a_shared_subscription_and_a_bad_one_is_refused() {
+        let cfg = MqttConfig {
+            send_group: Some("sms".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            fleet(&cfg).ok().flatten(),
+            Some((
+                "$share/sms/gsmgw/fleet/sms/send".to_string(),
+                "gsmgw/fleet/sms/send".to_string()
+            ))
+        );
+        let bad = MqttConfig {
+            send_group: Some("a/b".into()),
+            ..Default::default()
+        };
+        assert!(fleet(&bad).is_err());
     }
 }

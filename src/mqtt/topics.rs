@@ -7,6 +7,8 @@ use crate::bus::ScriptKind;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
     prefix: String,
+    /// `<prefix>/fleet/sms/send` when this gateway is in a send group.
+    fleet_sms_send: Option<String>,
 }
 
 /// What a message that arrived on one of our subscriptions asks for.
@@ -14,8 +16,12 @@ pub struct Topics {
 pub enum CommandTopic<'a> {
     /// `<p>/output/<name>/set`.
     OutputSet(&'a str),
-    /// `<p>/sms/send`.
+    /// `<p>/sms/send`, or the fleet's shared `sms/send`.
     SmsSend,
+    /// `<p>/sms/send_text`: `number: text`, from Home Assistant's text entity.
+    SmsSendText,
+    /// `<p>/alarm/set`.
+    AlarmSet,
 }
 
 impl Topics {
@@ -23,7 +29,20 @@ impl Topics {
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
+            fleet_sms_send: None,
         }
+    }
+
+    /// These topics, also taking SMS requests on the fleet topic `fleet_sms_send` (full topic,
+    /// without the `$share/<group>/` of the subscription).
+    pub fn with_fleet(mut self, fleet_sms_send: String) -> Self {
+        self.fleet_sms_send = Some(fleet_sms_send);
+        self
+    }
+
+    /// The fleet's `sms/send` topic, when in a send group.
+    pub fn fleet_sms_send(&self) -> Option<&str> {
+        self.fleet_sms_send.as_deref()
     }
 
     /// `<p>`.
@@ -76,6 +95,27 @@ impl Topics {
         self.under("sms/sent")
     }
 
+    /// `<p>/sms/send_text`, where `number: text` requests arrive (Home Assistant's text entity).
+    pub fn sms_send_text(&self) -> String {
+        self.under("sms/send_text")
+    }
+
+    /// `<p>/alarm`: the alarm panel's state, retained.
+    pub fn alarm(&self) -> String {
+        self.under("alarm")
+    }
+
+    /// `<p>/alarm/set`, where alarm commands arrive.
+    pub fn alarm_set(&self) -> String {
+        self.under("alarm/set")
+    }
+
+    /// `<p>/discovery`: the retained list of the Home Assistant discovery topics we published,
+    /// so that entities that left the config can be removed at the next start.
+    pub fn discovery_manifest(&self) -> String {
+        self.under("discovery")
+    }
+
     /// `<p>/call`.
     pub fn call(&self) -> String {
         self.under("call")
@@ -88,15 +128,43 @@ impl Topics {
 
     /// Which command `topic` carries, if it is one of ours.
     pub fn classify<'t>(&self, topic: &'t str) -> Option<CommandTopic<'t>> {
+        if self.fleet_sms_send.as_deref() == Some(topic) {
+            return Some(CommandTopic::SmsSend);
+        }
         let rest = topic
             .strip_prefix(self.prefix.as_str())?
             .strip_prefix('/')?;
-        if rest == "sms/send" {
-            return Some(CommandTopic::SmsSend);
+        match rest {
+            "sms/send" => return Some(CommandTopic::SmsSend),
+            "sms/send_text" => return Some(CommandTopic::SmsSendText),
+            "alarm/set" => return Some(CommandTopic::AlarmSet),
+            _ => {}
         }
         let name = rest.strip_prefix("output/")?.strip_suffix("/set")?;
         (!name.is_empty() && !name.contains('/')).then_some(CommandTopic::OutputSet(name))
     }
+}
+
+/// Checks a subscription filter suffix given by a script: like [`check_suffix`], but `+` may
+/// stand for a whole level and `#` for the rest, as MQTT allows.
+pub fn check_filter_suffix(suffix: &str) -> Result<(), String> {
+    if suffix.is_empty() || suffix.contains('\0') {
+        return Err("the topic filter is empty or contains NUL".into());
+    }
+    let levels: Vec<&str> = suffix.split('/').collect();
+    for (i, level) in levels.iter().enumerate() {
+        let wildcard_ok = match *level {
+            "+" => true,
+            "#" => i + 1 == levels.len(),
+            l => !l.is_empty() && !l.contains(['+', '#']),
+        };
+        if !wildcard_ok {
+            return Err(format!(
+                "the topic filter {suffix:?} has an empty level or a misplaced wildcard"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Checks a topic suffix given by a script or the app: one or more non-empty levels, no
@@ -155,6 +223,30 @@ mod tests {
         assert_eq!(t.classify("gsmgw/gate/output//set"), None);
         assert_eq!(t.classify("gsmgw/gate/output/a/b/set"), None);
         assert_eq!(t.classify("gsmgw/gate/output/relay1"), None);
+        assert_eq!(
+            t.classify("gsmgw/gate/alarm/set"),
+            Some(CommandTopic::AlarmSet)
+        );
+        assert_eq!(
+            t.classify("gsmgw/gate/sms/send_text"),
+            Some(CommandTopic::SmsSendText)
+        );
+        assert_eq!(t.classify("gsmgw/fleet/sms/send"), None);
+        let fleet = t.with_fleet("gsmgw/fleet/sms/send".into());
+        assert_eq!(
+            fleet.classify("gsmgw/fleet/sms/send"),
+            Some(CommandTopic::SmsSend)
+        );
+    }
+
+    #[test]
+    fn script_filters_may_use_wildcards_in_whole_levels() {
+        for good in ["a", "a/+/b", "a/#", "+", "#"] {
+            assert!(check_filter_suffix(good).is_ok(), "{good:?}");
+        }
+        for bad in ["", "a/#/b", "a+/b", "a//b", "/a", "a#"] {
+            assert!(check_filter_suffix(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

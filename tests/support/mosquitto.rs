@@ -7,7 +7,13 @@
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, Publish, QoS};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
 
 /// How long Mosquitto may take to accept connections.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -39,6 +45,13 @@ impl Mosquitto {
     /// Starts Mosquitto on a free port, or returns `None` (after saying so) when it is not
     /// installed. Panics when it is not installed on CI.
     pub fn start() -> Option<Mosquitto> {
+        Self::start_with(|_, _| String::new())
+    }
+
+    /// Like [`Mosquitto::start`], with more configuration: `extra(dir, port)` may write files
+    /// into Mosquitto's temp dir and returns lines for its config (which then replace
+    /// `allow_anonymous true` when they mention `allow_anonymous`).
+    pub fn start_with(extra: impl FnOnce(&Path, u16) -> String) -> Option<Mosquitto> {
         let Some(binary) = find_binary() else {
             if std::env::var("CI").as_deref() == Ok("true") {
                 panic!("mosquitto not installed: the MQTT tests need it on CI (apt-get install mosquitto)");
@@ -47,11 +60,22 @@ impl Mosquitto {
             return None;
         };
         let dir = tempfile::tempdir().expect("temp dir for mosquitto");
+        // Run as root, Mosquitto drops to its own user, which must read the files written here.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755));
+        }
         let port = free_port();
         // The log goes to stderr, which we write to a file: run as root, Mosquitto drops to
         // its own user and could not open a file in our temp dir.
+        let extra = extra(dir.path(), port);
+        let anonymous = if extra.contains("allow_anonymous") {
+            ""
+        } else {
+            "allow_anonymous true\n"
+        };
         let config = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n"
+            "per_listener_settings false\nlistener {port} 127.0.0.1\n{anonymous}persistence false\nlog_dest stderr\n{extra}"
         );
         std::fs::write(dir.path().join("mosquitto.conf"), config).expect("write mosquitto.conf");
         let child = spawn(&binary, dir.path());
@@ -89,10 +113,20 @@ impl Mosquitto {
         std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
     }
 
+    /// A free port for a second listener.
+    pub fn free_port() -> u16 {
+        free_port()
+    }
+
     /// Waits (bounded) until Mosquitto's log contains `needle`; false if it never does.
     pub fn wait_for_log(&self, needle: &str) -> bool {
+        self.wait_for_log_count(needle, 1)
+    }
+
+    /// Waits (bounded) until Mosquitto's log contains `needle` `count` times.
+    pub fn wait_for_log_count(&self, needle: &str, count: usize) -> bool {
         let deadline = Instant::now() + READY_TIMEOUT;
-        while !self.log().contains(needle) {
+        while self.log().matches(needle).count() < count {
             if Instant::now() >= deadline {
                 return false;
             }
@@ -143,5 +177,101 @@ fn spawn(binary: &Path, dir: &Path) -> Child {
 impl Drop for Mosquitto {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Generous: a reconnect after a broker restart waits for the bridge's back-off (1–2 s).
+pub const WAIT: Duration = Duration::from_secs(15);
+
+pub fn unique(name: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A client that sees everything under a filter.
+pub struct Observer {
+    pub client: AsyncClient,
+    pub received: mpsc::UnboundedReceiver<Publish>,
+    _task: JoinHandle<()>,
+}
+
+impl Observer {
+    /// Connects, subscribes to `filter` and returns once the subscription is acknowledged.
+    pub async fn start(port: u16, filter: &str) -> Observer {
+        let mut options = MqttOptions::new(unique("observer"), "127.0.0.1", port);
+        options.set_max_packet_size(4 << 20, 4 << 20);
+        let (client, mut eventloop) = AsyncClient::new(options, 16);
+        let (tx, received) = mpsc::unbounded_channel();
+        let (subscribed_tx, subscribed_rx) = oneshot::channel();
+        let mut subscribed_tx = Some(subscribed_tx);
+        let subscriber = client.clone();
+        let filter = filter.to_string();
+        let task = tokio::spawn(async move {
+            while let Ok(event) = eventloop.poll().await {
+                match event {
+                    MqttEvent::Incoming(Packet::ConnAck(_)) => {
+                        let _ = subscriber.try_subscribe(filter.as_str(), QoS::AtLeastOnce);
+                    }
+                    MqttEvent::Incoming(Packet::SubAck(_)) => {
+                        if let Some(tx) = subscribed_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    MqttEvent::Incoming(Packet::Publish(p)) => {
+                        let _ = tx.send(p);
+                    }
+                    _ => {}
+                }
+            }
+        });
+        timeout(WAIT, subscribed_rx)
+            .await
+            .expect("observer subscribed in time")
+            .expect("observer task alive");
+        Observer {
+            client,
+            received,
+            _task: task,
+        }
+    }
+
+    /// The next message on `topic` (others are skipped).
+    pub async fn next_on(&mut self, topic: &str) -> Publish {
+        let wait = async {
+            loop {
+                let p = self
+                    .received
+                    .recv()
+                    .await
+                    .expect("observer connection alive");
+                if p.topic == topic {
+                    return p;
+                }
+            }
+        };
+        timeout(WAIT, wait)
+            .await
+            .unwrap_or_else(|_| panic!("nothing on {topic} within {WAIT:?}"))
+    }
+
+    /// Waits for `payload` on `topic`, skipping other payloads there.
+    pub async fn wait_for(&mut self, topic: &str, payload: &str) -> Publish {
+        loop {
+            let p = self.next_on(topic).await;
+            if p.payload == payload.as_bytes() {
+                return p;
+            }
+        }
+    }
+
+    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>, retain: bool) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, retain, payload)
+            .await
+            .expect("observer publish");
     }
 }
