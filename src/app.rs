@@ -107,13 +107,8 @@ pub async fn start(cfg: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
 
     let (cmd_tx, cmd_rx) = mpsc::channel::<Command>(256);
     let mqtt = if cfg.mqtt.enabled {
-        let (handle, task) = mqtt::spawn(
-            &cfg,
-            &bus,
-            cmd_tx.clone(),
-            stopped(stop_rx.clone()),
-        )
-        .context("starting the MQTT bridge")?;
+        let (handle, task) = mqtt::spawn(&cfg, &bus, cmd_tx.clone(), stopped(stop_rx.clone()))
+            .context("starting the MQTT bridge")?;
         tasks.push(("mqtt", task));
         Some(handle)
     } else {
@@ -759,8 +754,19 @@ impl<S: CommandSink> ScriptTask<S> {
         // redelivers it); only the first offer may reach the plugins.
         match self.sink.store().inbox_delivered(sms.id).await {
             Ok(Some(false)) => {}
-            Ok(_) => {
-                tracing::debug!(inbox_id = sms.id, "SMS already delivered; not offered again");
+            Ok(None) => {
+                // Not from the inbox (a test or a simulation made it up): there is no
+                // delivery to record, so it is handled like any other event.
+                let d = self.host.dispatch_sms(&sms, Instant::now().into_std());
+                self.sink.handled(d.handled_by.as_deref());
+                self.finish_dispatch(d).await;
+                return;
+            }
+            Ok(Some(true)) => {
+                tracing::debug!(
+                    inbox_id = sms.id,
+                    "SMS already delivered; not offered again"
+                );
                 return;
             }
             Err(e) => {
@@ -804,7 +810,10 @@ impl<S: CommandSink> ScriptTask<S> {
                 self.sink.replies_committed(&replies, &queued);
             }
             Ok(store::DispatchCommit::AlreadyDelivered) => {
-                tracing::warn!(inbox_id = sms.id, "SMS was delivered meanwhile; its replies dropped");
+                tracing::warn!(
+                    inbox_id = sms.id,
+                    "SMS was delivered meanwhile; its replies dropped"
+                );
                 return;
             }
             Err(e) => {
@@ -1035,4 +1044,3 @@ pub fn check(path: &std::path::Path) -> CheckReport {
     }
     report
 }
-

@@ -314,8 +314,16 @@ impl Simulation {
             alarm: alarm.clone(),
             record: record.clone(),
         };
-        let (scripts, scripts_task) =
-            app::spawn_scripts(&cfg, sink, Vec::new(), script_events, modem_status(), None, stopped()).await?;
+        let (scripts, scripts_task) = app::spawn_scripts(
+            &cfg,
+            sink,
+            Vec::new(),
+            script_events,
+            modem_status(),
+            None,
+            stopped(),
+        )
+        .await?;
         Ok(Simulation {
             bus,
             scripts,
@@ -584,7 +592,13 @@ pub struct Runner {
 impl Runner {
     /// A simulated gateway for `cfg`, its store in `state_dir` (kept) or in a temporary folder
     /// (deleted when the runner is dropped).
-    pub fn new(cfg: Config, state_dir: Option<&Path>) -> anyhow::Result<Runner> {
+    pub fn new(mut cfg: Config, state_dir: Option<&Path>) -> anyhow::Result<Runner> {
+        // Nothing leaves a simulation, so there is no credit to protect; a conversation may
+        // send more replies in its simulated minutes than the hourly caps allow.
+        cfg.sms.max_per_hour = u32::MAX;
+        cfg.sms.max_per_day = u32::MAX;
+        cfg.sms.max_per_recipient_per_hour = u32::MAX;
+        cfg.sms.max_per_recipient_per_day = u32::MAX;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .start_paused(true)

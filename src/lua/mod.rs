@@ -15,8 +15,8 @@ mod api;
 mod clock;
 mod lockout;
 mod rules;
-pub mod watch;
 mod sandbox;
+pub mod watch;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
