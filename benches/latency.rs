@@ -155,6 +155,13 @@ fn report(name: &str, mut samples: Vec<Duration>) {
 }
 
 fn latency(c: &mut Criterion) {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GSMGW_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("gsmgw=error")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     let runtime = Runtime::new().expect("tokio runtime");
     let mut rig = runtime.block_on(Rig::start());
 

@@ -111,6 +111,8 @@ pub(super) struct SimulatedModem {
     input: InputMode,
     next_message_reference: u8,
     next_concat_reference: u16,
+    /// The service-centre time stamp of the last injected SMS.
+    last_timestamp: Option<chrono::DateTime<chrono::FixedOffset>>,
     output: Vec<u8>,
     events: Vec<SimEvent>,
 }
@@ -138,6 +140,7 @@ impl SimulatedModem {
             input: InputMode::Command,
             next_message_reference: 0,
             next_concat_reference: 0,
+            last_timestamp: None,
             output: Vec::new(),
             events: Vec::new(),
             cfg,
@@ -167,7 +170,17 @@ impl SimulatedModem {
     pub(super) fn inject_sms(&mut self, from: &str, text: &str) {
         let reference = self.next_concat_reference;
         self.next_concat_reference = self.next_concat_reference.wrapping_add(1);
-        let timestamp = chrono::Local::now().fixed_offset();
+        // One second apart at least: the PDU carries whole seconds, and two identical PDUs
+        // are one message to the gateway (it recognises re-reads by the PDU), while tests
+        // send the same text twice in a second on purpose.
+        let now = chrono::Local::now().fixed_offset();
+        let timestamp = match self.last_timestamp {
+            Some(last) if now <= last + chrono::TimeDelta::seconds(1) => {
+                last + chrono::TimeDelta::seconds(1)
+            }
+            _ => now,
+        };
+        self.last_timestamp = Some(timestamp);
         match codec::encode_deliver(from, text, timestamp, reference) {
             Ok(parts) => {
                 for pdu in parts {
