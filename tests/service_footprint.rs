@@ -66,6 +66,7 @@ path = "{db}"
 [lua]
 plugin_path = ["{plugins_dir}"]
 rules_dir = "{rules_dir}"
+rules = ["*"]
 plugins = {plugin_list:?}
 hot_reload = true
 # Idle means no broker to talk to: a configured, reachable broker adds its keep-alive pings.
