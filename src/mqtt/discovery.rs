@@ -102,7 +102,7 @@ impl Discovery {
             "supported_features": ["arm_home", "arm_away", "trigger"],
             "qos": 1,
         });
-        if cfg.mqtt.alarm_code_required {
+        if cfg.mqtt.alarm_code_required || cfg.alarm.code.is_some() {
             // The code is typed in Home Assistant and checked by the gateway's panel.
             alarm["code"] = json!("REMOTE_CODE");
             alarm["command_template"] =
@@ -289,6 +289,9 @@ mod tests {
         assert_eq!(plain.get("code"), None);
         let coded = alarm(&config("[mqtt]\nalarm_code_required = true\n"));
         assert_eq!(coded["code"], "REMOTE_CODE");
+        // A panel code in [alarm] means Home Assistant must ask for it too.
+        let panel_coded = alarm(&config("[alarm]\ncode = \"4321\"\n"));
+        assert_eq!(panel_coded["code"], "REMOTE_CODE");
         assert!(coded["command_template"]
             .as_str()
             .is_some_and(|t| t.contains("{{ code | tojson }}")));
