@@ -1,10 +1,12 @@
 //! `gsmgw try`: runs a conversation through the plugins and rules with everything simulated.
 //!
 //! The scripts run in the real Lua host, the outputs and inputs in the real GPIO task on the
-//! simulated backend, script data in the real store; only the modem is replaced, by a sink that
-//! records the SMS that would be sent and keeps track of calls. Time is simulated too: the
+//! simulated backend, script data in the real store, the alarm panel in its real task; only the
+//! modem is replaced, by a sink that records the SMS that would be sent and keeps track of
+//! calls, and there is no broker: an MQTT connect request gets the answer the bridge would give
+//! once connected (`host:port ID=<client id>` from `[mqtt]`). Time is simulated too: the
 //! [`Runner`] drives a tokio runtime whose clock is paused and moves only on `advance` steps,
-//! stopping at every script timer and every timed output on the way, in order.
+//! stopping at every script timer, timed output and alarm delay on the way, in order.
 //!
 //! The conversation format (one JSON object a line):
 //! - optional first line `{"config":{…}}`: a JSON merge patch (RFC 7396: objects merge, `null`
