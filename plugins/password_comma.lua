@@ -25,8 +25,8 @@
 --   * `connect#`: `Connecting…` is not sent when the broker answers at once (the `always`
 --     mode, already connected: the host calls back within `connect_for`).
 --   * STATUS: relays as `R<n>:ON|OFF`, inputs as `IN<n>:HIGH|LOW` (input ON = HIGH, like the
---     CALL/REJECT/CONN dialect), `GSM:?` when the signal is unknown, `MQTT:ON|OFF` when the
---     host can tell.
+--     CALL/REJECT/CONN dialect), `GSM:?` when the signal is unknown, `MQTT:ON|OFF` from
+--     gw.mqtt.status() (OFF also when MQTT is disabled).
 --   * `rN=onT` takes 1–3600 s; `r1=on0`, `r1=on3601` and unconfigured relays are
 --     `SYNTAX ERROR!`.
 
@@ -124,9 +124,8 @@ local function status_text()
   table.insert(parts, "ARM:" .. string.upper(tostring(gw.alarm.state())))
   local signal = gw.modem.signal()
   table.insert(parts, "GSM:" .. (signal and (signal .. "dBm") or "?"))
-  if gw.mqtt.connected ~= nil then
-    table.insert(parts, "MQTT:" .. (gw.mqtt.connected() and "ON" or "OFF"))
-  end
+  -- Disabled counts as OFF: the broker is not connected either way.
+  table.insert(parts, "MQTT:" .. (gw.mqtt.status().connected and "ON" or "OFF"))
   return table.concat(parts, " ")
 end
 

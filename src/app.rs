@@ -318,6 +318,9 @@ pub enum CallAction {
     HangUp,
 }
 
+/// The answer to an MQTT connect request when `mqtt.enabled` is false.
+pub const MQTT_DISABLED: &str = "MQTT is disabled in the config";
+
 /// The owners [`execute_on`] hands commands to. The gateway's [`Handles`] reach the real tasks;
 /// `gsmgw try` keeps the real GPIO, store and bus but simulates the modem and records what
 /// would leave the box. The routing itself lives in one place, [`execute_on`].
@@ -343,6 +346,20 @@ pub trait CommandSink: Sync {
     ) -> impl Future<Output = Result<(), String>> + Send;
     /// Starts a USSD session; the answer comes back later as [`Event::UssdResult`].
     fn start_ussd(&self, id: u64, code: String);
+    /// Connects the on-demand MQTT session for `seconds`; the answer comes back later as
+    /// [`Event::MqttSession`]. By default through [`CommandSink::mqtt`].
+    fn start_mqtt_session(&self, id: u64, seconds: u64) {
+        // Answered later as an event: connecting may take seconds, and the caller (a
+        // script) must not hold up the events behind it.
+        let (mqtt, bus) = (self.mqtt().cloned(), self.bus().clone());
+        tokio::spawn(async move {
+            let result = match mqtt {
+                Some(m) => m.connect_for(seconds).await.map_err(|e| e.to_string()),
+                None => Err(MQTT_DISABLED.to_string()),
+            };
+            bus.publish(Event::MqttSession { id, result });
+        });
+    }
     /// Told before an output command goes to the GPIO task (a simulated clock needs to know
     /// when timed outputs fall due).
     fn output_commanded(&self, _name: &str, _action: &OutputAction) {}
@@ -454,18 +471,7 @@ pub async fn execute_on<S: CommandSink>(h: &S, cmd: Command) {
             }
             None => tracing::debug!(topic = %topic, "MQTT disabled; subscription ignored"),
         },
-        Command::MqttConnect { id, seconds } => {
-            // Answered later as an event: connecting may take seconds, and the caller (a
-            // script) must not hold up the events behind it.
-            let (mqtt, bus) = (h.mqtt().cloned(), h.bus().clone());
-            tokio::spawn(async move {
-                let result = match mqtt {
-                    Some(m) => m.connect_for(seconds).await.map_err(|e| e.to_string()),
-                    None => Err("MQTT is disabled in the config".to_string()),
-                };
-                bus.publish(Event::MqttSession { id, result });
-            });
-        }
+        Command::MqttConnect { id, seconds } => h.start_mqtt_session(id, seconds),
         Command::Alarm { action, by, code } => {
             if let Err(e) = h
                 .alarm()

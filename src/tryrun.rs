@@ -1,10 +1,12 @@
 //! `gsmgw try`: runs a conversation through the plugins and rules with everything simulated.
 //!
 //! The scripts run in the real Lua host, the outputs and inputs in the real GPIO task on the
-//! simulated backend, script data in the real store; only the modem is replaced, by a sink that
-//! records the SMS that would be sent and keeps track of calls. Time is simulated too: the
+//! simulated backend, script data in the real store, the alarm panel in its real task; only the
+//! modem is replaced, by a sink that records the SMS that would be sent and keeps track of
+//! calls, and there is no broker: an MQTT connect request gets the answer the bridge would give
+//! once connected (`host:port ID=<client id>` from `[mqtt]`). Time is simulated too: the
 //! [`Runner`] drives a tokio runtime whose clock is paused and moves only on `advance` steps,
-//! stopping at every script timer and every timed output on the way, in order.
+//! stopping at every script timer, timed output and alarm delay on the way, in order.
 //!
 //! The conversation format (one JSON object a line):
 //! - optional first line `{"config":{…}}`: a JSON merge patch (RFC 7396: objects merge, `null`
@@ -147,6 +149,8 @@ struct SimSink {
     gpio: GpioHandle,
     store: StoreHandle,
     alarm: AlarmHandle,
+    /// What an MQTT connect request answers: what the real bridge would once connected.
+    mqtt_session: Result<String, String>,
     record: Arc<Mutex<Record>>,
 }
 
@@ -237,6 +241,12 @@ impl CommandSink for SimSink {
         }
         Ok(())
     }
+    fn start_mqtt_session(&self, id: u64, _seconds: u64) {
+        self.bus.publish(Event::MqttSession {
+            id,
+            result: self.mqtt_session.clone(),
+        });
+    }
     fn start_ussd(&self, id: u64, code: String) {
         let _ = code;
         self.bus.publish(Event::UssdResult {
@@ -287,6 +297,12 @@ impl Simulation {
     /// configured scripts. Inputs are taken as debounced (steps give settled levels).
     pub async fn start(mut cfg: Config, store_path: &Path) -> anyhow::Result<Simulation> {
         cfg.store.path = store_path.to_path_buf();
+        // No broker: connect requests are answered as the bridge would once connected.
+        let mqtt_session = if cfg.mqtt.enabled {
+            crate::mqtt::session_name(&cfg.mqtt, &cfg.gateway.device_id).map_err(|e| e.to_string())
+        } else {
+            Err(app::MQTT_DISABLED.to_string())
+        };
         cfg.mqtt.enabled = false;
         for input in cfg.inputs.values_mut() {
             input.debounce_ms = 0;
@@ -304,14 +320,26 @@ impl Simulation {
             }
         };
         let (backend, sim_gpio) = gpio::sim_backend(&cfg);
-        let (gpio, tasks) = app::start_gpio(&cfg, backend, &bus, &store, stopped()).await?;
-        let alarm = AlarmHandle::default();
+        let mut tasks = Vec::new();
+        let (gpio, gpio_tasks) = app::start_gpio(&cfg, backend, &bus, &store, stopped()).await?;
+        tasks.extend(gpio_tasks);
+        let (alarm, alarm_task) = crate::alarm::spawn(
+            &cfg.alarm,
+            bus.clone(),
+            gpio.clone(),
+            store.clone(),
+            stopped(),
+        )
+        .await
+        .context("starting the alarm panel")?;
+        tasks.push(("alarm", alarm_task));
         let record = Arc::new(Mutex::new(Record::default()));
         let sink = SimSink {
             bus: bus.clone(),
             gpio: gpio.clone(),
             store: store.clone(),
             alarm: alarm.clone(),
+            mqtt_session,
             record: record.clone(),
         };
         let (scripts, scripts_task) = app::spawn_scripts(
@@ -519,19 +547,30 @@ impl Simulation {
         ))
     }
 
-    /// Lets every task run until the scripts are idle: due timers run, every event is handled
-    /// and every command carried out, including the events those commands cause.
+    /// Lets every task run until the scripts and the alarm panel are idle: due timers run,
+    /// every event is handled and every command carried out, including the events those
+    /// commands cause. `next_timer` in the report is the next script or alarm timer.
     pub async fn settle(&self) -> Result<FlushReport, String> {
         for _ in 0..MAX_SETTLE_ROUNDS {
             tokio::task::yield_now().await;
             // The GPIO task runs its due reverts before it answers.
             let _ = self.gpio.snapshot().await;
-            let report = self
+            // The panel answers only once it has handled every event and request before, so
+            // what it published is on the bus before the scripts are flushed.
+            let alarm_timer = self
+                .alarm
+                .idle()
+                .await
+                .map_err(|e| format!("gateway: {e}"))?;
+            let mut report = self
                 .scripts
                 .flush()
                 .await
                 .ok_or("gateway: the script task has stopped")?;
-            if report.handled == 0 {
+            // A timer at `now` has not run yet: its effects are still to come.
+            let alarm_due = alarm_timer.is_some_and(|at| at <= Instant::now());
+            if report.handled == 0 && !alarm_due {
+                report.next_timer = [report.next_timer, alarm_timer].into_iter().flatten().min();
                 return Ok(report);
             }
         }

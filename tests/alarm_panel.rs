@@ -397,3 +397,21 @@ async fn through_the_gateway_an_armed_alarm_sounds_the_siren_when_the_door_opens
 
     within(20, "the gateway to stop", gateway.stop()).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn idle_reports_the_exit_delay_end_and_then_no_timer() {
+    let mut rig = Rig::start("").await;
+    let idle = within(10, "the panel to be idle", rig.alarm.idle()).await;
+    assert_eq!(idle.ok(), Some(None), "disarmed: no timer");
+
+    let armed_at = tokio::time::Instant::now();
+    rig.command(AlarmAction::ArmAway).await.expect("arming");
+    let idle = within(10, "the panel to be idle", rig.alarm.idle()).await;
+    assert_eq!(idle.ok(), Some(Some(armed_at + Duration::from_secs(10))));
+
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(next_alarm(&mut rig.events).await.0, AlarmState::Arming);
+    assert_eq!(next_alarm(&mut rig.events).await.0, AlarmState::ArmedAway);
+    let idle = within(10, "the panel to be idle", rig.alarm.idle()).await;
+    assert_eq!(idle.ok(), Some(None), "armed: no timer left");
+}

@@ -101,14 +101,21 @@ struct Request {
 #[derive(Clone)]
 pub struct AlarmHandle {
     requests: mpsc::Sender<Request>,
+    /// Answered with the panel's next timer once it is idle (see [`AlarmHandle::idle`]).
+    probes: mpsc::Sender<oneshot::Sender<Option<Instant>>>,
     state: watch::Receiver<AlarmState>,
 }
 
 impl Default for AlarmHandle {
     fn default() -> Self {
         let (requests, _) = mpsc::channel(1);
+        let (probes, _) = mpsc::channel(1);
         let (_, state) = watch::channel(AlarmState::Disarmed);
-        Self { requests, state }
+        Self {
+            requests,
+            probes,
+            state,
+        }
     }
 }
 
@@ -137,6 +144,18 @@ impl AlarmHandle {
     /// The current state.
     pub fn state(&self) -> AlarmState {
         *self.state.borrow()
+    }
+
+    /// Waits until the panel has nothing waiting (no request, no bus event, no timer it has
+    /// seen fall due) and returns when its next timer falls due. A simulated clock (`gsmgw
+    /// try`) uses it to settle the panel and to stop at its exit and entry delays.
+    pub async fn idle(&self) -> Result<Option<Instant>, AlarmError> {
+        let (reply, answer) = oneshot::channel();
+        self.probes
+            .send(reply)
+            .await
+            .map_err(|_| AlarmError::Stopped)?;
+        answer.await.map_err(|_| AlarmError::Stopped)
     }
 }
 
@@ -170,6 +189,7 @@ pub async fn spawn(
     };
     let (state_tx, state_rx) = watch::channel(panel.state());
     let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
+    let (probes, probes_rx) = mpsc::channel(REQUEST_QUEUE);
     let mut driver = Driver {
         panel,
         siren: cfg.siren.clone(),
@@ -180,10 +200,11 @@ pub async fn spawn(
     };
     // Published before returning, so whoever subscribes after start-up sees no stale state.
     driver.apply(first).await;
-    let task = tokio::spawn(driver.run(rx, events, shutdown));
+    let task = tokio::spawn(driver.run(rx, probes_rx, events, shutdown));
     Ok((
         AlarmHandle {
             requests: tx,
+            probes,
             state: state_rx,
         },
         task,
@@ -213,6 +234,7 @@ impl Driver {
     async fn run(
         mut self,
         mut requests: mpsc::Receiver<Request>,
+        mut probes: mpsc::Receiver<oneshot::Sender<Option<Instant>>>,
         mut events: mpsc::UnboundedReceiver<Event>,
         shutdown: impl Future<Output = ()>,
     ) {
@@ -249,6 +271,10 @@ impl Driver {
                 _ = sleep_until_some(timer) => {
                     let effects = self.panel.handle_timeout(Instant::now().into_std());
                     self.apply(effects).await;
+                }
+                // Last: answered only when nothing above is ready, i.e. the panel is idle.
+                Some(probe) = probes.recv() => {
+                    let _ = probe.send(timer);
                 }
             }
         }

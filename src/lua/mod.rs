@@ -40,7 +40,15 @@ use sandbox::Budget;
 const MAX_CONSECUTIVE_FAILURES: u32 = 5;
 
 /// The hooks a plugin table may have; anything else in it is ignored.
-const HOOK_NAMES: [&str; 6] = ["sms", "call", "call_ended", "input", "output", "init"];
+const HOOK_NAMES: [&str; 7] = [
+    "sms",
+    "call",
+    "call_ended",
+    "input",
+    "output",
+    "alarm",
+    "init",
+];
 
 /// Limits and settings shared by every script.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +140,11 @@ enum HookArg<'a> {
         name: &'a str,
         on: bool,
     },
+    /// The alarm panel's new state and who caused it.
+    Alarm {
+        state: &'a str,
+        by: Option<&'a str>,
+    },
     /// A rule's `execute(gw, ev)`.
     Rule(&'a RuleEvent),
     /// An asynchronous callback's `(ok, detail)`.
@@ -180,6 +193,10 @@ impl HookArg<'_> {
             HookArg::Switch { name, on } => {
                 t.set("name", *name)?;
                 t.set("on", *on)?;
+            }
+            HookArg::Alarm { state, by } => {
+                t.set("state", *state)?;
+                t.set("by", *by)?;
             }
             HookArg::None | HookArg::Rule(_) | HookArg::Outcome(_) => {}
         }
@@ -538,7 +555,7 @@ impl LuaHost {
         self.finish(out)
     }
 
-    /// Updates the [`World`] from `ev`, then calls every plugin's `input`, `output` or
+    /// Updates the [`World`] from `ev`, then calls every plugin's `input`, `output`, `alarm` or
     /// `call_ended` hook and every rule that subscribed to it, or the callback waiting for a
     /// USSD or MQTT session result. SMS and ringing calls go through [`LuaHost::dispatch_sms`]
     /// and [`LuaHost::dispatch_call`] instead, so they are ignored here.
@@ -581,7 +598,11 @@ impl LuaHost {
                     state: state.as_str(),
                     by: by.clone(),
                 };
-                (None, HookArg::None, Current::default(), Some(ev))
+                let arg = HookArg::Alarm {
+                    state: state.as_str(),
+                    by: by.as_deref(),
+                };
+                (Some("alarm"), arg, Current::default(), Some(ev))
             }
             Event::Mqtt { topic, payload } => {
                 let ev = RuleEvent::Mqtt {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::bus::OutputAction;
+use crate::bus::{AlarmState, OutputAction};
 
 pub(super) struct Fixture {
     pub(super) dir: tempfile::TempDir,
@@ -495,6 +495,57 @@ fn events_update_the_world_and_reach_every_plugins_hooks() {
         ended.commands,
         vec![send("+441", "a ended 9"), send("+441", "b ended 9")]
     );
+}
+
+#[test]
+fn alarm_changes_reach_every_plugins_alarm_hook_with_state_and_by() {
+    let mut f = Fixture::new();
+    let hook = r#"return {
+        alarm = function(ev)
+            gw.sms.send("+441", NAME .. " " .. ev.state .. " " .. tostring(ev.by) .. " " .. gw.alarm.state())
+        end,
+    }"#;
+    f.load("a", &format!("NAME = 'a' {hook}"));
+    f.load("b", &format!("NAME = 'b' {hook}"));
+
+    let armed = f.host.dispatch_event(
+        &Event::Alarm {
+            state: AlarmState::ArmedAway,
+            by: Some("john".into()),
+        },
+        f.t0,
+    );
+    let pending = f.host.dispatch_event(
+        &Event::Alarm {
+            state: AlarmState::Pending,
+            by: None,
+        },
+        f.t0,
+    );
+
+    assert!(armed.errors.is_empty(), "{:?}", armed.errors);
+    assert_eq!(
+        armed.commands,
+        vec![
+            send("+441", "a armed_away john armed_away"),
+            send("+441", "b armed_away john armed_away")
+        ]
+    );
+    assert_eq!(
+        pending.commands,
+        vec![
+            send("+441", "a pending nil pending"),
+            send("+441", "b pending nil pending")
+        ]
+    );
+}
+
+#[test]
+fn a_plugin_alarm_hook_that_is_not_a_function_is_a_load_error() {
+    let mut f = Fixture::new();
+    let status = f.try_load("p", "return { alarm = 3 }");
+    let error = status.error.unwrap_or_default();
+    assert!(error.contains("'alarm' must be a function"), "{error}");
 }
 
 #[test]

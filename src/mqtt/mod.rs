@@ -222,6 +222,17 @@ pub fn client_id(cfg: &MqttConfig, device_id: &str) -> String {
     }
 }
 
+/// What a connect request answers once connected: `host:port ID=<client id>`.
+pub fn session_name(cfg: &MqttConfig, device_id: &str) -> Result<String, MqttError> {
+    let address = parse_url(&cfg.url)?;
+    Ok(format!(
+        "{}:{} ID={}",
+        address.host,
+        address.port,
+        client_id(cfg, device_id)
+    ))
+}
+
 /// Options to reach the configured broker as `client_id`: address, keep-alive, credentials,
 /// TLS. Shared by the bridge and `gsmgw send`.
 pub fn connection_options(cfg: &MqttConfig, client_id: &str) -> Result<MqttOptions, MqttError> {
@@ -417,8 +428,7 @@ pub fn spawn(
         QoS::AtLeastOnce,
         true,
     ));
-    let (host, port) = options.broker_address();
-    let session_name = format!("{host}:{port} ID={client_id}");
+    let session_name = session_name(mqtt, device_id)?;
     let (client, eventloop) = AsyncClient::new(options, CLIENT_QUEUE);
     let (requests_tx, requests_rx) = mpsc::channel(HANDLE_QUEUE);
     let (connects_tx, connect_rx) = mpsc::channel(HANDLE_QUEUE);
