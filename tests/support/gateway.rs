@@ -141,7 +141,11 @@ impl Rig {
     }
 
     /// The sim events up to and including the first one that `last` accepts.
-    pub async fn events_until(&mut self, what: &str, last: impl Fn(&SimEvent) -> bool) -> Vec<SimEvent> {
+    pub async fn events_until(
+        &mut self,
+        what: &str,
+        last: impl Fn(&SimEvent) -> bool,
+    ) -> Vec<SimEvent> {
         within(20, what, async {
             let mut seen = Vec::new();
             loop {
