@@ -6,142 +6,35 @@
 //! relay's pulse length is checked exactly. Waits for real I/O are bounded by a wall-clock
 //! deadline instead of a tokio timeout (which would never fire on a paused clock).
 
+#[path = "support/gateway.rs"]
+mod gateway;
 #[path = "support/mosquitto.rs"]
 mod mosquitto;
+#[path = "support/wait.rs"]
+mod wait;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use gsmgw::app::{self, Gateway, RunOptions};
-use gsmgw::bus::Event;
-use gsmgw::config::Config;
-use gsmgw::gpio;
-use gsmgw::modem::sim::{SimConfig, SimEvent, SimHandle, SimModem};
-use tokio::sync::{mpsc, oneshot};
+use gateway::Rig;
+use gsmgw::modem::sim::SimEvent;
+use tokio::sync::mpsc;
+use wait::within;
 
 const MASTER: &str = "+447700900123";
 const USER_NATIONAL: &str = "07700900456";
 const USER: &str = "+447700900456";
 const STRANGER: &str = "+447700900999";
 
-/// Fails the test if `fut` does not finish within `secs` seconds of real time.
-async fn within<T>(secs: u64, what: &str, fut: impl std::future::Future<Output = T>) -> T {
-    let (tx, rx) = oneshot::channel::<()>();
-    // A detached thread: the test does not wait for it to end.
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(secs));
-        let _ = tx.send(());
-    });
-    tokio::select! {
-        v = fut => v,
-        _ = rx => panic!("timed out after {secs} s waiting for {what}"),
-    }
-}
-
-fn config(sim: &SimHandle, dir: &std::path::Path, mqtt_port: Option<u16>) -> Config {
-    let plugins = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugins");
-    let text = format!(
+async fn start(mqtt_port: Option<u16>) -> Rig {
+    let section = format!(
         r#"
-[gateway]
-device_id = "gate"
-country_code = "44"
-[modem]
-port = "{port}"
-[gpio]
-backend = "sim"
-[outputs.relay]
-line = 17
-active_low = true
-[inputs.door]
-line = 27
-[store]
-path = "{db}"
-[lua]
-plugins_dir = "{plugins}"
-plugins = ["call_reject_conn"]
-hot_reload = false
 [plugins.call_reject_conn]
 relay = "relay"
 input = "door"
 master = "{MASTER}"
-[mqtt]
-enabled = {enabled}
-url = "mqtt://127.0.0.1:{mqtt}"
-"#,
-        port = sim.path().display(),
-        db = dir.join("gsmgw.db").display(),
-        plugins = plugins.display(),
-        enabled = mqtt_port.is_some(),
-        mqtt = mqtt_port.unwrap_or(1),
+"#
     );
-    Config::from_toml(&text, "test.toml").expect("test config is valid")
-}
-
-struct Rig {
-    gateway: Gateway,
-    sim: SimHandle,
-    sim_events: mpsc::UnboundedReceiver<SimEvent>,
-    _dir: tempfile::TempDir,
-}
-
-async fn start(mqtt_port: Option<u16>) -> Rig {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("GSMGW_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("gsmgw=warn")),
-        )
-        .with_test_writer()
-        .try_init();
-    let (sim, sim_events) = SimModem::start(SimConfig::default()).expect("sim modem starts");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let cfg = config(&sim, dir.path(), mqtt_port);
-    let (backend, _sim_gpio) = gpio::sim_backend(&cfg);
-    let gateway = app::start(
-        cfg,
-        RunOptions {
-            gpio_backend: Some(backend),
-        },
-    )
-    .await
-    .expect("gateway starts");
-    let mut rig = Rig {
-        gateway,
-        sim,
-        sim_events,
-        _dir: dir,
-    };
-    // The modem is ready once the driver has read the IMEI and polled the network.
-    let mut status = rig.gateway.handles.bus.subscribe();
-    if !rig.gateway.handles.modem.status().ready {
-        within(20, "the modem to be ready", async {
-            while let Some(ev) = status.recv().await {
-                if matches!(ev, Event::Modem(ref s) if s.ready) {
-                    return;
-                }
-            }
-        })
-        .await;
-    }
-    drain_commands(&mut rig.sim_events);
-    rig
-}
-
-fn drain_commands(events: &mut mpsc::UnboundedReceiver<SimEvent>) {
-    while events.try_recv().is_ok() {}
-}
-
-/// The next SMS the gateway sent, skipping other sim events.
-async fn next_sms(events: &mut mpsc::UnboundedReceiver<SimEvent>) -> (String, String) {
-    within(20, "an outgoing SMS", async {
-        loop {
-            match events.recv().await {
-                Some(SimEvent::SmsSent { to, text, .. }) => return (to, text),
-                Some(_) => continue,
-                None => panic!("the simulated modem stopped"),
-            }
-        }
-    })
-    .await
+    gateway::start(&["call_reject_conn"], &section, mqtt_port).await
 }
 
 #[tokio::test(start_paused = true)]
@@ -151,11 +44,10 @@ async fn master_status_is_answered_and_a_stranger_gets_nothing() {
     // first SMS out.
     rig.sim.inject_sms(STRANGER, "STATUS");
     rig.sim.inject_sms(MASTER, "STATUS");
-    let (to, text) = next_sms(&mut rig.sim_events).await;
+    let (to, text) = rig.next_sms().await;
     assert_eq!(to, MASTER);
     assert_eq!(text, "RELAY OPEN INPUT LOW");
-    rig.gateway.stop().await;
-    rig.sim.stop();
+    rig.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -191,7 +83,7 @@ async fn a_users_call_is_rejected_and_pulses_the_relay_seen_on_mqtt() {
         "REJECT ALL",
     ] {
         rig.sim.inject_sms(MASTER, cmd);
-        let (to, _) = next_sms(&mut rig.sim_events).await;
+        let (to, _) = rig.next_sms().await;
         assert_eq!(to, MASTER);
     }
 
@@ -226,6 +118,5 @@ async fn a_users_call_is_rejected_and_pulses_the_relay_seen_on_mqtt() {
     let off = within(20, "relay OFF on MQTT", relay.recv()).await;
     assert_eq!(off.as_deref(), Some("OFF"));
 
-    rig.gateway.stop().await;
-    rig.sim.stop();
+    rig.stop().await;
 }
