@@ -120,7 +120,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Cmd::Run { config } => {
             let cfg = Config::load(&config)?;
-            runtime()?.block_on(gsmgw::app::run(cfg, Default::default(), shutdown_signal()))?;
+            runtime()?.block_on(async {
+                let shutdown = shutdown_signal();
+                gsmgw::app::run(cfg, Default::default(), shutdown).await
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Demo { config, mqtt_port } => {
@@ -153,19 +156,27 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when
+/// it is first awaited: a signal during start-up must stop the gateway cleanly too, not kill
+/// it with the default action. Call it inside the runtime.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; only Ctrl-C stops the gateway");
-            let _ = tokio::signal::ctrl_c().await;
+            (term, int) => {
+                if let Some(e) = term.as_ref().err().or(int.as_ref().err()) {
+                    tracing::warn!(error = %e, "cannot watch SIGTERM/SIGINT; falling back to Ctrl-C");
+                }
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }

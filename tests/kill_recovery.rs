@@ -193,6 +193,9 @@ async fn no_sms_is_lost_or_handled_twice_when_the_gateway_is_killed_at_random() 
     }
 
     let mut child = spawn_gateway(&config, &log);
+    // Up and running (its signal handlers are installed before start-up): the acks may all
+    // have gone out already, and a SIGTERM in its first milliseconds would find no handler.
+    modem.command("AT+CMGL=4", 20).await;
     let acks: Vec<String> = (0..KILLS).map(|i| format!("ack m{i:02} ")).collect();
     modem.until_sent(&acks, 30).await;
     signal(&mut child, Signal::SIGTERM);

@@ -182,7 +182,8 @@ async fn footprint_of_an_idle_gateway() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let loaded = log.matches("plugin loaded plugin=").count();
+    let loaded = log.matches("plugin loaded").count();
+    let rules = log.matches("rule loaded").count();
 
     let rss_start = status_kb(pid, "VmRSS:").expect("VmRSS");
     let ticks_start = cpu_ticks(pid).expect("stat");
@@ -200,7 +201,7 @@ async fn footprint_of_an_idle_gateway() {
 
     println!("footprint: binary {} ({} KiB)", bin.display(), size / 1024);
     println!(
-        "footprint: plugins configured {:?}, loaded {loaded}",
+        "footprint: plugins configured {:?}, loaded {loaded}; rules loaded {rules}",
         plugin_names()
     );
     println!("footprint: threads {threads}");
