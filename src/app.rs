@@ -1033,7 +1033,8 @@ pub fn check(path: &std::path::Path) -> CheckReport {
             ));
             continue;
         }
-        match crate::lua::check_script(&script, &opts) {
+        let around = checked_against(&cfg, cfg.plugins.get(&name));
+        match crate::lua::check_in(ScriptKind::Plugin, &script, &opts, &around) {
             Ok(()) => report
                 .lines
                 .push(format!("plugin {name}: {} compiles", script.display())),
@@ -1041,7 +1042,8 @@ pub fn check(path: &std::path::Path) -> CheckReport {
         }
     }
     for (name, script) in cfg.rule_paths() {
-        match crate::lua::check_rule(&script, &opts) {
+        let around = checked_against(&cfg, cfg.rules.get(&name));
+        match crate::lua::check_in(ScriptKind::Rule, &script, &opts, &around) {
             Ok(()) => report
                 .lines
                 .push(format!("rule {name}: {} compiles", script.display())),
@@ -1049,4 +1051,19 @@ pub fn check(path: &std::path::Path) -> CheckReport {
         }
     }
     report
+}
+
+/// The gateway a script will run in, as far as the config tells: every output and input
+/// (off), and the script's own section.
+fn checked_against(cfg: &Config, section: Option<&serde_json::Value>) -> crate::lua::Checked {
+    crate::lua::Checked {
+        world: World {
+            outputs: cfg.outputs.keys().map(|n| (n.clone(), false)).collect(),
+            inputs: cfg.inputs.keys().map(|n| (n.clone(), false)).collect(),
+            ..World::default()
+        },
+        config: section
+            .cloned()
+            .unwrap_or_else(|| serde_json::Value::Object(Default::default())),
+    }
 }

@@ -1267,17 +1267,40 @@ fn start_rule(script: &Script, rule: &Rule, shared: &Arc<Mutex<Shared>>, now: In
 /// Compiles and runs the script at `path` in a throw-away sandbox and checks that it returns a
 /// plugin table (for `gsmgw check`). Errors are `file:line: message`.
 pub fn check_script(path: &Path, opts: &HostOptions) -> Result<(), String> {
-    check(ScriptKind::Plugin, path, opts)
+    check(ScriptKind::Plugin, path, opts, &Checked::default())
 }
 
 /// Like [`check_script`] for a rule: it must return a valid rule table.
 pub fn check_rule(path: &Path, opts: &HostOptions) -> Result<(), String> {
-    check(ScriptKind::Rule, path, opts)
+    check(ScriptKind::Rule, path, opts, &Checked::default())
 }
 
-fn check(kind: ScriptKind, path: &Path, opts: &HostOptions) -> Result<(), String> {
+/// What a script is checked against: the gateway it will run in (its outputs and inputs, its
+/// own config section), so that its top-level code sees what it will see when loaded.
+#[derive(Debug, Clone, Default)]
+pub struct Checked {
+    pub world: World,
+    pub config: serde_json::Value,
+}
+
+/// [`check_script`] / [`check_rule`] in the given surroundings.
+pub fn check_in(
+    kind: ScriptKind,
+    path: &Path,
+    opts: &HostOptions,
+    around: &Checked,
+) -> Result<(), String> {
+    check(kind, path, opts, around)
+}
+
+fn check(
+    kind: ScriptKind,
+    path: &Path,
+    opts: &HostOptions,
+    around: &Checked,
+) -> Result<(), String> {
     let shared = Arc::new(Mutex::new(Shared::new(
-        World::default(),
+        around.world.clone(),
         opts.country_code.clone(),
         WallClock::new(Instant::now(), Local::now()),
     )));
@@ -1287,7 +1310,7 @@ fn check(kind: ScriptKind, path: &Path, opts: &HostOptions) -> Result<(), String
         kind,
         name: &name,
         path,
-        config: &serde_json::Value::Null,
+        config: &around.config,
         store: BTreeMap::new(),
         now: Instant::now(),
         generation: 1,
