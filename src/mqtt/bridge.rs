@@ -432,14 +432,11 @@ impl Connection {
             client.disconnect().await
         };
         let eventloop = &mut self.eventloop;
-        let drain = async {
-            loop {
-                match eventloop.poll().await {
-                    Ok(MqttEvent::Outgoing(MqttOutgoing::Disconnect)) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            }
-        };
+        // rumqttc reports the outgoing DISCONNECT before it has flushed the socket: stopping
+        // there can cut the goodbye mid-packet (Mosquitto then drops the client and sends the
+        // will after all). Keep polling until the broker closes the connection, which it does
+        // once it has read the DISCONNECT.
+        let drain = async { while eventloop.poll().await.is_ok() {} };
         match tokio::time::timeout(GOODBYE_TIMEOUT, async { tokio::join!(request, drain).0 }).await
         {
             Ok(Ok(())) => {}
