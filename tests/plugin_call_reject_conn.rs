@@ -44,14 +44,6 @@ impl Gateway {
         let patch = json!({
             "lua": {"plugins_dir": root.join("plugins"), "plugins": ["call_reject_conn"]},
             "plugins": {"call_reject_conn": null},
-            // Some tests send hundreds of replies to the master; the gateway's SMS limits
-            // are tested with the store, not here.
-            "sms": {
-                "max_per_recipient_per_hour": 1000,
-                "max_per_recipient_per_day": 1000,
-                "max_per_hour": 1000,
-                "max_per_day": 1000,
-            },
         });
         let mut cfg = tryrun::load_config(Some(&root.join("config/demo.toml")), Some(&patch))
             .expect("config");

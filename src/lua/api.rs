@@ -222,22 +222,7 @@ fn module(lua: &Lua, name: &str) -> mlua::Result<Table> {
 /// `gw.output`: read and drive the named outputs.
 pub(crate) fn register_output(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
     let m = module(lua, "output")?;
-
-    let c = ctx.clone();
-    m.set(
-        "get",
-        lua.create_function(move |_, name: String| {
-            Ok(c.shared().world.outputs.get(&name).copied())
-        })?,
-    )?;
-
-    let c = ctx.clone();
-    m.set(
-        "names",
-        lua.create_function(move |_, ()| {
-            Ok(c.shared().world.outputs.keys().cloned().collect::<Vec<_>>())
-        })?,
-    )?;
+    register_states(lua, &m, ctx, |w| &w.outputs)?;
 
     // One place validates the name, updates the world and emits the command.
     let set = {
@@ -308,18 +293,28 @@ pub(crate) fn register_output(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
 /// `gw.input`: read the named inputs.
 pub(crate) fn register_input(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
     let m = module(lua, "input")?;
+    register_states(lua, &m, ctx, |w| &w.inputs)
+}
+
+/// `get(name)` and `names()` over one of the World's named on/off maps (outputs or inputs).
+fn register_states(
+    lua: &Lua,
+    m: &Table,
+    ctx: &ApiContext,
+    pick: fn(&World) -> &BTreeMap<String, bool>,
+) -> mlua::Result<()> {
     let c = ctx.clone();
     m.set(
         "get",
         lua.create_function(move |_, name: String| {
-            Ok(c.shared().world.inputs.get(&name).copied())
+            Ok(pick(&c.shared().world).get(&name).copied())
         })?,
     )?;
     let c = ctx.clone();
     m.set(
         "names",
         lua.create_function(move |_, ()| {
-            Ok(c.shared().world.inputs.keys().cloned().collect::<Vec<_>>())
+            Ok(pick(&c.shared().world).keys().cloned().collect::<Vec<_>>())
         })?,
     )?;
     Ok(())

@@ -432,6 +432,24 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)?)
     }
 
+    /// Runs the `UPDATE` `sql` on row `id` of `table` in one durable transaction; `NotFound`
+    /// when no row changed.
+    fn update_row(
+        &mut self,
+        table: &'static str,
+        id: i64,
+        sql: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<(), StoreError> {
+        let tx = self.write(Durability::Full)?;
+        let changed = tx.execute(sql, args)?;
+        if changed == 0 {
+            return Err(StoreError::NotFound { table, id });
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     // ---- inbox ----
 
     /// Stores a received SMS, or recognises it by `pdu_hash` as already stored.
@@ -453,16 +471,12 @@ impl Store {
     /// Records that the message was handed to the consumers, so it is not delivered again on
     /// start-up.
     pub fn inbox_mark_delivered(&mut self, id: i64) -> Result<(), StoreError> {
-        let tx = self.write(Durability::Full)?;
-        let changed = tx.execute(
+        self.update_row(
+            "inbox",
+            id,
             "UPDATE inbox SET delivered_at = ?2 WHERE id = ?1",
             params![id, Utc::now().timestamp_millis()],
-        )?;
-        if changed == 0 {
-            return Err(StoreError::NotFound { table: "inbox", id });
-        }
-        tx.commit()?;
-        Ok(())
+        )
     }
 
     /// Whether inbox row `id` was marked delivered (by [`Store::inbox_mark_delivered`] or
@@ -751,19 +765,12 @@ impl Store {
 
     /// Marks row `id` sent (every part accepted).
     pub fn outbox_mark_sent(&mut self, id: i64) -> Result<(), StoreError> {
-        let tx = self.write(Durability::Full)?;
-        let changed = tx.execute(
+        self.update_row(
+            "outbox",
+            id,
             "UPDATE outbox SET status = 'sent', sent_at = ?2 WHERE id = ?1",
             params![id, Utc::now().timestamp_millis()],
-        )?;
-        if changed == 0 {
-            return Err(StoreError::NotFound {
-                table: "outbox",
-                id,
-            });
-        }
-        tx.commit()?;
-        Ok(())
+        )
     }
 
     /// Counts a failed attempt to send queued row `id` and records `error`; at `max_attempts`
@@ -864,19 +871,12 @@ impl Store {
 
     /// Records the TP-Status of a delivery report for row `id`.
     pub fn outbox_set_delivery(&mut self, id: i64, status: u8) -> Result<(), StoreError> {
-        let tx = self.write(Durability::Full)?;
-        let changed = tx.execute(
+        self.update_row(
+            "outbox",
+            id,
             "UPDATE outbox SET delivery_status = ?2, delivered_at = ?3 WHERE id = ?1",
             params![id, status, Utc::now().timestamp_millis()],
-        )?;
-        if changed == 0 {
-            return Err(StoreError::NotFound {
-                table: "outbox",
-                id,
-            });
-        }
-        tx.commit()?;
-        Ok(())
+        )
     }
 
     // ---- script data ----
