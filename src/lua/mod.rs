@@ -16,6 +16,7 @@ mod clock;
 mod lockout;
 mod rules;
 mod sandbox;
+pub mod task;
 pub mod watch;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -1205,7 +1206,7 @@ fn load(
     };
     if kind == ScriptKind::Rule {
         let rule = Rule::parse(&lua, &table).map_err(|e| format!("{file}: {e}"))?;
-        api::register_data(&lua, &table).map_err(|e| describe(&e, &file, opts))?;
+        api::store::register_data(&lua, &table).map_err(|e| describe(&e, &file, opts))?;
         start_rule(&script, &rule, shared, now);
         script.rule = Some(rule);
         script.hooks = table;

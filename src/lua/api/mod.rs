@@ -1,0 +1,271 @@
+//! The `gw` global: one file per API module, each with its single `register` function, all
+//! listed in [`register_all`]. `docs/lua-api.md` documents every function with an example.
+//!
+//! Callbacks reach the host through [`ApiContext`]: the shared [`World`] and command list, and
+//! the calling script's own state (store, timers, the message being handled). Locks are held
+//! only inside one callback and never while Lua runs, so they cannot deadlock.
+
+mod alarm;
+mod auth;
+mod call;
+mod config;
+mod input;
+mod log;
+mod modem;
+mod mqtt;
+mod output;
+mod phone;
+mod sms;
+pub(crate) mod store;
+mod timer;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Local, NaiveTime};
+use mlua::{DeserializeOptions, Function, Lua, LuaSerdeExt, SerializeOptions, Table, Value};
+use sha2::{Digest, Sha256};
+
+use super::clock::{self, WallClock};
+use super::lockout::{Lockouts, LOCKOUT_SCOPE};
+use super::World;
+use crate::bus::{AlarmAction, Command, Event, OutputAction, ScriptKind, Secret};
+
+/// Where the host keeps the Lua functions of pending timers (id → function).
+pub(crate) const TIMERS_REGISTRY_KEY: &str = "gsmgw.timers";
+
+/// Where the host keeps the Lua functions waiting for a USSD or MQTT session result.
+pub(crate) const CALLBACKS_REGISTRY_KEY: &str = "gsmgw.callbacks";
+
+/// What every script shares: the world they read, the commands and events they emit, and the
+/// host-wide state the API works on.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub world: World,
+    pub commands: Vec<Command>,
+    pub events: Vec<Event>,
+    pub country_code: Option<String>,
+    pub lockouts: Lockouts,
+    pub clock: WallClock,
+    /// `None` when MQTT is disabled.
+    pub mqtt_connected: Option<bool>,
+    /// The last request id given out (USSD, MQTT sessions); unique for the host's lifetime.
+    pub next_request_id: u64,
+    /// Requests whose callback waits for the result, by id.
+    pub pending: BTreeMap<u64, Owner>,
+}
+
+impl Shared {
+    pub fn new(world: World, country_code: Option<String>, clock: WallClock) -> Self {
+        Self {
+            world,
+            commands: Vec::new(),
+            events: Vec::new(),
+            country_code,
+            lockouts: Lockouts::default(),
+            clock,
+            mqtt_connected: None,
+            next_request_id: 0,
+            pending: BTreeMap::new(),
+        }
+    }
+}
+
+/// The script generation a callback belongs to: a result for an older generation (the script
+/// was reloaded since) finds no owner and does nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Owner {
+    pub kind: ScriptKind,
+    pub name: String,
+    pub generation: u64,
+}
+
+impl Owner {
+    pub fn is(&self, kind: ScriptKind, name: &str, generation: u64) -> bool {
+        self.kind == kind && self.name == name && self.generation == generation
+    }
+}
+
+/// What a callback knows about the message being handled.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Current {
+    /// The number `gw.sms.reply` answers to.
+    pub reply_to: Option<String>,
+    /// The call `gw.call.*` act on when no id is given.
+    pub call_id: Option<u64>,
+}
+
+/// When a timer fires again.
+#[derive(Debug, Clone)]
+pub(crate) enum Repeat {
+    /// `gw.timer.after`.
+    Once,
+    /// `gw.timer.every`, `on.timer = "every 5m"`.
+    Every(Duration),
+    /// `gw.timer.at`, `on.timer = "at 22:00"`: `next` is the wall-clock time it is due.
+    Daily {
+        at: NaiveTime,
+        next: DateTime<Local>,
+    },
+}
+
+/// A pending timer of one script.
+#[derive(Debug, Clone)]
+pub(crate) struct Timer {
+    pub due: Instant,
+    pub repeat: Repeat,
+    /// `Some(spec)` for a rule's `on.timer` trigger (runs `execute`, has no Lua function).
+    pub trigger: Option<String>,
+}
+
+/// The per-script state the API works on.
+#[derive(Debug)]
+pub(crate) struct ScriptCtx {
+    pub kind: ScriptKind,
+    pub name: String,
+    /// The generation this state is (or becomes, while loading).
+    pub generation: u64,
+    pub now: Instant,
+    pub current: Current,
+    /// Persisted data: key → JSON.
+    pub store: BTreeMap<String, String>,
+    pub timers: BTreeMap<u64, Timer>,
+    pub next_timer_id: u64,
+}
+
+/// The handles one script's callbacks hold.
+#[derive(Clone)]
+pub(crate) struct ApiContext {
+    pub shared: Arc<Mutex<Shared>>,
+    pub script: Arc<Mutex<ScriptCtx>>,
+    pub config: Arc<serde_json::Value>,
+}
+
+impl ApiContext {
+    fn shared(&self) -> MutexGuard<'_, Shared> {
+        // Callbacks never panic while holding it, so a poisoned lock still holds sound data.
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn script(&self) -> MutexGuard<'_, ScriptCtx> {
+        self.script.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn emit(&self, command: Command) {
+        self.shared().commands.push(command);
+    }
+
+    /// Registers `f` (if any) to run when the result of request `id` arrives.
+    fn await_result(&self, lua: &Lua, f: Option<Function>) -> mlua::Result<u64> {
+        let owner = {
+            let script = self.script();
+            Owner {
+                kind: script.kind,
+                name: script.name.clone(),
+                generation: script.generation,
+            }
+        };
+        let mut shared = self.shared();
+        shared.next_request_id += 1;
+        let id = shared.next_request_id;
+        if let Some(f) = f {
+            let fns: Table = lua.named_registry_value(CALLBACKS_REGISTRY_KEY)?;
+            fns.raw_set(id, f)?;
+            shared.pending.insert(id, owner);
+        }
+        Ok(id)
+    }
+}
+
+/// Serialisation that turns JSON `null` into `nil`, so scripts test fields with `if x then`.
+fn to_lua_options() -> SerializeOptions {
+    SerializeOptions::new()
+        .serialize_none_to_null(false)
+        .serialize_unit_to_null(false)
+}
+
+/// A Lua error carrying the caller's `file:line`, like the errors Lua raises itself.
+pub(crate) fn lua_error(lua: &Lua, message: impl std::fmt::Display) -> mlua::Error {
+    let place = lua.inspect_stack(1).and_then(|frame| {
+        let line = frame.curr_line();
+        let src = frame.source().short_src.map(|s| s.into_owned())?;
+        (line > 0).then(|| format!("{src}:{line}: "))
+    });
+    mlua::Error::RuntimeError(format!("{}{message}", place.unwrap_or_default()))
+}
+
+fn duration(lua: &Lua, seconds: f64) -> mlua::Result<Duration> {
+    Duration::try_from_secs_f64(seconds).map_err(|_| {
+        lua_error(
+            lua,
+            format!("invalid duration {seconds} s: give seconds >= 0"),
+        )
+    })
+}
+
+/// Creates the `gw` global with every module. The one place modules are listed.
+pub(crate) fn register_all(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
+    lua.globals().set("gw", lua.create_table()?)?;
+    lua.set_named_registry_value(TIMERS_REGISTRY_KEY, lua.create_table()?)?;
+    lua.set_named_registry_value(CALLBACKS_REGISTRY_KEY, lua.create_table()?)?;
+    output::register(lua, ctx)?;
+    input::register(lua, ctx)?;
+    sms::register(lua, ctx)?;
+    call::register(lua, ctx)?;
+    log::register(lua, ctx)?;
+    config::register(lua, ctx)?;
+    store::register(lua, ctx)?;
+    timer::register(lua, ctx)?;
+    phone::register(lua, ctx)?;
+    modem::register(lua, ctx)?;
+    alarm::register(lua, ctx)?;
+    mqtt::register(lua, ctx)?;
+    auth::register(lua, ctx)?;
+    Ok(())
+}
+
+fn module(lua: &Lua, name: &str) -> mlua::Result<Table> {
+    let gw: Table = lua.globals().get("gw")?;
+    let table = lua.create_table()?;
+    gw.set(name, &table)?;
+    Ok(table)
+}
+
+/// `get(name)` and `names()` over one of the World's named on/off maps (outputs or inputs).
+fn register_states(
+    lua: &Lua,
+    m: &Table,
+    ctx: &ApiContext,
+    pick: fn(&World) -> &BTreeMap<String, bool>,
+) -> mlua::Result<()> {
+    let c = ctx.clone();
+    m.set(
+        "get",
+        lua.create_function(move |_, name: String| {
+            Ok(pick(&c.shared().world).get(&name).copied())
+        })?,
+    )?;
+    let c = ctx.clone();
+    m.set(
+        "names",
+        lua.create_function(move |_, ()| {
+            Ok(pick(&c.shared().world).keys().cloned().collect::<Vec<_>>())
+        })?,
+    )?;
+    Ok(())
+}
+
+/// The key-value scope of a script's `gw.store`: `plugin:<name>` or `rule:<name>`.
+pub(crate) fn scope(kind: ScriptKind, name: &str) -> String {
+    match kind {
+        ScriptKind::Plugin => format!("plugin:{name}"),
+        ScriptKind::Rule => format!("rule:{name}"),
+    }
+}
+
+/// True for a caller ID that identifies nobody: absent, empty, or without digits
+/// ("anonymous", "withheld").
+fn is_withheld(number: Option<&str>) -> bool {
+    number.map_or(true, |n| crate::phone::digits(n).is_empty())
+}

@@ -1,0 +1,53 @@
+//! `gw.modem`: what the modem reports.
+
+use super::*;
+
+/// `gw.modem`: what the modem reports.
+pub(crate) fn register(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
+    let m = module(lua, "modem")?;
+    let c = ctx.clone();
+    m.set(
+        "imei",
+        lua.create_function(move |_, ()| Ok(c.shared().world.modem.imei.clone()))?,
+    )?;
+    let c = ctx.clone();
+    m.set(
+        "signal",
+        lua.create_function(move |_, ()| Ok(c.shared().world.modem.signal_dbm))?,
+    )?;
+    let c = ctx.clone();
+    m.set(
+        "operator",
+        lua.create_function(move |_, ()| Ok(c.shared().world.modem.operator.clone()))?,
+    )?;
+    let c = ctx.clone();
+    m.set(
+        "registered",
+        lua.create_function(move |_, ()| Ok(c.shared().world.modem.registered))?,
+    )?;
+    register_ussd(lua, ctx, &m)
+}
+
+/// `gw.modem.ussd`: the asynchronous part of `gw.modem`.
+fn register_ussd(lua: &Lua, ctx: &ApiContext, m: &Table) -> mlua::Result<()> {
+    let c = ctx.clone();
+    m.set(
+        "ussd",
+        lua.create_function(move |lua, (code, f): (String, Option<Function>)| {
+            let code = code.trim().to_string();
+            if code.is_empty()
+                || !code
+                    .chars()
+                    .all(|ch| ch.is_ascii_digit() || "*#+".contains(ch))
+            {
+                return Err(lua_error(
+                    lua,
+                    format!("gw.modem.ussd: {code:?} is not a USSD code like \"*100#\""),
+                ));
+            }
+            let id = c.await_result(lua, f)?;
+            c.emit(Command::Ussd { id, code });
+            Ok(id)
+        })?,
+    )
+}
