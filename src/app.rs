@@ -24,6 +24,8 @@ use crate::store::{self, Store, StoreHandle};
 pub struct RunOptions {
     /// Drive this GPIO backend instead of the configured one (the simulated one).
     pub gpio_backend: Option<Box<dyn GpioBackend>>,
+    /// Use this bus (subscribed to already, so nothing published at start is missed).
+    pub bus: Option<Bus>,
 }
 
 /// The handles of a running gateway.
@@ -94,7 +96,7 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 /// Builds every task. Config problems were found before; what can fail here is the outside
 /// world (a store that cannot be opened, a GPIO line that is busy).
 pub async fn start(cfg: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
-    let bus = Bus::new();
+    let bus = opts.bus.unwrap_or_default();
     // Subscribed before anything can publish, so the Lua host misses no event.
     let script_events = bus.subscribe();
 
