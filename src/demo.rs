@@ -47,17 +47,27 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     // (the temporary folder would stay behind).
     let mut interrupts = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .context("listening for Ctrl-C")?;
-    let mut cfg = match &opts.config {
-        Some(path) => Config::load(path)?,
-        None if std::path::Path::new("config/demo.toml").is_file() => {
-            Config::load(std::path::Path::new("config/demo.toml"))?
-        }
-        None => Config::from_toml(BUILTIN_CONFIG, "demo.toml (built in)")?,
-    };
-
     let state_dir = std::env::temp_dir().join(format!("gsmgw-demo-{}", std::process::id()));
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating {}", state_dir.display()))?;
+    let config = match opts.config {
+        Some(path) => path,
+        None if std::path::Path::new("config/demo.toml").is_file() => "config/demo.toml".into(),
+        None => {
+            // Loaded from a file like any other, so GSMGW_* overrides apply to it too.
+            let path = state_dir.join("demo.toml");
+            std::fs::write(&path, BUILTIN_CONFIG)
+                .with_context(|| format!("writing {}", path.display()))?;
+            path
+        }
+    };
+    let mut cfg = match Config::load(&config) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&state_dir);
+            return Err(e.into());
+        }
+    };
     cfg.store.path = state_dir.join("gsmgw.db");
     find_stock_plugins(&mut cfg, &state_dir)?;
 

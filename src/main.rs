@@ -99,7 +99,7 @@ enum PduCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(matches!(cli.command, Cmd::Demo { .. }));
+    init_tracing(matches!(cli.command, Cmd::Demo { .. } | Cmd::Try { .. }));
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -109,9 +109,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(demo: bool) {
-    // The demo's console is the user interface: keep the log to warnings unless asked.
-    let default = if demo { "gsmgw=warn" } else { "gsmgw=info" };
+fn init_tracing(quiet: bool) {
+    // The demo's console and try's results are the user interface: keep the log to warnings
+    // unless asked.
+    let default = if quiet { "gsmgw=warn" } else { "gsmgw=info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("GSMGW_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
