@@ -368,8 +368,8 @@ async fn console(
             "state" | "status" => match h.gpio.snapshot().await {
                 Ok(s) => {
                     out.line(&format!("outputs: {}", on_off(&s.outputs)));
-                    out.line(&format!("inputs:  {}", on_off(&s.inputs)));
-                    out.line(&format!("modem:   {}", describe_modem(&h.modem.status())));
+                    out.line(&format!("inputs: {}", on_off(&s.inputs)));
+                    out.line(&format!("modem: {}", describe_modem(&h.modem.status())));
                 }
                 Err(e) => out.line(&format!("GPIO not available: {e}")),
             },

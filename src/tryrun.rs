@@ -816,9 +816,14 @@ pub fn check_expect(result: &StepResult, expect: &Value) -> Result<(), String> {
     }
 }
 
-/// The base config: `path`, else `config/demo.toml` when it is here, else the built-in copy
-/// of it; with `patch` (a conversation's first line) merged over it.
+/// The base config: `path` (with the environment overrides, as `gsmgw run` reads it, when
+/// there is no patch), else `config/demo.toml` when it is here, else the built-in copy of it;
+/// with `patch` (a conversation's first line) merged over it.
 pub fn load_config(path: Option<&Path>, patch: Option<&Value>) -> anyhow::Result<Config> {
+    if let (Some(path), None) = (path, patch) {
+        // As the gateway loads it: with the GSMGW_* environment overrides.
+        return Ok(Config::load(path)?);
+    }
     let demo = Path::new("config/demo.toml");
     let (text, name) = match path {
         Some(p) => (
