@@ -482,3 +482,60 @@ fn walk_the_demo(dir: &Path, steps: &[ConsoleStep]) {
     }
     panic!("the README's console block does not end with quit");
 }
+
+/// Runs `gsmgw` in the repository root as an example's README says, with the board's paths
+/// replaced from the environment (simulated GPIO, no serial port, the example's rules).
+fn example_command(example: &str, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .current_dir(repo(""))
+        .env("GSMGW_GPIO__BACKEND", "sim")
+        .env("GSMGW_MODEM__PORT", "/dev/null")
+        .env(
+            "GSMGW_LUA__RULES_DIR",
+            repo(&format!("examples/{example}/rules")),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run gsmgw");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin.as_bytes()).expect("write stdin");
+    drop(input);
+    child.wait_with_output().expect("wait")
+}
+
+#[test]
+fn every_example_passes_check_and_its_conversation() {
+    let mut examples: Vec<String> = std::fs::read_dir(repo("examples"))
+        .expect("examples/")
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect();
+    examples.sort();
+    assert!(examples.len() >= 3, "{examples:?}");
+    for example in &examples {
+        let dir = repo(&format!("examples/{example}"));
+        assert!(dir.join("README.md").is_file(), "{example}: no README.md");
+        let config = dir.join("gsmgw.toml").display().to_string();
+        let out = example_command(example, &["check", "-c", &config], "");
+        assert!(
+            out.status.success(),
+            "{example}: gsmgw check failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let conversation = std::fs::read_to_string(dir.join("try.jsonl"))
+            .unwrap_or_else(|e| panic!("{example}/try.jsonl: {e}"));
+        assert!(conversation.contains("\"expect\""), "{example}: checks nothing");
+        let out = example_command(example, &["try", "-c", &config], &conversation);
+        assert!(
+            out.status.success(),
+            "{example}: its conversation failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
