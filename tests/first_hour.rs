@@ -399,7 +399,10 @@ const NOT_HERE: &[(&str, &str)] = &[
     ),
     ("sudoedit /etc/gsmgw/gsmgw.toml", "interactive"),
     ("journalctl -u gsmgw -f", "needs systemd"),
-    ("FOOTPRINT_BIN=", "a release build; tests/service_footprint.rs"),
+    (
+        "FOOTPRINT_BIN=",
+        "a release build; tests/service_footprint.rs",
+    ),
 ];
 
 #[test]
@@ -451,7 +454,11 @@ fn every_command_in_the_readme_does_what_it_says() {
 
 /// PATH with the test's `gsmgw` first, so README lines run as an installed user runs them.
 fn path_with_gsmgw() -> String {
-    let bin_dir = Path::new(BIN).parent().expect("bin dir").display().to_string();
+    let bin_dir = Path::new(BIN)
+        .parent()
+        .expect("bin dir")
+        .display()
+        .to_string();
     match std::env::var("PATH") {
         Ok(path) => format!("{bin_dir}:{path}"),
         Err(_) => bin_dir,
@@ -477,7 +484,9 @@ fn walk_the_demo(dir: &Path, steps: &[ConsoleStep]) {
                 demo.expect(expected);
             }
         }
-        let unknown = demo.seen[from..].iter().find(|l| l.contains("unknown command"));
+        let unknown = demo.seen[from..]
+            .iter()
+            .find(|l| l.contains("unknown command"));
         assert!(unknown.is_none(), "{}: {unknown:?}", step.typed);
     }
     panic!("the README's console block does not end with quit");
@@ -529,7 +538,10 @@ fn every_example_passes_check_and_its_conversation() {
         );
         let conversation = std::fs::read_to_string(dir.join("try.jsonl"))
             .unwrap_or_else(|e| panic!("{example}/try.jsonl: {e}"));
-        assert!(conversation.contains("\"expect\""), "{example}: checks nothing");
+        assert!(
+            conversation.contains("\"expect\""),
+            "{example}: checks nothing"
+        );
         let out = example_command(example, &["try", "-c", &config], &conversation);
         assert!(
             out.status.success(),
