@@ -541,6 +541,7 @@ pub fn check(path: &std::path::Path) -> CheckReport {
         }
     };
     report.lines.extend(gpio::describe(&cfg));
+    check_devices(&cfg, path, &mut report);
     let opts = HostOptions {
         memory_limit_kb: cfg.lua.memory_limit_kb,
         instruction_limit: cfg.lua.instruction_limit,
@@ -573,6 +574,42 @@ pub fn check(path: &std::path::Path) -> CheckReport {
         }
     }
     report
+}
+
+/// The modem port exists (it is not opened: the running gateway may hold it) and, with the cdev
+/// backend, every line resolves on the real chip (line info only, no request).
+fn check_devices(cfg: &Config, path: &std::path::Path, report: &mut CheckReport) {
+    let port = &cfg.modem.port;
+    if port.exists() {
+        report
+            .lines
+            .push(format!("modem port {}: exists", port.display()));
+    } else {
+        report.problems.push(format!(
+            "{}: modem.port: {} does not exist (help: `ls /dev/serial/by-id/` for USB modems; \
+             /dev/serial0 needs the UART enabled)",
+            path.display(),
+            port.display()
+        ));
+    }
+    if cfg.gpio.backend != crate::config::GpioBackendKind::Cdev {
+        return;
+    }
+    let lines = cfg
+        .outputs
+        .iter()
+        .map(|(n, o)| ("output", n, &o.line))
+        .chain(cfg.inputs.iter().map(|(n, i)| ("input", n, &i.line)));
+    for (kind, name, line) in lines {
+        match gpio::resolve_cdev_line(&cfg.gpio.chip, line) {
+            Ok(found) => report
+                .lines
+                .push(format!("{kind} {name}: resolves to {found}")),
+            Err(e) => report
+                .problems
+                .push(format!("{}: {kind}s.{name}.line: {e}", path.display())),
+        }
+    }
 }
 
 /// The gateway a script will run in, as far as the config tells: every output and input

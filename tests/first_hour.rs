@@ -551,3 +551,54 @@ fn every_example_passes_check_and_its_conversation() {
         );
     }
 }
+
+#[test]
+fn check_looks_for_the_modem_port_and_resolves_gpio_lines_on_the_configured_chip() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("c.toml");
+    let missing_chip = dir.path().join("gpiochip9");
+    std::fs::write(
+        &config,
+        format!(
+            "[modem]\nport = \"{port}\"\n[gpio]\nbackend = \"cdev\"\nchip = \"{chip}\"\n\
+             [outputs.relay]\nline = 17\n[inputs.door]\nline = 27\n",
+            port = dir.path().join("ttyUSB7").display(),
+            chip = missing_chip.display()
+        ),
+    )
+    .expect("write");
+    let out = run_in(
+        dir.path(),
+        &["check", "-c", &config.display().to_string()],
+        "",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("modem.port:") && stderr.contains("ttyUSB7 does not exist"),
+        "{stderr}"
+    );
+    for key in ["outputs.relay.line:", "inputs.door.line:"] {
+        let line = stderr.lines().find(|l| l.contains(key)).unwrap_or_default();
+        assert!(
+            line.contains(&format!("cannot open {}", missing_chip.display())),
+            "{key} {stderr}"
+        );
+    }
+
+    // A port that exists (never opened: a running gateway may hold it) and simulated lines.
+    let out = Command::new(BIN)
+        .args(["check", "-c", &config.display().to_string()])
+        .current_dir(dir.path())
+        .env("GSMGW_MODEM__PORT", "/dev/null")
+        .env("GSMGW_GPIO__BACKEND", "sim")
+        .output()
+        .expect("run gsmgw");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("modem port /dev/null: exists"), "{stdout}");
+}
