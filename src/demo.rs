@@ -110,6 +110,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         RunOptions {
             gpio_backend: Some(backend),
             bus: Some(bus),
+            // No re-read on SIGHUP: the demo replaces the modem port, store and broker.
+            ..Default::default()
         },
     );
     let gateway = tokio::select! {

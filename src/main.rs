@@ -125,9 +125,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Cmd::Run { config } => {
             let cfg = Config::load(&config)?;
+            let opts = gsmgw::app::RunOptions {
+                config_path: Some(config),
+                ..Default::default()
+            };
             runtime()?.block_on(async {
                 let shutdown = shutdown_signal();
-                gsmgw::app::run(cfg, Default::default(), shutdown).await
+                gsmgw::app::run(cfg, opts, shutdown).await
             })?;
             Ok(ExitCode::SUCCESS)
         }
