@@ -545,15 +545,21 @@ impl Config {
         let built = ::config::Config::builder()
             .add_source(::config::File::from(path).format(::config::FileFormat::Toml))
             .add_source(
-                ::config::Environment::with_prefix("GSMGW")
-                    .prefix_separator("_")
-                    .separator("__")
-                    .try_parsing(true)
-                    .source(Some(config_env_vars())),
+                ENV_LIST_KEYS.iter().fold(
+                    ::config::Environment::with_prefix("GSMGW")
+                        .prefix_separator("_")
+                        .separator("__")
+                        .try_parsing(true)
+                        .list_separator(",")
+                        .source(Some(config_env_vars())),
+                    |env, key| env.with_list_parse_key(key),
+                ),
             )
             .build()
             .map_err(|e| parse_error(&file, e))?;
-        let cfg: Config = built.try_deserialize().map_err(|e| parse_error(&file, e))?;
+        let cfg: Config = built
+            .try_deserialize()
+            .map_err(|e| name_the_variable(parse_error(&file, e)))?;
         let problems = cfg.validate();
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { file, problems });
@@ -867,6 +873,32 @@ impl Config {
     /// The country code, if set.
     pub fn country_code(&self) -> Option<&str> {
         Some(self.gateway.country_code.as_str()).filter(|c| !c.is_empty())
+    }
+}
+
+/// Keys whose environment value is a comma-separated list (`GSMGW_LUA__PLUGINS=david,alpha`);
+/// every list of plain values in the config (a test in `tests/config_reference.rs` keeps
+/// this complete).
+pub const ENV_LIST_KEYS: &[&str] = &["lua.plugins", "lua.plugin_path", "lua.rules"];
+
+/// A problem with a key set from the environment names the variable, which is what the user
+/// has to fix (the file may not mention the key at all).
+fn name_the_variable(e: ConfigError) -> ConfigError {
+    let ConfigError::Parse { file, key, message } = e else {
+        return e;
+    };
+    let from_env = config_env_vars().into_keys().find(|var| {
+        let path = var["GSMGW_".len()..].to_lowercase().replace("__", ".");
+        let field = path.rsplit('.').next().unwrap_or("");
+        path == key || (!field.is_empty() && message.contains(&format!("`{field}`")))
+    });
+    match from_env {
+        Some(var) => ConfigError::Parse {
+            file,
+            key: format!("{key} (set by {var})"),
+            message,
+        },
+        None => ConfigError::Parse { file, key, message },
     }
 }
 
