@@ -14,6 +14,7 @@
 mod api;
 mod clock;
 mod lockout;
+mod pattern;
 mod rules;
 mod sandbox;
 pub mod task;
@@ -60,6 +61,32 @@ pub struct HostOptions {
     pub instruction_limit: u64,
     /// Digits of the home country code (`"44"`), for `gw.phone` and `gw.sms.send`.
     pub country_code: Option<String>,
+    /// Wall-clock time one call may run, in milliseconds.
+    pub call_deadline_ms: u64,
+    /// What one call may ask of the gateway outside its Lua state.
+    pub caps: Caps,
+    /// The longest duration a script may ask for, in seconds.
+    pub max_duration_s: u64,
+    /// Seconds after which a disabled script is tried again.
+    pub disabled_retry_s: u64,
+}
+
+/// Caps on what a script holds or asks for outside its Lua state (whose memory is limited
+/// by `memory_limit_kb`); going over one is a Lua error naming it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    pub commands_per_call: usize,
+    pub mqtt_payload_bytes: usize,
+    pub store_value_bytes: usize,
+    pub store_keys: usize,
+    pub sms_chars: usize,
+    pub timers: usize,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        Self::from(&crate::config::LuaConfig::default())
+    }
 }
 
 impl From<&crate::config::LuaConfig> for HostOptions {
@@ -68,6 +95,28 @@ impl From<&crate::config::LuaConfig> for HostOptions {
             memory_limit_kb: c.memory_limit_kb,
             instruction_limit: c.instruction_limit,
             country_code: None,
+            call_deadline_ms: c.call_deadline_ms,
+            caps: Caps {
+                commands_per_call: c.max_commands_per_call,
+                mqtt_payload_bytes: c.max_mqtt_payload_bytes,
+                store_value_bytes: c.max_store_value_bytes,
+                store_keys: c.max_store_keys,
+                sms_chars: c.max_sms_chars,
+                timers: c.max_timers,
+            },
+            max_duration_s: c.max_duration_s,
+            disabled_retry_s: c.disabled_retry_s,
+        }
+    }
+}
+
+impl HostOptions {
+    fn limits(&self) -> sandbox::Limits {
+        sandbox::Limits {
+            memory_limit_kb: self.memory_limit_kb,
+            instruction_limit: self.instruction_limit,
+            call_deadline: std::time::Duration::from_millis(self.call_deadline_ms),
+            commands_per_call: self.caps.commands_per_call,
         }
     }
 }
@@ -389,6 +438,7 @@ impl LuaHost {
         };
         match load(&self.opts, &self.shared, req) {
             Ok(script) => {
+                script.ctx().requested_outputs.clear();
                 tracing::info!(
                     script = name,
                     generation = script.generation,
@@ -1014,10 +1064,15 @@ impl LuaHost {
             let mut ctx = script.ctx();
             ctx.now = now;
             ctx.current = current;
+            ctx.commands_this_call = 0;
         }
         script.budget.reset();
         let result = arg.to_lua(&script.lua).and_then(|a| f.call::<Value>(a));
-        script.ctx().current = Current::default();
+        {
+            let mut ctx = script.ctx();
+            ctx.current = Current::default();
+            ctx.requested_outputs.clear();
+        }
         match result {
             Ok(value) => {
                 script.consecutive_failures = 0;
@@ -1154,8 +1209,8 @@ fn load(
     let file = file_name(path);
     let source = std::fs::read_to_string(path)
         .map_err(|e| format!("{file}: cannot read {}: {e}", path.display()))?;
-    let (lua, budget) = sandbox::new_state(opts.memory_limit_kb, opts.instruction_limit)
-        .map_err(|e| describe(&e, &file, opts))?;
+    let (lua, budget) =
+        sandbox::new_state(opts.limits()).map_err(|e| describe(&e, &file, opts))?;
     let ctx = Arc::new(Mutex::new(ScriptCtx {
         kind,
         name: name.to_string(),
@@ -1165,11 +1220,18 @@ fn load(
         store,
         timers: BTreeMap::new(),
         next_timer_id: 0,
+        commands_this_call: 0,
+        requested_outputs: BTreeMap::new(),
     }));
     let api = ApiContext {
         shared: Arc::clone(shared),
         script: Arc::clone(&ctx),
         config: Arc::new(config.clone()),
+        limits: api::ApiLimits {
+            caps: opts.caps,
+            max_duration: std::time::Duration::from_secs(opts.max_duration_s),
+        },
+        budget: Arc::clone(&budget),
     };
     api::register_all(&lua, &api).map_err(|e| describe(&e, &file, opts))?;
 

@@ -127,9 +127,8 @@ pub async fn spawn_scripts<S: CommandSink + Send + 'static>(
 
 fn host_options(cfg: &Config) -> HostOptions {
     HostOptions {
-        memory_limit_kb: cfg.lua.memory_limit_kb,
-        instruction_limit: cfg.lua.instruction_limit,
         country_code: cfg.country_code().map(str::to_string),
+        ..HostOptions::from(&cfg.lua)
     }
 }
 

@@ -19,6 +19,7 @@ pub(super) fn opts() -> HostOptions {
         memory_limit_kb: 4096,
         instruction_limit: 1_000_000,
         country_code: Some("44".into()),
+        ..HostOptions::default()
     }
 }
 
@@ -668,7 +669,7 @@ fn huge_string_rep_is_stopped() {
 #[test]
 fn growing_table_is_stopped() {
     assert_stopped_and_next_dispatch_works(
-        "local t = {} while true do t[#t + 1] = ('x'):rep(100) .. #t end",
+        "local t = {} while true do t[#t + 1] = ('x'):rep(1000) .. #t end",
         "memory",
     );
 }
