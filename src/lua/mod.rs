@@ -1383,6 +1383,8 @@ fn check(
 }
 
 #[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
 mod rule_tests;
 #[cfg(test)]
 mod tests;

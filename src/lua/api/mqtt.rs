@@ -46,7 +46,6 @@ pub(crate) fn register(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
                         ))
                     }
                 };
-                c.charge_bytes(lua, "gw.mqtt.publish", payload.len())?;
                 if payload.len() > cap {
                     return Err(lua_error(
                         lua,
@@ -56,6 +55,8 @@ pub(crate) fn register(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
                         ),
                     ));
                 }
+                // Serialising was work outside the VM: charged by what it produced.
+                c.charge_bytes(lua, "gw.mqtt.publish", payload.len())?;
                 c.try_emit(
                     lua,
                     "gw.mqtt.publish",
