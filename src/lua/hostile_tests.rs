@@ -158,9 +158,9 @@ fn string_and_utf8_functions_are_charged_by_size() {
         "local s = ('9'):rep(1e6) while true do local n = tonumber(s) end",
         "local t = {} for i = 1, 1e4 do t[i] = 0x10FFFF end while true do local s = utf8.char(table.unpack(t)) end",
         "local s = ('é'):rep(1e6) while true do local n = utf8.len(s) end",
-        "local s = ('x'):rep(3e6) while true do local n = s:find('y', 1, true) end",
-        "local s = 'return ' .. ('1+'):rep(1e6) .. '1' load(s)",
-        "local t = {} for i = 1, 1e5 do t[i] = {} end while true do collectgarbage() end",
+        "local s = ('x'):rep(1e6) while true do local n = s:find('y', 1, true) end",
+        "local s = 'return ' .. ('1+'):rep(2e5) .. '1' while true do load(s) end",
+        "local t = {} for i = 1, 2e4 do t[i] = {} end while true do collectgarbage() end",
     ] {
         stopped(body, BUDGET);
     }
