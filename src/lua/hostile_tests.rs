@@ -3,6 +3,8 @@
 //! with an error naming the limit, and the next message is handled normally. Their time to
 //! error is measured by `cargo bench --bench lua_hostile`.
 
+use std::collections::BTreeMap;
+
 use super::tests::{send, Fixture, MASTER};
 use super::*;
 
@@ -286,4 +288,87 @@ fn outputs_read_as_confirmed_by_the_gpio_owner_after_the_call() {
     };
     f.host.dispatch_event(&confirmed, f.t0);
     assert_eq!(f.sms(MASTER, "get").commands, vec![send(MASTER, "true")]);
+}
+
+#[test]
+fn overruns_on_oversize_sms_do_not_disable_a_plugin() {
+    let mut f = Fixture::new();
+    f.load(
+        "p",
+        "return { sms = function(m)
+            if #m.text > 200 then while true do end end
+            gw.sms.reply('ok') return true end }",
+    );
+    let long = "x".repeat(300);
+    for _ in 0..10 {
+        let d = f.sms(MASTER, &long);
+        assert_eq!(d.errors.len(), 1, "{:?}", d.errors);
+        assert!(d.statuses.is_empty(), "{:?}", d.statuses);
+    }
+    assert_eq!(f.sms(MASTER, "hi").commands, vec![send(MASTER, "ok")]);
+}
+
+#[test]
+fn a_disabled_plugin_is_tried_again_after_its_cool_down() {
+    let mut f = Fixture::with(HostOptions {
+        disabled_retry_s: 600,
+        ..super::tests::opts()
+    });
+    f.load(
+        "p",
+        "return { sms = function(m)
+            if m.text == 'bad' then error('broken') end
+            gw.sms.reply('ok') return true end }",
+    );
+    for _ in 0..5 {
+        f.sms(MASTER, "bad");
+    }
+    assert_eq!(f.host.status("p").and_then(|s| s.error).is_some(), true);
+    assert!(f.sms(MASTER, "hi").commands.is_empty(), "disabled");
+    assert_eq!(f.host.poll_timeout(), Some(f.at(600)));
+
+    let sms = IncomingSms {
+        id: 13,
+        from: MASTER.into(),
+        text: "hi".into(),
+        time: None,
+        incomplete: false,
+    };
+    let d = f.host.dispatch_sms(&sms, f.at(600));
+    assert_eq!(d.commands, vec![send(MASTER, "ok")]);
+    assert!(
+        d.statuses.iter().any(|s| s.name == "p" && s.error.is_none()),
+        "{:?}",
+        d.statuses
+    );
+}
+
+#[test]
+fn a_quarantined_sms_reaches_rules_as_failed_and_no_plugin() {
+    let mut f = Fixture::new();
+    f.load(
+        "p",
+        "return { sms = function(m) gw.sms.reply('plugin') return true end }",
+    );
+    let rule = f.write(
+        "rule_r",
+        "return { on = { sms = true }, execute = function(gw, ev)
+            gw.sms.reply('failed: ' .. tostring(ev.failed) .. ' ' .. tostring(ev.handled_by)) end }",
+    );
+    let status = f
+        .host
+        .load_rule("r", &rule, &serde_json::json!({}), BTreeMap::new(), f.t0);
+    assert_eq!(status.error, None);
+    let sms = IncomingSms {
+        id: 14,
+        from: MASTER.into(),
+        text: "POISON".into(),
+        time: None,
+        incomplete: false,
+    };
+    let d = f.host.dispatch_failed_sms(&sms, "cut off 3 times", f.t0);
+    assert_eq!(
+        d.commands,
+        vec![send(MASTER, "failed: cut off 3 times nil")]
+    );
 }

@@ -61,3 +61,64 @@ impl Store {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{InboxInsert, NewInboxSms};
+    use super::*;
+    use crate::config::SmsConfig;
+
+    fn store_with_one_sms() -> (Store, i64) {
+        let mut store = match Store::open_in_memory(SmsConfig::default()) {
+            Ok(s) => s,
+            Err(e) => panic!("store: {e}"),
+        };
+        let msg = NewInboxSms {
+            pdu_hash: "h1".into(),
+            from: "+447700900123".into(),
+            text: "POISON".into(),
+            sent_at: None,
+            incomplete: false,
+        };
+        match store.inbox_insert(&msg) {
+            Ok(InboxInsert::New(id)) => (store, id),
+            other => panic!("insert: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_dispatch_is_counted_and_the_last_failure_is_kept() {
+        let (mut store, id) = store_with_one_sms();
+        let first = store.inbox_begin_dispatch(id).ok().flatten();
+        assert_eq!(
+            first,
+            Some(DispatchAttempt {
+                attempts: 1,
+                last_error: None
+            })
+        );
+        assert!(store.inbox_dispatch_failed(id, "disk full").is_ok());
+        let second = store.inbox_begin_dispatch(id).ok().flatten();
+        assert_eq!(
+            second,
+            Some(DispatchAttempt {
+                attempts: 2,
+                last_error: Some("disk full".into())
+            })
+        );
+    }
+
+    #[test]
+    fn a_quarantined_sms_is_delivered_and_never_dispatched_again() {
+        let (mut store, id) = store_with_one_sms();
+        assert!(store.inbox_begin_dispatch(id).is_ok());
+        assert!(store.inbox_quarantine(id, "cut off 3 times").is_ok());
+        assert_eq!(store.inbox_delivered(id).ok(), Some(Some(true)));
+        assert_eq!(store.inbox_begin_dispatch(id).ok(), Some(None));
+        assert!(store
+            .inbox_undelivered()
+            .is_ok_and(|rows| rows.iter().all(|r| r.id != id)));
+        // Quarantining twice finds nothing to change.
+        assert!(store.inbox_quarantine(id, "again").is_err());
+    }
+}
