@@ -14,14 +14,23 @@ use gsmgw::lua::{HostOptions, LuaHost, World};
 
 /// Each shape, by the SMS text that triggers it.
 const SHAPES: &[(&str, &str)] = &[
-    ("find .-.-.-.-.-x on 40 000 a", r#"("a"):rep(40000):find(".-.-.-.-.-x")"#),
+    (
+        "find .-.-.-.-.-x on 40 000 a",
+        r#"("a"):rep(40000):find(".-.-.-.-.-x")"#,
+    ),
     (
         "trim ^%s*(.-)%s*$ on 39 000 spaces",
         r#"("x" .. (" "):rep(39000) .. "x"):match("^%s*(.-)%s*$")"#,
     ),
-    ("gsub backtracking", r#"(("a"):rep(40000)):gsub(".-.-.-x", "")"#),
+    (
+        "gsub backtracking",
+        r#"(("a"):rep(40000)):gsub(".-.-.-x", "")"#,
+    ),
     ("string.rep('', 2^60)", r#"string.rep("", 2^60)"#),
-    ("table.move over maxinteger", "table.move({}, 1, math.maxinteger, 2)"),
+    (
+        "table.move over maxinteger",
+        "table.move({}, 1, math.maxinteger, 2)",
+    ),
     (
         "table.concat 1e12 via __index",
         "table.concat(setmetatable({}, {__index = function() return 'x' end}), '', 1, 1e12)",
@@ -31,7 +40,10 @@ const SHAPES: &[(&str, &str)] = &[
         "string.format %s of 4 MB in a loop",
         "local s = ('x'):rep(4e6) while true do local t = string.format('%s', s) end",
     ),
-    ("setmetatable with __gc", "setmetatable({}, {__gc = function() while true do end end})"),
+    (
+        "setmetatable with __gc",
+        "setmetatable({}, {__gc = function() while true do end end})",
+    ),
     (
         "compare two 4 MB strings in a loop (deadline)",
         "local a, b = ('x'):rep(4e6), ('x'):rep(4e6) while true do local same = a == b end",
@@ -44,7 +56,10 @@ const SHAPES: &[(&str, &str)] = &[
         "gw.mqtt.publish in a loop (command cap)",
         "while true do gw.mqtt.publish('t', 'x') end",
     ),
-    ("gw.timer.after(1e19)", "gw.timer.after(1e19, function() end)"),
+    (
+        "gw.timer.after(1e19)",
+        "gw.timer.after(1e19, function() end)",
+    ),
     ("while true do end", "while true do end"),
 ];
 

@@ -735,12 +735,27 @@ impl Config {
         }
         let lua = &self.lua;
         if !(10..=60_000).contains(&lua.call_deadline_ms) {
-            bad("lua.call_deadline_ms", "must be between 10 and 60000".into());
+            bad(
+                "lua.call_deadline_ms",
+                "must be between 10 and 60000".into(),
+            );
         }
         for (key, value, range) in [
-            ("lua.max_commands_per_call", lua.max_commands_per_call, 1..=100_000),
-            ("lua.max_mqtt_payload_bytes", lua.max_mqtt_payload_bytes, 1..=16 << 20),
-            ("lua.max_store_value_bytes", lua.max_store_value_bytes, 1..=16 << 20),
+            (
+                "lua.max_commands_per_call",
+                lua.max_commands_per_call,
+                1..=100_000,
+            ),
+            (
+                "lua.max_mqtt_payload_bytes",
+                lua.max_mqtt_payload_bytes,
+                1..=16 << 20,
+            ),
+            (
+                "lua.max_store_value_bytes",
+                lua.max_store_value_bytes,
+                1..=16 << 20,
+            ),
             ("lua.max_store_keys", lua.max_store_keys, 1..=1_000_000),
             ("lua.max_sms_chars", lua.max_sms_chars, 1..=100_000),
             ("lua.max_timers", lua.max_timers, 1..=1_000_000),
@@ -754,13 +769,22 @@ impl Config {
         }
         // Ten years: far beyond any timer anyone needs, far below what overflows an instant.
         if !(1..=315_360_000).contains(&lua.max_duration_s) {
-            bad("lua.max_duration_s", "must be between 1 and 315360000".into());
+            bad(
+                "lua.max_duration_s",
+                "must be between 1 and 315360000".into(),
+            );
         }
         if !(1..=100).contains(&lua.max_dispatch_attempts) {
-            bad("lua.max_dispatch_attempts", "must be between 1 and 100".into());
+            bad(
+                "lua.max_dispatch_attempts",
+                "must be between 1 and 100".into(),
+            );
         }
         if !(1..=315_360_000).contains(&lua.disabled_retry_s) {
-            bad("lua.disabled_retry_s", "must be between 1 and 315360000".into());
+            bad(
+                "lua.disabled_retry_s",
+                "must be between 1 and 315360000".into(),
+            );
         }
         if self.lua.lockout_failures == 0 || self.lua.lockout_seconds == 0 {
             bad(

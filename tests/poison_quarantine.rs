@@ -109,7 +109,11 @@ fn signal(child: &mut Child, sig: Signal) {
 }
 
 /// Waits for the command starting with `prefix`, recording the texts sent meanwhile.
-async fn command(events: &mut mpsc::UnboundedReceiver<SimEvent>, prefix: &str, sent: &mut Vec<String>) {
+async fn command(
+    events: &mut mpsc::UnboundedReceiver<SimEvent>,
+    prefix: &str,
+    sent: &mut Vec<String>,
+) {
     within(20, &format!("the gateway to send {prefix}"), async {
         while let Some(ev) = events.recv().await {
             match ev {
@@ -155,11 +159,15 @@ async fn a_message_that_stalls_dispatch_is_quarantined_and_later_sms_are_handled
         }
         // Stuck in its dispatch once the attempt is counted (the count is committed before
         // the plugin runs); the watchdog's kill is the only way out.
-        within(30, &format!("dispatch attempt {attempt} to be counted"), async {
-            while attempts(&db, "POISON") < attempt {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
+        within(
+            30,
+            &format!("dispatch attempt {attempt} to be counted"),
+            async {
+                while attempts(&db, "POISON") < attempt {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+        )
         .await;
         signal(&mut child, Signal::SIGKILL);
         child.wait().expect("the killed gateway is reaped");
@@ -204,7 +212,9 @@ async fn a_message_that_stalls_dispatch_is_quarantined_and_later_sms_are_handled
         .expect("the poison row");
     assert!(delivered && quarantined, "quarantined as delivered");
     assert!(
-        error.as_deref().is_some_and(|e| e.contains("cut off 3 times")),
+        error
+            .as_deref()
+            .is_some_and(|e| e.contains("cut off 3 times")),
         "{error:?}"
     );
     assert!(

@@ -25,8 +25,9 @@ fn stopped(body: &str, expected: &str) {
     let d = f.sms(MASTER, "bomb");
     let next = f.sms(MASTER, "hello");
     assert!(
-        d.errors.first().is_some_and(|e| e.starts_with("p.lua")
-            && expected.split('|').any(|x| e.contains(x))),
+        d.errors
+            .first()
+            .is_some_and(|e| e.starts_with("p.lua") && expected.split('|').any(|x| e.contains(x))),
         "{body}: {:?}",
         d.errors
     );
@@ -122,7 +123,8 @@ fn patterns_give_the_same_results_as_the_c_library() {
         let theirs = run(&reference, code);
         let ours = run(&sandbox, code);
         // An error is an error, whatever its wording.
-        let same = ours == theirs || (code.starts_with("return pcall") && ours.starts_with("Boolean(false)"));
+        let same = ours == theirs
+            || (code.starts_with("return pcall") && ours.starts_with("Boolean(false)"));
         assert!(same, "{code}\n  C library: {theirs}\n  ours:      {ours}");
     }
 }
@@ -323,7 +325,7 @@ fn a_disabled_plugin_is_tried_again_after_its_cool_down() {
     for _ in 0..5 {
         f.sms(MASTER, "bad");
     }
-    assert_eq!(f.host.status("p").and_then(|s| s.error).is_some(), true);
+    assert!(f.host.status("p").and_then(|s| s.error).is_some());
     assert!(f.sms(MASTER, "hi").commands.is_empty(), "disabled");
     assert_eq!(f.host.poll_timeout(), Some(f.at(600)));
 
@@ -337,7 +339,9 @@ fn a_disabled_plugin_is_tried_again_after_its_cool_down() {
     let d = f.host.dispatch_sms(&sms, f.at(600));
     assert_eq!(d.commands, vec![send(MASTER, "ok")]);
     assert!(
-        d.statuses.iter().any(|s| s.name == "p" && s.error.is_none()),
+        d.statuses
+            .iter()
+            .any(|s| s.name == "p" && s.error.is_none()),
         "{:?}",
         d.statuses
     );

@@ -1329,8 +1329,7 @@ fn load(
     let file = file_name(path);
     let source = std::fs::read_to_string(path)
         .map_err(|e| format!("{file}: cannot read {}: {e}", path.display()))?;
-    let (lua, budget) =
-        sandbox::new_state(opts.limits()).map_err(|e| describe(&e, &file, opts))?;
+    let (lua, budget) = sandbox::new_state(opts.limits()).map_err(|e| describe(&e, &file, opts))?;
     let ctx = Arc::new(Mutex::new(ScriptCtx {
         kind,
         name: name.to_string(),

@@ -308,8 +308,7 @@ impl<'a> MatchState<'a> {
         for _ in 0..len as u64 / BYTES_PER_STEP {
             self.step()?;
         }
-        if self.src.len() - s >= len && self.src[cap.init..cap.init + len] == self.src[s..s + len]
-        {
+        if self.src.len() - s >= len && self.src[cap.init..cap.init + len] == self.src[s..s + len] {
             Ok(Some(s + len))
         } else {
             Ok(None)
@@ -344,16 +343,14 @@ impl<'a> MatchState<'a> {
                 b'$' if p + 1 == self.pat.len() => {
                     return Ok((s == self.src.len()).then_some(s));
                 }
-                b'%' if at(self.pat, p + 1) == b'b' => {
-                    match self.match_balance(s, p + 2)? {
-                        Some(next) => {
-                            s = next;
-                            p += 4;
-                            continue;
-                        }
-                        None => return Ok(None),
+                b'%' if at(self.pat, p + 1) == b'b' => match self.match_balance(s, p + 2)? {
+                    Some(next) => {
+                        s = next;
+                        p += 4;
+                        continue;
                     }
-                }
+                    None => return Ok(None),
+                },
                 b'%' if at(self.pat, p + 1) == b'f' => {
                     p += 2;
                     if at(self.pat, p) != b'[' {
@@ -509,7 +506,7 @@ impl Matcher {
         }
         let (anchor, pat) = match pat.first() {
             Some(b'^') => (true, &pat[1..]),
-            _ => (false, &pat[..]),
+            _ => (false, pat),
         };
         let mut ms = MatchState::new(src, pat, &self.budget);
         let mut s1 = init;
@@ -560,7 +557,8 @@ impl Matcher {
                 ms.reprep();
                 match ms.do_match(src, 0) {
                     Ok(Some(e)) if Some(e) != lastmatch => {
-                        ms.flush().map_err(|stop| this.stop("string.gmatch", stop))?;
+                        ms.flush()
+                            .map_err(|stop| this.stop("string.gmatch", stop))?;
                         let start = src;
                         src = e;
                         lastmatch = Some(e);
@@ -570,7 +568,8 @@ impl Matcher {
                     Err(stop) => return Err(this.stop("string.gmatch", stop)),
                 }
             }
-            ms.flush().map_err(|stop| this.stop("string.gmatch", stop))?;
+            ms.flush()
+                .map_err(|stop| this.stop("string.gmatch", stop))?;
             Ok(MultiValue::from_iter([Value::Nil]))
         })
     }
@@ -594,16 +593,17 @@ impl Matcher {
             }
         }
         let repl_text = match &repl {
-            Value::Integer(_) | Value::Number(_) | Value::String(_) => {
-                Some(lua.coerce_string(repl.clone())?.map(|s| s.as_bytes().to_vec()))
-            }
+            Value::Integer(_) | Value::Number(_) | Value::String(_) => Some(
+                lua.coerce_string(repl.clone())?
+                    .map(|s| s.as_bytes().to_vec()),
+            ),
             _ => None,
         }
         .flatten();
         let max_n = max_n.unwrap_or(src.len() as i64 + 1);
         let (anchor, pat) = match pat.first() {
             Some(b'^') => (true, &pat[1..]),
-            _ => (false, &pat[..]),
+            _ => (false, pat),
         };
         let mut ms = MatchState::new(src, pat, &self.budget);
         let mut out: Vec<u8> = Vec::new();

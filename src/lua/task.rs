@@ -305,7 +305,9 @@ impl<S: CommandSink> ScriptTask<S> {
         let max = self.cfg.lua.max_dispatch_attempts;
         if attempt.attempts > max {
             let error = attempt.last_error.unwrap_or_else(|| {
-                format!("its dispatch was cut off {max} times (the gateway stopped while handling it)")
+                format!(
+                    "its dispatch was cut off {max} times (the gateway stopped while handling it)"
+                )
             });
             self.quarantine(sms, error).await;
             return;
