@@ -22,6 +22,8 @@ use crate::store;
 /// one happens between two events: none is lost or handled twice.
 enum ScriptRequest {
     Reload(Reload),
+    /// SIGHUP with a re-read config: the script sections of `cfg` take over.
+    Reconfigure(Box<Config>),
     /// Run the due timers and every queued event (and what they cause), then report.
     Flush(oneshot::Sender<FlushReport>),
 }
@@ -45,6 +47,15 @@ impl ScriptsHandle {
     /// Queues a reload, handled between two events; false when the script task has ended.
     pub fn reload(&self, reload: Reload) -> bool {
         self.requests.send(ScriptRequest::Reload(reload)).is_ok()
+    }
+
+    /// Hands the task a re-read config: its plugin list and order, rule list, script folders
+    /// and `[plugins.*]`/`[rules.*]` sections take effect, every script is reloaded, and
+    /// scripts no longer listed are unloaded. False when the task has ended.
+    pub fn reconfigure(&self, cfg: Config) -> bool {
+        self.requests
+            .send(ScriptRequest::Reconfigure(Box::new(cfg)))
+            .is_ok()
     }
 
     /// Waits until the task has run its due timers and handled every event queued so far;
@@ -179,6 +190,7 @@ impl<S: CommandSink> ScriptTask<S> {
                 // Before events: a reload takes effect from the next event on.
                 req = requests.recv(), if requests_open => match req {
                     Some(ScriptRequest::Reload(r)) => self.reload(r).await,
+                    Some(ScriptRequest::Reconfigure(cfg)) => self.reconfigure(*cfg).await,
                     Some(ScriptRequest::Flush(reply)) => {
                         let report = self.flush(&mut events).await;
                         let _ = reply.send(report);
@@ -464,6 +476,43 @@ impl<S: CommandSink> ScriptTask<S> {
             }
         };
         self.load_rule(name, data).await;
+    }
+
+    async fn reconfigure(&mut self, cfg: Config) {
+        let old = std::mem::replace(&mut self.cfg, cfg);
+        let rules: Vec<String> = self.cfg.rule_paths().into_iter().map(|(n, _)| n).collect();
+        let dropped_plugins = old
+            .lua
+            .plugins
+            .iter()
+            .filter(|n| !self.cfg.lua.plugins.contains(n));
+        let dropped_rules = old
+            .rule_paths()
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| !rules.contains(n));
+        let dropped: Vec<(ScriptKind, String)> = dropped_plugins
+            .map(|n| (ScriptKind::Plugin, n.clone()))
+            .chain(dropped_rules.map(|n| (ScriptKind::Rule, n)))
+            .collect();
+        for (kind, name) in dropped {
+            match kind {
+                ScriptKind::Plugin => self.host.unload(&name),
+                ScriptKind::Rule => self.host.unload_rule(&name),
+            }
+            let status = ScriptStatus {
+                kind,
+                name: name.clone(),
+                generation: 0,
+                error: Some(format!(
+                    "{name}.lua: no longer in the config (lua.{}); unloaded",
+                    kind.topic()
+                )),
+            };
+            self.sink.bus().publish(Event::Script(status));
+        }
+        self.host.set_order(&self.cfg.lua.plugins);
+        self.reload(Reload::All).await;
     }
 
     async fn reload(&mut self, reload: Reload) {
