@@ -636,9 +636,8 @@ pub fn check(path: &std::path::Path) -> CheckReport {
     report.lines.extend(gpio::describe(&cfg));
     check_devices(&cfg, path, &mut report);
     let opts = HostOptions {
-        memory_limit_kb: cfg.lua.memory_limit_kb,
-        instruction_limit: cfg.lua.instruction_limit,
         country_code: cfg.country_code().map(str::to_string),
+        ..HostOptions::from(&cfg.lua)
     };
     for (name, script) in cfg.plugin_paths() {
         if !script.is_file() {

@@ -138,9 +138,8 @@ pub async fn spawn_scripts<S: CommandSink + Send + 'static>(
 
 fn host_options(cfg: &Config) -> HostOptions {
     HostOptions {
-        memory_limit_kb: cfg.lua.memory_limit_kb,
-        instruction_limit: cfg.lua.instruction_limit,
         country_code: cfg.country_code().map(str::to_string),
+        ..HostOptions::from(&cfg.lua)
     }
 }
 
@@ -169,8 +168,16 @@ impl<S: CommandSink> ScriptTask<S> {
             self.handle_event(ev).await;
         }
         let mut requests_open = true;
+        // Set after an event: due timers run before the next event, so a long queue of
+        // events cannot starve them (and, the select being biased towards events, timers
+        // that are always due cannot starve events either).
+        let mut timers_turn = false;
         loop {
             let timer = self.host.poll_timeout().map(Instant::from_std);
+            if std::mem::take(&mut timers_turn) && timer.is_some_and(|t| t <= Instant::now()) {
+                self.run_timers().await;
+                continue;
+            }
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
@@ -191,7 +198,10 @@ impl<S: CommandSink> ScriptTask<S> {
                     None => requests_open = false,
                 },
                 ev = events.recv() => match ev {
-                    Some(ev) => self.handle_event(ev).await,
+                    Some(ev) => {
+                        self.handle_event(ev).await;
+                        timers_turn = true;
+                    }
                     None => break,
                 },
                 _ = sleep_until_some(timer) => self.run_timers().await,
@@ -291,6 +301,29 @@ impl<S: CommandSink> ScriptTask<S> {
                 return;
             }
         }
+        // Counted before the dispatch and committed: a crash, a kill or a stall during it
+        // leaves the count behind, so a message that keeps doing that is recognised.
+        let attempt = match self.sink.store().inbox_begin_dispatch(sms.id).await {
+            Ok(Some(attempt)) => attempt,
+            Ok(None) => {
+                tracing::debug!(inbox_id = sms.id, "SMS delivered meanwhile; not offered");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(inbox_id = sms.id, error = %e, "could not count a dispatch of an SMS; not delivered");
+                return;
+            }
+        };
+        let max = self.cfg.lua.max_dispatch_attempts;
+        if attempt.attempts > max {
+            let error = attempt.last_error.unwrap_or_else(|| {
+                format!(
+                    "its dispatch was cut off {max} times (the gateway stopped while handling it)"
+                )
+            });
+            self.quarantine(sms, error).await;
+            return;
+        }
         let mut d = self.host.dispatch_sms(&sms, Instant::now().into_std());
         if d.handled_by.is_none() {
             tracing::info!(from = %sms.from, "no plugin handled the SMS");
@@ -334,10 +367,35 @@ impl<S: CommandSink> ScriptTask<S> {
             }
             Err(e) => {
                 tracing::error!(inbox_id = sms.id, error = %e, "could not record an SMS as handled; it will be offered again at the next start");
+                let error = format!("its dispatch could not be recorded: {e}");
+                if let Err(e) = self.sink.store().inbox_dispatch_failed(sms.id, error).await {
+                    tracing::error!(inbox_id = sms.id, error = %e, "could not record why");
+                }
                 return;
             }
         }
         d.commands = rest;
+        self.finish_dispatch(d).await;
+    }
+
+    /// Takes an SMS out of dispatch for good: marked delivered as quarantined first (so that
+    /// a stall in what follows cannot bring it back), then published as failed and handed to
+    /// the rules, never to the plugins.
+    async fn quarantine(&mut self, sms: crate::bus::IncomingSms, error: String) {
+        tracing::error!(inbox_id = sms.id, from = %sms.from, "SMS quarantined: {error}");
+        if let Err(e) = self
+            .sink
+            .store()
+            .inbox_quarantine(sms.id, error.clone())
+            .await
+        {
+            tracing::error!(inbox_id = sms.id, error = %e, "could not quarantine an SMS; not delivered");
+            return;
+        }
+        let d = self
+            .host
+            .dispatch_failed_sms(&sms, &error, Instant::now().into_std());
+        self.sink.bus().publish(Event::SmsFailed { sms, error });
         self.finish_dispatch(d).await;
     }
 
