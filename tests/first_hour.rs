@@ -242,6 +242,8 @@ fn the_demo_state_command_prints_words_not_debug_dumps() {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port().to_string();
     let mut demo = Demo::start(dir.path(), &["--mqtt-port", &port]);
+    // The simulated modem registers shortly after start: its status on MQTT says when.
+    demo.expect("mqtt gsmgw/demo/modem {\"operator\":\"Sim Mobile\"");
     demo.type_line("state");
     // Not the banner's "  outputs: relay, …": the state command's line starts the line.
     let outputs = demo.expect("outputs: relay ");
