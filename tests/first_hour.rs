@@ -4,6 +4,9 @@
 //! command in README.md that can run here; the configs under `examples/` through
 //! `gsmgw check`.
 
+#[path = "support/mosquitto.rs"]
+mod mosquitto;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
@@ -176,6 +179,31 @@ fn mosquitto_sub_and_pub_with_their_default_client_ids_work_against_the_demo() {
     );
     demo.expect("  output relay ON");
     demo.expect("mqtt gsmgw/demo/output/relay ON");
+}
+
+#[test]
+fn the_demo_uses_an_existing_broker_given_with_mqtt_url() {
+    let Some(broker) = mosquitto::Mosquitto::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = broker.url();
+    let mut demo = Demo::start(dir.path(), &["--mqtt-url", &url]);
+    let banner = demo.seen.join("\n");
+    assert!(banner.contains(&format!("MQTT on {url}")), "{banner}");
+    assert!(
+        !banner.contains("mosquitto_sub -p"),
+        "no embedded broker: {banner}"
+    );
+    // The gateway's retained state arrives through the user's broker.
+    demo.expect("mqtt gsmgw/demo/status online");
+    demo.type_line("input door on");
+    demo.expect("mqtt gsmgw/demo/input/door ON");
+    assert!(
+        broker.wait_for_log("gsmgw-demo"),
+        "the broker never saw the gateway:\n{}",
+        broker.log()
+    );
 }
 
 #[test]
