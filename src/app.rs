@@ -563,22 +563,30 @@ async fn reload_on_sighup(
 /// section but the scripts' (`lua.plugins`, `lua.rules`, the script folders, `[plugins.*]`,
 /// `[rules.*]`, which SIGHUP applies).
 pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
-    // Debug shows every field (secrets redacted, so a changed secret is named by section
-    // only if something else there changed too: a known limit, see docs).
+    // Debug shows every field, but secrets redacted: those are compared on their own.
     fn differs<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
         format!("{a:?}") != format!("{b:?}")
     }
     let mut out = Vec::new();
     let sections: [(&str, bool); 9] = [
         ("[gateway]", differs(&old.gateway, &new.gateway)),
-        ("[modem]", differs(&old.modem, &new.modem)),
+        (
+            "[modem]",
+            differs(&old.modem, &new.modem) || old.modem.pin != new.modem.pin,
+        ),
         ("[sms]", differs(&old.sms, &new.sms)),
         ("[gpio]", differs(&old.gpio, &new.gpio)),
         ("[outputs]", differs(&old.outputs, &new.outputs)),
         ("[inputs]", differs(&old.inputs, &new.inputs)),
         ("[store]", differs(&old.store, &new.store)),
-        ("[mqtt]", differs(&old.mqtt, &new.mqtt)),
-        ("[alarm]", differs(&old.alarm, &new.alarm)),
+        (
+            "[mqtt]",
+            differs(&old.mqtt, &new.mqtt) || old.mqtt.password != new.mqtt.password,
+        ),
+        (
+            "[alarm]",
+            differs(&old.alarm, &new.alarm) || old.alarm.code != new.alarm.code,
+        ),
     ];
     out.extend(
         sections

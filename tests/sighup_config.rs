@@ -153,3 +153,13 @@ async fn sighup_rereads_the_config_applies_script_sections_and_names_what_needs_
     })
     .await;
 }
+
+#[test]
+fn a_changed_secret_is_named_as_needing_a_restart_and_a_script_section_is_not() {
+    let load = |text: &str| gsmgw::config::Config::from_toml(text, "t.toml").expect("valid");
+    let base = load("[modem]\npin = \"1111\"\n[plugins.x]\nword = \"one\"\n");
+    let pin = load("[modem]\npin = \"2222\"\n[plugins.x]\nword = \"one\"\n");
+    let section = load("[modem]\npin = \"1111\"\n[plugins.x]\nword = \"two\"\n");
+    assert_eq!(gsmgw::app::needs_restart(&base, &pin), vec!["[modem]"]);
+    assert!(gsmgw::app::needs_restart(&base, &section).is_empty());
+}
