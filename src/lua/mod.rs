@@ -1395,6 +1395,8 @@ fn check(
 }
 
 #[cfg(test)]
+mod auth_tests;
+#[cfg(test)]
 mod rule_tests;
 #[cfg(test)]
 mod tests;
