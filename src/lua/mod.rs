@@ -663,7 +663,15 @@ impl LuaHost {
     /// reaches the rules only (it cannot be answered nor held to account).
     pub fn dispatch_sms(&mut self, sms: &IncomingSms, now: Instant) -> Dispatch {
         self.expire_lockouts(now);
-        if self.is_locked_out(&sms.from, now) {
+        let locked = {
+            let shared = self.shared();
+            shared
+                .sender_key_of_kind(&sms.from, sms.sender_kind)
+                .is_some_and(|key| {
+                    shared.lockouts.is_locked(&key, now) && !shared.enrolment.is_enrolled(&key)
+                })
+        };
+        if locked {
             tracing::debug!(from = %sms.from, "SMS ignored: the sender is locked out");
             return self.finish(Dispatch::default());
         }
