@@ -37,6 +37,7 @@ impl Crc {
             memory_limit_kb: 16 * 1024,
             instruction_limit: 10_000_000,
             country_code: Some("44".into()),
+            ..HostOptions::default()
         };
         let world = World {
             outputs: BTreeMap::from([("relay".to_string(), false)]),
