@@ -757,6 +757,9 @@ impl LuaHost {
             failed: None,
         };
         self.run_rules(&ev, now, &mut out);
+        let marks = self.shared().sms_marks.take().unwrap_or_default();
+        out.secrets = marks.secrets;
+        out.credential_bearing = marks.credential_bearing;
         self.finish(out)
     }
 
@@ -776,9 +779,6 @@ impl LuaHost {
             failed: Some(error.to_string()),
         };
         self.run_rules(&ev, now, &mut out);
-        let marks = self.shared().sms_marks.take().unwrap_or_default();
-        out.secrets = marks.secrets;
-        out.credential_bearing = marks.credential_bearing;
         self.finish(out)
     }
 
