@@ -593,7 +593,7 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
         format!("{a:?}") != format!("{b:?}")
     }
     let mut out = Vec::new();
-    let sections: [(&str, bool); 9] = [
+    let sections: [(&str, bool); 10] = [
         ("[gateway]", differs(&old.gateway, &new.gateway)),
         (
             "[modem]",
@@ -612,6 +612,7 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
             "[alarm]",
             differs(&old.alarm, &new.alarm) || old.alarm.code != new.alarm.code,
         ),
+        ("[security]", differs(&old.security, &new.security)),
     ];
     out.extend(
         sections
@@ -619,31 +620,16 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
             .filter(|(_, changed)| *changed)
             .map(|(name, _)| name.to_string()),
     );
-    let (a, b) = (&old.lua, &new.lua);
-    let lua: [(&str, bool); 5] = [
-        (
-            "lua.memory_limit_kb",
-            a.memory_limit_kb != b.memory_limit_kb,
-        ),
-        (
-            "lua.instruction_limit",
-            a.instruction_limit != b.instruction_limit,
-        ),
-        ("lua.hot_reload", a.hot_reload != b.hot_reload),
-        (
-            "lua.lockout_failures",
-            a.lockout_failures != b.lockout_failures,
-        ),
-        (
-            "lua.lockout_seconds",
-            a.lockout_seconds != b.lockout_seconds,
-        ),
-    ];
-    out.extend(
-        lua.into_iter()
-            .filter(|(_, changed)| *changed)
-            .map(|(name, _)| name.to_string()),
-    );
+    // Of [lua], SIGHUP applies the lists and folders; any other key needs a restart.
+    let mut applied = old.lua.clone();
+    applied.plugins = new.lua.plugins.clone();
+    applied.rules = new.lua.rules.clone();
+    applied.plugins_dir = new.lua.plugins_dir.clone();
+    applied.plugin_path = new.lua.plugin_path.clone();
+    applied.rules_dir = new.lua.rules_dir.clone();
+    if differs(&applied, &new.lua) {
+        out.push("[lua] (other than plugins, rules and their folders)".to_string());
+    }
     out
 }
 

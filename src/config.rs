@@ -1006,7 +1006,12 @@ impl Config {
 /// Keys whose environment value is a comma-separated list (`GSMGW_LUA__PLUGINS=david,alpha`);
 /// every list of plain values in the config (a test in `tests/config_reference.rs` keeps
 /// this complete).
-pub const ENV_LIST_KEYS: &[&str] = &["lua.plugins", "lua.plugin_path", "lua.rules"];
+pub const ENV_LIST_KEYS: &[&str] = &[
+    "lua.plugins",
+    "lua.plugin_path",
+    "lua.rules",
+    "security.alert_to",
+];
 
 /// A problem with a key set from the environment names the variable, which is what the user
 /// has to fix (the file may not mention the key at all).
