@@ -41,8 +41,9 @@ use sandbox::Budget;
 const MAX_CONSECUTIVE_FAILURES: u32 = 5;
 
 /// The hooks a plugin table may have; anything else in it is ignored.
-const HOOK_NAMES: [&str; 7] = [
+const HOOK_NAMES: [&str; 8] = [
     "sms",
+    "unhandled",
     "call",
     "call_ended",
     "input",
@@ -107,6 +108,9 @@ pub struct Dispatch {
     pub statuses: Vec<ScriptStatus>,
     /// Events the host raised (a sender locked out), to publish on the bus.
     pub events: Vec<Event>,
+    /// True when a script called `gw.auth.fail` or `gw.sms.secret` while the SMS was
+    /// dispatched: it carries a credential, so it is never forwarded.
+    pub credential_bearing: bool,
 }
 
 /// One loaded generation of a script.
@@ -523,13 +527,43 @@ impl LuaHost {
             reply_to: Some(sms.from.clone()),
             call_id: None,
         };
-        let mut out = self.offer("sms", &HookArg::Sms(sms), current, now);
+        self.shared().credential_bearing = false;
+        let mut out = self.offer("sms", &HookArg::Sms(sms), current.clone(), now);
         let ev = RuleEvent::Sms {
             sms: sms.clone(),
             handled_by: out.handled_by.clone(),
         };
         self.run_rules(&ev, now, &mut out);
+        out.credential_bearing = std::mem::take(&mut self.shared().credential_bearing);
+        if out.handled_by.is_none() && !out.credential_bearing {
+            self.offer_unhandled(sms, current, now, &mut out);
+        }
         self.finish(out)
+    }
+
+    /// Forwarding is decided here, after every plugin and rule has seen the SMS, and not by a
+    /// plugin that runs first: only then is it known that nobody handled it and that no script
+    /// found a credential in it. Every plugin with an `unhandled` hook gets it, in order.
+    fn offer_unhandled(
+        &mut self,
+        sms: &IncomingSms,
+        current: Current,
+        now: Instant,
+        out: &mut Dispatch,
+    ) {
+        for name in self.plugin_names() {
+            self.call_hook(
+                &name,
+                "unhandled",
+                &HookArg::Sms(sms),
+                current.clone(),
+                now,
+                out,
+            );
+        }
+        // A hook that finds a credential after all cannot unsend what an earlier one sent;
+        // the flag is still reported so that the message is masked and stored as such.
+        out.credential_bearing |= std::mem::take(&mut self.shared().credential_bearing);
     }
 
     /// Offers `call` to each plugin in order, then to the rules, like [`LuaHost::dispatch_sms`].
@@ -1324,3 +1358,5 @@ fn check(
 mod rule_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod unhandled_tests;

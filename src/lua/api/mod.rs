@@ -9,6 +9,7 @@ mod alarm;
 mod auth;
 mod call;
 mod config;
+mod credentials;
 mod input;
 mod log;
 mod modem;
@@ -54,6 +55,9 @@ pub(crate) struct Shared {
     pub next_request_id: u64,
     /// Requests whose callback waits for the result, by id.
     pub pending: BTreeMap<u64, Owner>,
+    /// Set by `gw.auth.fail` and `gw.sms.secret` during an SMS dispatch; the host resets it
+    /// before and reads it after (see `LuaHost::dispatch_sms`).
+    pub credential_bearing: bool,
 }
 
 impl Shared {
@@ -68,6 +72,7 @@ impl Shared {
             mqtt_connected: None,
             next_request_id: 0,
             pending: BTreeMap::new(),
+            credential_bearing: false,
         }
     }
 }
@@ -222,6 +227,8 @@ pub(crate) fn register_all(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
     alarm::register(lua, ctx)?;
     mqtt::register(lua, ctx)?;
     auth::register(lua, ctx)?;
+    // After `sms` and `auth`: it wraps functions they registered.
+    credentials::register(lua, ctx)?;
     Ok(())
 }
 
