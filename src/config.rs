@@ -269,6 +269,8 @@ pub struct LuaConfig {
     pub lockout_failures: u32,
     /// The lock-out window and duration, in seconds.
     pub lockout_seconds: u64,
+    /// Characters of an SMS text dialect plugins see (trimmed, then cut); rules see all.
+    pub plugin_text_limit: usize,
 }
 
 impl Default for LuaConfig {
@@ -285,6 +287,7 @@ impl Default for LuaConfig {
             rules: Vec::new(),
             lockout_failures: 5,
             lockout_seconds: 3600,
+            plugin_text_limit: crate::lua::PLUGIN_TEXT_LIMIT,
         }
     }
 }
@@ -697,6 +700,12 @@ impl Config {
         }
         if self.lua.instruction_limit < 10_000 {
             bad("lua.instruction_limit", "must be at least 10000".into());
+        }
+        if !(160..=100_000).contains(&self.lua.plugin_text_limit) {
+            bad(
+                "lua.plugin_text_limit",
+                "must be between 160 (one SMS) and 100000 characters".into(),
+            );
         }
         if self.lua.lockout_failures == 0 || self.lua.lockout_seconds == 0 {
             bad(

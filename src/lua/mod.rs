@@ -125,9 +125,35 @@ struct Script {
     budget: Arc<Budget>,
     ctx: Arc<Mutex<ScriptCtx>>,
     file: String,
+    /// The `lib/*.lua` files this script has `require`d (canonical paths), for hot reload.
+    libs: Libs,
     generation: u64,
     consecutive_failures: u32,
     disabled: bool,
+}
+
+/// The library files a script has required so far; shared with its `require`, which may run
+/// after loading too.
+type Libs = Arc<Mutex<Vec<std::path::PathBuf>>>;
+
+/// The default of `lua.plugin_text_limit`: the characters of SMS text a dialect plugin sees.
+pub const PLUGIN_TEXT_LIMIT: usize = 1600;
+
+/// Where `require` keeps the values of libraries already loaded (name → value).
+const LOADED_REGISTRY_KEY: &str = "gsmgw.loaded";
+
+/// Bytes a library file may have: far beyond any helper, small enough to read at once.
+const MAX_LIB_BYTES: u64 = 256 * 1024;
+
+/// What a dialect plugin sees of an SMS text: trimmed of outer white space and at most
+/// `limit` characters, so that its parsing costs a bounded time whatever arrives. Case and
+/// inner spacing are kept: some dialects' passwords depend on them.
+pub(crate) fn plugin_text(text: &str, limit: usize) -> &str {
+    let text = text.trim();
+    match text.char_indices().nth(limit) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
 }
 
 impl Script {
@@ -235,6 +261,8 @@ pub struct LuaHost {
     rules: BTreeMap<String, Script>,
     /// Preferred order; loaded plugins not in it come after, by name.
     order: Vec<String>,
+    /// `lua.plugin_text_limit`: characters of SMS text plugins see.
+    plugin_text_limit: usize,
 }
 
 impl LuaHost {
@@ -252,7 +280,32 @@ impl LuaHost {
             plugins: BTreeMap::new(),
             rules: BTreeMap::new(),
             order: Vec::new(),
+            plugin_text_limit: PLUGIN_TEXT_LIMIT,
         }
+    }
+
+    /// Sets how many characters of an SMS text dialect plugins see (`lua.plugin_text_limit`,
+    /// default [`PLUGIN_TEXT_LIMIT`]); rules always get the whole text.
+    pub fn set_plugin_text_limit(&mut self, limit: usize) {
+        self.plugin_text_limit = limit;
+    }
+
+    /// The loaded scripts that have required the library file `path` (reloaded when it
+    /// changes), plugins first.
+    pub fn dependents(&self, path: &Path) -> Vec<(ScriptKind, String)> {
+        let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        let plugins = self.plugins.iter().map(|(n, s)| (ScriptKind::Plugin, n, s));
+        let rules = self.rules.iter().map(|(n, s)| (ScriptKind::Rule, n, s));
+        plugins
+            .chain(rules)
+            .filter(|(_, _, s)| {
+                s.libs
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&path)
+            })
+            .map(|(kind, name, _)| (kind, name.clone()))
+            .collect()
     }
 
     fn shared(&self) -> MutexGuard<'_, Shared> {
@@ -528,7 +581,11 @@ impl LuaHost {
             call_id: None,
         };
         self.shared().credential_bearing = false;
-        let mut out = self.offer("sms", &HookArg::Sms(sms), current.clone(), now);
+        let for_plugins = IncomingSms {
+            text: plugin_text(&sms.text, self.plugin_text_limit).to_string(),
+            ..sms.clone()
+        };
+        let mut out = self.offer("sms", &HookArg::Sms(&for_plugins), current.clone(), now);
         let ev = RuleEvent::Sms {
             sms: sms.clone(),
             handled_by: out.handled_by.clone(),
@@ -536,7 +593,7 @@ impl LuaHost {
         self.run_rules(&ev, now, &mut out);
         out.credential_bearing = std::mem::take(&mut self.shared().credential_bearing);
         if out.handled_by.is_none() && !out.credential_bearing {
-            self.offer_unhandled(sms, current, now, &mut out);
+            self.offer_unhandled(&for_plugins, current, now, &mut out);
         }
         self.finish(out)
     }
@@ -1206,6 +1263,9 @@ fn load(
         config: Arc::new(config.clone()),
     };
     api::register_all(&lua, &api).map_err(|e| describe(&e, &file, opts))?;
+    let libs = Libs::default();
+    let lib_dir = path.parent().unwrap_or(Path::new(".")).join("lib");
+    register_require(&lua, lib_dir, Arc::clone(&libs)).map_err(|e| describe(&e, &file, opts))?;
 
     budget.reset();
     let returned: Value = lua
@@ -1222,6 +1282,7 @@ fn load(
         budget: Arc::clone(&budget),
         ctx,
         file: file.clone(),
+        libs,
         generation,
         consecutive_failures: 0,
         disabled: false,
@@ -1266,6 +1327,85 @@ fn load(
         }
     }
     Ok(script)
+}
+
+/// `require(name)`: runs `lib/<name>.lua` from beside the script once, in the script's own
+/// sandbox and under the budget of the call that requires it, and returns what it returned
+/// (`true` for nothing). Names are plain words, so no path leads out of `lib/`.
+fn register_require(lua: &Lua, lib_dir: std::path::PathBuf, libs: Libs) -> mlua::Result<()> {
+    lua.set_named_registry_value(LOADED_REGISTRY_KEY, lua.create_table()?)?;
+    let require = lua.create_function(move |lua, name: mlua::String| {
+        let name = name.to_str()?.to_string();
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid {
+            return Err(api::lua_error(
+                lua,
+                format!("require: {name:?} is not a library name (letters, digits, _ and -)"),
+            ));
+        }
+        let loaded: Table = lua.named_registry_value(LOADED_REGISTRY_KEY)?;
+        match loaded.raw_get::<Value>(name.as_str())? {
+            Value::Nil => {}
+            // Set while the library's own top level runs.
+            Value::LightUserData(_) => {
+                return Err(api::lua_error(
+                    lua,
+                    format!("require: lib/{name}.lua requires itself (a cycle)"),
+                ))
+            }
+            value => return Ok(value),
+        }
+        let path = lib_dir.join(format!("{name}.lua"));
+        let path = path.canonicalize().unwrap_or(path);
+        {
+            let mut libs = libs.lock().unwrap_or_else(|e| e.into_inner());
+            // Recorded before reading: creating a missing library later reloads the script.
+            if !libs.contains(&path) {
+                libs.push(path.clone());
+            }
+        }
+        let source = read_lib(&path).map_err(|e| {
+            api::lua_error(lua, format!("require: cannot read lib/{name}.lua: {e}"))
+        })?;
+        loaded.raw_set(
+            name.as_str(),
+            Value::LightUserData(mlua::LightUserData(std::ptr::null_mut())),
+        )?;
+        let value = lua
+            .load(source)
+            .set_name(format!("=lib/{name}.lua"))
+            .set_mode(ChunkMode::Text)
+            .eval::<Value>();
+        let value = match value {
+            Ok(Value::Nil) => Value::Boolean(true),
+            Ok(v) => v,
+            Err(e) => {
+                loaded.raw_set(name.as_str(), Value::Nil)?;
+                return Err(e);
+            }
+        };
+        loaded.raw_set(name.as_str(), &value)?;
+        Ok(value)
+    })?;
+    lua.globals().set("require", require)
+}
+
+fn read_lib(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut source = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_LIB_BYTES + 1)
+        .read_to_string(&mut source)?;
+    if source.len() as u64 > MAX_LIB_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_LIB_BYTES} bytes"
+        )));
+    }
+    Ok(source)
 }
 
 /// Schedules a freshly loaded rule's `on.timer` triggers and subscribes its `on.mqtt` topics.

@@ -99,6 +99,7 @@ pub async fn spawn_scripts<S: CommandSink + Send + 'static>(
         task.load_plugin(name, data).await;
     }
     task.host.set_order(&cfg.lua.plugins);
+    task.host.set_plugin_text_limit(cfg.lua.plugin_text_limit);
     task.host.set_lockout_policy(LockoutPolicy {
         failures: cfg.lua.lockout_failures,
         window: std::time::Duration::from_secs(cfg.lua.lockout_seconds),
@@ -442,6 +443,15 @@ impl<S: CommandSink> ScriptTask<S> {
                         error: Some(format!("{name}.lua: the file was removed; plugin unloaded")),
                     };
                     self.sink.bus().publish(Event::Script(status));
+                }
+            }
+            Reload::Library { path } => {
+                for (kind, name) in self.host.dependents(&path) {
+                    tracing::info!(script = %name, library = %path.display(), "library changed; reloading");
+                    match kind {
+                        ScriptKind::Plugin => self.reload_plugin(&name).await,
+                        ScriptKind::Rule => self.reload_rule(&name).await,
+                    }
                 }
             }
             Reload::Changed {

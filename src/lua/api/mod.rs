@@ -18,6 +18,7 @@ mod output;
 mod phone;
 mod sms;
 pub(crate) mod store;
+mod text;
 mod timer;
 
 use std::collections::BTreeMap;
@@ -227,6 +228,7 @@ pub(crate) fn register_all(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
     alarm::register(lua, ctx)?;
     mqtt::register(lua, ctx)?;
     auth::register(lua, ctx)?;
+    text::register(lua, ctx)?;
     // After `sms` and `auth`: it wraps functions they registered.
     credentials::register(lua, ctx)?;
     Ok(())
