@@ -108,9 +108,29 @@ pub struct Dispatch {
     pub statuses: Vec<ScriptStatus>,
     /// Events the host raised (a sender locked out), to publish on the bus.
     pub events: Vec<Event>,
-    /// True when a script called `gw.auth.fail` or `gw.sms.secret` while the SMS was
-    /// dispatched: it carries a credential, so it is never forwarded.
+    /// For an SMS: texts the scripts marked secret (`gw.sms.secret`), to mask wherever the
+    /// SMS is shown or kept (see [`mask`]).
+    pub secrets: Vec<String>,
+    /// For an SMS: it carries a credential (a secret was marked or `gw.auth.fail` counted
+    /// it); it is never forwarded.
     pub credential_bearing: bool,
+}
+
+/// What replaces a secret wherever an SMS is shown or kept.
+pub const MASK: &str = "***";
+
+/// `text` with every occurrence of each secret replaced by [`MASK`]; longer secrets first, so
+/// that one secret inside another leaves nothing of the longer one.
+pub fn mask(text: &str, secrets: &[String]) -> String {
+    let mut sorted: Vec<&String> = secrets.iter().filter(|s| !s.is_empty()).collect();
+    sorted.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let mut out = text.to_string();
+    for secret in sorted {
+        if out.contains(secret.as_str()) {
+            out = out.replace(secret.as_str(), MASK);
+        }
+    }
+    out
 }
 
 /// One loaded generation of a script.
@@ -178,8 +198,11 @@ enum HookArg<'a> {
     },
     /// A rule's `execute(gw, ev)`.
     Rule(&'a RuleEvent),
-    /// An asynchronous callback's `(ok, detail)`.
-    Outcome(&'a Result<String, String>),
+    /// An asynchronous callback's `(ok, detail)`; `detail` is nil when absent.
+    Outcome {
+        ok: bool,
+        detail: Option<&'a str>,
+    },
 }
 
 /// The fields of an SMS as scripts see them.
@@ -205,13 +228,12 @@ impl HookArg<'_> {
                 let gw: Value = lua.globals().raw_get("gw")?;
                 return Ok(MultiValue::from_iter([gw, Value::Table(ev.to_lua(lua)?)]));
             }
-            HookArg::Outcome(result) => {
-                let (ok, detail) = match result {
-                    Ok(d) => (true, d),
-                    Err(d) => (false, d),
+            HookArg::Outcome { ok, detail } => {
+                let detail = match detail {
+                    Some(d) => Value::String(lua.create_string(d)?),
+                    None => Value::Nil,
                 };
-                let detail = Value::String(lua.create_string(detail)?);
-                return Ok(MultiValue::from_iter([Value::Boolean(ok), detail]));
+                return Ok(MultiValue::from_iter([Value::Boolean(*ok), detail]));
             }
             _ => lua.create_table()?,
         };
@@ -229,7 +251,7 @@ impl HookArg<'_> {
                 t.set("state", *state)?;
                 t.set("by", *by)?;
             }
-            HookArg::None | HookArg::Rule(_) | HookArg::Outcome(_) => {}
+            HookArg::None | HookArg::Rule(_) | HookArg::Outcome { .. } => {}
         }
         Ok(MultiValue::from_iter([Value::Table(t)]))
     }
@@ -580,7 +602,7 @@ impl LuaHost {
             reply_to: Some(sms.from.clone()),
             call_id: None,
         };
-        self.shared().credential_bearing = false;
+        self.shared().sms_marks = Some(api::SmsMarks::default());
         let for_plugins = IncomingSms {
             text: plugin_text(&sms.text, self.plugin_text_limit).to_string(),
             ..sms.clone()
@@ -591,7 +613,9 @@ impl LuaHost {
             handled_by: out.handled_by.clone(),
         };
         self.run_rules(&ev, now, &mut out);
-        out.credential_bearing = std::mem::take(&mut self.shared().credential_bearing);
+        let marks = self.shared().sms_marks.take().unwrap_or_default();
+        out.secrets = marks.secrets;
+        out.credential_bearing = marks.credential_bearing;
         if out.handled_by.is_none() && !out.credential_bearing {
             self.offer_unhandled(&for_plugins, current, now, &mut out);
         }
@@ -618,9 +642,6 @@ impl LuaHost {
                 out,
             );
         }
-        // A hook that finds a credential after all cannot unsend what an earlier one sent;
-        // the flag is still reported so that the message is masked and stored as such.
-        out.credential_bearing |= std::mem::take(&mut self.shared().credential_bearing);
     }
 
     /// Offers `call` to each plugin in order, then to the rules, like [`LuaHost::dispatch_sms`].
@@ -720,7 +741,23 @@ impl LuaHost {
                 None,
             ),
             Event::UssdResult { id, result } | Event::MqttSession { id, result } => {
-                self.run_callback(*id, result, now, &mut out);
+                let (ok, detail) = match result {
+                    Ok(d) => (true, d),
+                    Err(d) => (false, d),
+                };
+                let arg = HookArg::Outcome {
+                    ok,
+                    detail: Some(detail),
+                };
+                self.run_callback(*id, &arg, now, &mut out);
+                return self.finish(out);
+            }
+            Event::AlarmResult { id, result } => {
+                let arg = HookArg::Outcome {
+                    ok: result.is_ok(),
+                    detail: result.as_ref().err().map(String::as_str),
+                };
+                self.run_callback(*id, &arg, now, &mut out);
                 return self.finish(out);
             }
             _ => return self.finish(out),
@@ -1014,13 +1051,7 @@ impl LuaHost {
     }
 
     /// Runs the callback waiting for request `id`, if its script's generation is still loaded.
-    fn run_callback(
-        &mut self,
-        id: u64,
-        result: &Result<String, String>,
-        now: Instant,
-        out: &mut Dispatch,
-    ) {
+    fn run_callback(&mut self, id: u64, arg: &HookArg, now: Instant, out: &mut Dispatch) {
         let Some(owner) = self.shared().pending.remove(&id) else {
             tracing::debug!(
                 id,
@@ -1044,13 +1075,12 @@ impl LuaHost {
             });
         match function {
             Ok(Some(f)) => {
-                let arg = HookArg::Outcome(result);
                 self.run(
                     owner.kind,
                     &owner.name,
                     &f,
-                    &arg,
-                    Current::default(),
+                    arg,
+                    owner.current.clone(),
                     now,
                     out,
                 );
@@ -1494,6 +1524,8 @@ fn check(
     load(opts, &shared, req).map(|_| ())
 }
 
+#[cfg(test)]
+mod marks_tests;
 #[cfg(test)]
 mod rule_tests;
 #[cfg(test)]
