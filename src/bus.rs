@@ -143,6 +143,24 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// Who asks the alarm panel, set by whoever routes the request and never taken from its
+/// content: trust is out of band, `by` is only a label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlarmSource {
+    /// A Lua dialect plugin or rule, named `plugin:<name>` / `rule:<name>`. Trusted: it
+    /// authenticates its own users (passwords, PINs, master numbers), so it needs no panel code.
+    Script(String),
+    /// MQTT, Home Assistant, the CLI: needs the panel's code when one is configured.
+    External,
+}
+
+impl AlarmSource {
+    /// True when the request may skip the panel's code (a given code is still checked).
+    pub fn trusted(&self) -> bool {
+        matches!(self, AlarmSource::Script(name) if !name.is_empty())
+    }
+}
+
 /// What can be asked of the alarm panel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AlarmAction {
@@ -178,6 +196,13 @@ pub enum Event {
     Alarm {
         state: AlarmState,
         by: Option<String>,
+    },
+    /// The panel's answer to [`Command::Alarm`] with `reply: Some(id)`: `Err` carries the
+    /// reason (`"zone_open:<zone>"`, `"code_required"`, `"wrong_code"`, `"not_configured"`,
+    /// `"busy"`).
+    AlarmResult {
+        id: u64,
+        result: Result<(), String>,
     },
     /// The answer to [`Command::Ussd`] with the same `id`.
     UssdResult {
@@ -219,6 +244,8 @@ pub enum Command {
         to: String,
         text: String,
         request_id: Option<String>,
+        /// May use the priority reserve of the caps (alarm, notify, security alerts).
+        priority: bool,
     },
     RejectCall {
         call_id: u64,
@@ -249,11 +276,17 @@ pub enum Command {
         id: u64,
         seconds: u64,
     },
-    /// Ask the alarm panel; `code` is checked when the panel has one.
+    /// Ask the alarm panel; `code` is checked when the panel has one and the source is not
+    /// trusted (a given code is always checked). With `reply`, the answer comes back as
+    /// [`Event::AlarmResult`] with that id.
     Alarm {
         action: AlarmAction,
+        /// Who asks, set by the router (the Lua host, the MQTT bridge), out of band.
+        source: AlarmSource,
+        /// A label for logs and `Event::Alarm` (a user name, a number); grants nothing.
         by: Option<String>,
         code: Option<Secret>,
+        reply: Option<u64>,
     },
     /// Send a USSD code (`*100#`); answered by [`Event::UssdResult`].
     Ussd {

@@ -200,6 +200,7 @@ impl CommandSink for SimSink {
         to: &str,
         text: &str,
         _request_id: Option<&str>,
+        _priority: bool,
     ) -> Result<(), String> {
         lock(&self.record).sms_sent.push(SentSms {
             to: to.to_string(),

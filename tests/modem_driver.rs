@@ -181,7 +181,7 @@ async fn a_stored_delivery_report_is_matched_to_its_outbox_row() {
     .await;
     let id = rig
         .modem
-        .queue_sms(SENDER, "report me", None)
+        .queue_sms(SENDER, "report me", None, false)
         .await
         .unwrap();
     // The sim stores the report (+CDSI); the driver reads it and then deletes it.
@@ -197,7 +197,7 @@ async fn a_direct_delivery_report_is_matched_to_its_outbox_row() {
     let mut rig = start(Setup::default()).await;
     let id = rig
         .modem
-        .queue_sms(SENDER, "no report asked", None)
+        .queue_sms(SENDER, "no report asked", None, false)
         .await
         .unwrap();
     next_matching(&mut rig.events, 10, "the SMS to be sent", |ev| match ev {
@@ -307,10 +307,13 @@ async fn a_capped_sms_is_recorded_failed_with_the_reason_and_published() {
         ..Default::default()
     })
     .await;
-    rig.modem.queue_sms(SENDER, "first", None).await.unwrap();
+    rig.modem
+        .queue_sms(SENDER, "first", None, false)
+        .await
+        .unwrap();
     let err = rig
         .modem
-        .queue_sms(SENDER, "second", Some("req-2"))
+        .queue_sms(SENDER, "second", Some("req-2"), false)
         .await
         .expect_err("capped");
     let ModemError::Queue(StoreError::Capped { id, reason }) = err else {

@@ -107,6 +107,29 @@ pub struct Dispatch {
     pub statuses: Vec<ScriptStatus>,
     /// Events the host raised (a sender locked out), to publish on the bus.
     pub events: Vec<Event>,
+    /// For an SMS: texts the scripts marked secret (`gw.sms.secret`), to mask wherever the
+    /// SMS is shown or kept (see [`mask`]).
+    pub secrets: Vec<String>,
+    /// For an SMS: it carries a credential (a secret was marked or `gw.auth.fail` counted
+    /// it); it is never forwarded.
+    pub credential_bearing: bool,
+}
+
+/// What replaces a secret wherever an SMS is shown or kept.
+pub const MASK: &str = "***";
+
+/// `text` with every occurrence of each secret replaced by [`MASK`]; longer secrets first, so
+/// that one secret inside another leaves nothing of the longer one.
+pub fn mask(text: &str, secrets: &[String]) -> String {
+    let mut sorted: Vec<&String> = secrets.iter().filter(|s| !s.is_empty()).collect();
+    sorted.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let mut out = text.to_string();
+    for secret in sorted {
+        if out.contains(secret.as_str()) {
+            out = out.replace(secret.as_str(), MASK);
+        }
+    }
+    out
 }
 
 /// One loaded generation of a script.
@@ -174,8 +197,11 @@ enum HookArg<'a> {
     },
     /// A rule's `execute(gw, ev)`.
     Rule(&'a RuleEvent),
-    /// An asynchronous callback's `(ok, detail)`.
-    Outcome(&'a Result<String, String>),
+    /// An asynchronous callback's `(ok, detail)`; `detail` is nil when absent.
+    Outcome {
+        ok: bool,
+        detail: Option<&'a str>,
+    },
 }
 
 /// The fields of an SMS as scripts see them.
@@ -201,13 +227,12 @@ impl HookArg<'_> {
                 let gw: Value = lua.globals().raw_get("gw")?;
                 return Ok(MultiValue::from_iter([gw, Value::Table(ev.to_lua(lua)?)]));
             }
-            HookArg::Outcome(result) => {
-                let (ok, detail) = match result {
-                    Ok(d) => (true, d),
-                    Err(d) => (false, d),
+            HookArg::Outcome { ok, detail } => {
+                let detail = match detail {
+                    Some(d) => Value::String(lua.create_string(d)?),
+                    None => Value::Nil,
                 };
-                let detail = Value::String(lua.create_string(detail)?);
-                return Ok(MultiValue::from_iter([Value::Boolean(ok), detail]));
+                return Ok(MultiValue::from_iter([Value::Boolean(*ok), detail]));
             }
             _ => lua.create_table()?,
         };
@@ -225,7 +250,7 @@ impl HookArg<'_> {
                 t.set("state", *state)?;
                 t.set("by", *by)?;
             }
-            HookArg::None | HookArg::Rule(_) | HookArg::Outcome(_) => {}
+            HookArg::None | HookArg::Rule(_) | HookArg::Outcome { .. } => {}
         }
         Ok(MultiValue::from_iter([Value::Table(t)]))
     }
@@ -580,12 +605,16 @@ impl LuaHost {
             text: plugin_text(&sms.text, self.plugin_text_limit).to_string(),
             ..sms.clone()
         };
+        self.shared().sms_marks = Some(api::SmsMarks::default());
         let mut out = self.offer("sms", &HookArg::Sms(&for_plugins), current, now);
         let ev = RuleEvent::Sms {
             sms: sms.clone(),
             handled_by: out.handled_by.clone(),
         };
         self.run_rules(&ev, now, &mut out);
+        let marks = self.shared().sms_marks.take().unwrap_or_default();
+        out.secrets = marks.secrets;
+        out.credential_bearing = marks.credential_bearing;
         self.finish(out)
     }
 
@@ -686,7 +715,23 @@ impl LuaHost {
                 None,
             ),
             Event::UssdResult { id, result } | Event::MqttSession { id, result } => {
-                self.run_callback(*id, result, now, &mut out);
+                let (ok, detail) = match result {
+                    Ok(d) => (true, d),
+                    Err(d) => (false, d),
+                };
+                let arg = HookArg::Outcome {
+                    ok,
+                    detail: Some(detail),
+                };
+                self.run_callback(*id, &arg, now, &mut out);
+                return self.finish(out);
+            }
+            Event::AlarmResult { id, result } => {
+                let arg = HookArg::Outcome {
+                    ok: result.is_ok(),
+                    detail: result.as_ref().err().map(String::as_str),
+                };
+                self.run_callback(*id, &arg, now, &mut out);
                 return self.finish(out);
             }
             _ => return self.finish(out),
@@ -980,13 +1025,7 @@ impl LuaHost {
     }
 
     /// Runs the callback waiting for request `id`, if its script's generation is still loaded.
-    fn run_callback(
-        &mut self,
-        id: u64,
-        result: &Result<String, String>,
-        now: Instant,
-        out: &mut Dispatch,
-    ) {
+    fn run_callback(&mut self, id: u64, arg: &HookArg, now: Instant, out: &mut Dispatch) {
         let Some(owner) = self.shared().pending.remove(&id) else {
             tracing::debug!(
                 id,
@@ -1010,13 +1049,12 @@ impl LuaHost {
             });
         match function {
             Ok(Some(f)) => {
-                let arg = HookArg::Outcome(result);
                 self.run(
                     owner.kind,
                     &owner.name,
                     &f,
-                    &arg,
-                    Current::default(),
+                    arg,
+                    owner.current.clone(),
                     now,
                     out,
                 );
@@ -1460,6 +1498,8 @@ fn check(
     load(opts, &shared, req).map(|_| ())
 }
 
+#[cfg(test)]
+mod marks_tests;
 #[cfg(test)]
 mod rule_tests;
 #[cfg(test)]

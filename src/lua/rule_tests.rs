@@ -9,7 +9,7 @@ use chrono::{Local, TimeZone};
 
 use super::tests::{send, set, Fixture, MASTER};
 use super::*;
-use crate::bus::{AlarmAction, Secret};
+use crate::bus::{AlarmAction, AlarmSource, Secret};
 
 const OTHER: &str = "+447700900999";
 
@@ -610,18 +610,24 @@ fn alarm_requests_carry_the_sender_and_a_secret_code() {
         vec![
             Command::Alarm {
                 action: AlarmAction::ArmAway,
+                source: AlarmSource::Script("plugin:p".into()),
                 by: Some(MASTER.into()),
-                code: None
+                code: None,
+                reply: None,
             },
             Command::Alarm {
                 action: AlarmAction::Disarm,
+                source: AlarmSource::Script("plugin:p".into()),
                 by: Some("alice".into()),
-                code: Some(Secret("1234".into()))
+                code: Some(Secret("1234".into())),
+                reply: None,
             },
             Command::Alarm {
                 action: AlarmAction::Trigger,
+                source: AlarmSource::Script("plugin:p".into()),
                 by: Some("door".into()),
-                code: None
+                code: None,
+                reply: None,
             },
         ]
     );

@@ -294,10 +294,12 @@ impl<S: CommandSink> ScriptTask<S> {
                     to,
                     text,
                     request_id,
+                    priority,
                 } => replies.push(store::NewOutboxSms {
                     to,
                     text,
                     request_id,
+                    priority,
                 }),
                 Command::KvSet { scope, key, value } => {
                     data.push(store::KvChange { scope, key, value })

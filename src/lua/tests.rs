@@ -96,6 +96,7 @@ pub(super) fn send(to: &str, text: &str) -> Command {
         to: to.into(),
         text: text.into(),
         request_id: None,
+        priority: false,
     }
 }
 

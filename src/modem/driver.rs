@@ -100,12 +100,15 @@ impl ModemHandle {
         to: &str,
         text: &str,
         request_id: Option<&str>,
+        priority: bool,
     ) -> Result<i64, ModemError> {
-        match self
-            .store
-            .outbox_insert(to, text, request_id, Utc::now())
-            .await
-        {
+        let sms = crate::store::NewOutboxSms {
+            to: to.to_string(),
+            text: text.to_string(),
+            request_id: request_id.map(str::to_string),
+            priority,
+        };
+        match self.store.outbox_queue(sms, Utc::now()).await {
             Ok(id) => {
                 self.announce_queued(to, request_id, &QueuedSms { id, capped: None });
                 self.kick();

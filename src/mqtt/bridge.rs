@@ -34,7 +34,7 @@ use super::discovery::Discovery;
 use super::messages::{self, Outgoing};
 use super::topics::{CommandTopic, Topics};
 use super::MqttError;
-use crate::bus::{Bus, Command, Event};
+use crate::bus::{AlarmSource, Bus, Command, Event};
 
 /// Events (SMS, calls) kept while the broker is away; beyond this the oldest are dropped.
 pub const EVENT_QUEUE_LIMIT: usize = 1000;
@@ -700,6 +700,7 @@ impl Router {
                         to: req.to,
                         text: req.text,
                         request_id: req.id,
+                        priority: false,
                     }),
                     Err(rejection) => {
                         tracing::warn!(error = %rejection.error, "MQTT: SMS request refused");
@@ -712,8 +713,10 @@ impl Router {
             CommandTopic::AlarmSet => match messages::parse_alarm_command(payload) {
                 Ok(req) => Some(Command::Alarm {
                     action: req.action,
+                    source: AlarmSource::External,
                     by: Some("mqtt".into()),
                     code: req.code,
+                    reply: None,
                 }),
                 Err(e) => {
                     tracing::warn!(topic = %publish.topic, error = %e, "MQTT: bad alarm command ignored");

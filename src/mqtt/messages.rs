@@ -119,7 +119,9 @@ pub fn for_event(topics: &Topics, event: &Event, publish_imei: bool) -> Option<O
         // Incoming direction: the bridge produces these, it does not publish them.
         Event::Mqtt { .. } => return None,
         // Answers to one script's request, not news for the broker.
-        Event::UssdResult { .. } | Event::MqttSession { .. } => return None,
+        Event::UssdResult { .. } | Event::MqttSession { .. } | Event::AlarmResult { .. } => {
+            return None
+        }
         Event::Lockout { number, until } => Outgoing::event(
             topics.under("security"),
             &json!({ "event_type": "lockout", "number": number, "until": until.to_rfc3339() }),

@@ -170,6 +170,15 @@ impl StoreHandle {
             .await
     }
 
+    /// See [`Store::outbox_queue`].
+    pub async fn outbox_queue(
+        &self,
+        sms: NewOutboxSms,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        self.call(move |s| s.outbox_queue(&sms, now)).await
+    }
+
     /// See [`Store::outbox_pending`].
     pub async fn outbox_pending(&self) -> Result<Vec<OutboxRow>, StoreError> {
         self.call(Store::outbox_pending).await

@@ -224,6 +224,8 @@ pub struct NewOutboxSms {
     pub text: String,
     /// The requester's correlation id, echoed in status events.
     pub request_id: Option<String>,
+    /// May use the caps' priority reserve (alarm, notify, security alerts).
+    pub priority: bool,
 }
 
 /// A change to script data made while handling a received SMS.
@@ -526,14 +528,7 @@ impl Store {
         )?;
         let mut queued = Vec::with_capacity(outbox.len());
         for sms in outbox {
-            let (id, capped) = insert_outbox_row(
-                &tx,
-                &limits,
-                &sms.to,
-                &sms.text,
-                sms.request_id.as_deref(),
-                now,
-            )?;
+            let (id, capped) = insert_outbox_row(&tx, &limits, sms, now)?;
             queued.push(QueuedSms { id, capped });
         }
         for change in kv {
@@ -695,9 +690,24 @@ impl Store {
         request_id: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
+        let sms = NewOutboxSms {
+            to: to.to_string(),
+            text: text.to_string(),
+            request_id: request_id.map(str::to_string),
+            priority: false,
+        };
+        self.outbox_queue(&sms, now)
+    }
+
+    /// [`Store::outbox_insert`] for `sms`, which may ask for the priority reserve.
+    pub fn outbox_queue(
+        &mut self,
+        sms: &NewOutboxSms,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
         let limits = self.limits.clone();
         let tx = self.write(Durability::Full)?;
-        let (id, capped) = insert_outbox_row(&tx, &limits, to, text, request_id, now)?;
+        let (id, capped) = insert_outbox_row(&tx, &limits, sms, now)?;
         tx.commit()?;
         match capped {
             Some(reason) => Err(StoreError::Capped { id, reason }),
@@ -1101,11 +1111,14 @@ fn write_kv(
 fn insert_outbox_row(
     tx: &Transaction<'_>,
     limits: &SmsConfig,
-    to: &str,
-    text: &str,
-    request_id: Option<&str>,
+    sms: &NewOutboxSms,
     now: DateTime<Utc>,
 ) -> Result<(i64, Option<String>), StoreError> {
+    let (to, text, request_id) = (
+        sms.to.as_str(),
+        sms.text.as_str(),
+        sms.request_id.as_deref(),
+    );
     let hour_ago = (now - TimeDelta::hours(1)).timestamp_millis();
     let day_ago = (now - TimeDelta::days(1)).timestamp_millis();
     let (all_hour, all_day, to_hour, to_day): (u32, u32, u32, u32) = tx.query_row(

@@ -717,6 +717,7 @@ fn reply(to: &str, text: &str) -> NewOutboxSms {
         to: to.into(),
         text: text.into(),
         request_id: None,
+        priority: false,
     }
 }
 

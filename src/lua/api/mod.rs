@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 use super::clock::{self, WallClock};
 use super::lockout::{Lockouts, LOCKOUT_SCOPE};
 use super::World;
-use crate::bus::{AlarmAction, Command, Event, OutputAction, ScriptKind, Secret};
+use crate::bus::{AlarmAction, AlarmSource, Command, Event, OutputAction, ScriptKind, Secret};
 
 /// Where the host keeps the Lua functions of pending timers (id → function).
 pub(crate) const TIMERS_REGISTRY_KEY: &str = "gsmgw.timers";
@@ -55,6 +55,18 @@ pub(crate) struct Shared {
     pub next_request_id: u64,
     /// Requests whose callback waits for the result, by id.
     pub pending: BTreeMap<u64, Owner>,
+    /// What scripts marked on the SMS being dispatched; `None` outside an SMS dispatch.
+    pub sms_marks: Option<SmsMarks>,
+}
+
+/// What the scripts handling one SMS said about it (contract C).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SmsMarks {
+    /// Texts to mask (`***`) wherever the SMS is shown or kept: `gw.sms.secret`.
+    pub secrets: Vec<String>,
+    /// The SMS carries a credential (a secret was marked, or `gw.auth.fail` counted it):
+    /// it is never forwarded.
+    pub credential_bearing: bool,
 }
 
 impl Shared {
@@ -69,6 +81,7 @@ impl Shared {
             mqtt_connected: None,
             next_request_id: 0,
             pending: BTreeMap::new(),
+            sms_marks: None,
         }
     }
 }
@@ -80,6 +93,9 @@ pub(crate) struct Owner {
     pub kind: ScriptKind,
     pub name: String,
     pub generation: u64,
+    /// The message being handled when the request was made: the callback answers it
+    /// (`gw.sms.reply` replies to the sender of the SMS that asked).
+    pub current: Current,
 }
 
 impl Owner {
@@ -89,7 +105,7 @@ impl Owner {
 }
 
 /// What a callback knows about the message being handled.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Current {
     /// The number `gw.sms.reply` answers to.
     pub reply_to: Option<String>,
@@ -165,6 +181,7 @@ impl ApiContext {
                 kind: script.kind,
                 name: script.name.clone(),
                 generation: script.generation,
+                current: script.current.clone(),
             }
         };
         let mut shared = self.shared();
@@ -224,6 +241,7 @@ pub(crate) fn register_all(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
     mqtt::register(lua, ctx)?;
     auth::register(lua, ctx)?;
     text::register(lua, ctx)?;
+    sms::mark_failures(lua, ctx)?;
     Ok(())
 }
 
