@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use gsmgw::bus::IncomingSms;
+use gsmgw::bus::{IncomingSms, SenderKind};
 use gsmgw::config::LuaConfig;
 use gsmgw::lua::{HostOptions, LuaHost, World};
 use serde_json::Value;
@@ -92,6 +92,7 @@ fn sms(text: &str, from: String) -> IncomingSms {
         text: text.to_string(),
         time: None,
         incomplete: false,
+        sender_kind: SenderKind::International,
     }
 }
 
