@@ -29,6 +29,17 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// The alarm panel, `[alarm]`.
     pub alarm: AlarmConfig,
+    /// Who is told about attacks, `[security]`.
+    pub security: SecurityConfig,
+}
+
+/// `[security]`: see docs/security.md.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Numbers that get an SMS when failures claiming an enrolled number reach the lock-out
+    /// limit, or when the gateway-wide failure budget is spent. Empty: MQTT only.
+    pub alert_to: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -271,6 +282,9 @@ pub struct LuaConfig {
     pub lockout_seconds: u64,
     /// Characters of an SMS text dialect plugins see (trimmed, then cut); rules see all.
     pub plugin_text_limit: usize,
+    /// Wrong passwords, codes or PINs from all senders together within `lockout_seconds`
+    /// that suspend credential-bearing SMS commands from senders nobody enrolled.
+    pub global_failures: u32,
 }
 
 impl Default for LuaConfig {
@@ -288,6 +302,7 @@ impl Default for LuaConfig {
             lockout_failures: 5,
             lockout_seconds: 3600,
             plugin_text_limit: crate::lua::PLUGIN_TEXT_LIMIT,
+            global_failures: 20,
         }
     }
 }
@@ -712,6 +727,18 @@ impl Config {
                 "lua.lockout_failures",
                 "lockout_failures and lockout_seconds must be at least 1".into(),
             );
+        }
+        if self.lua.global_failures == 0 {
+            bad("lua.global_failures", "must be at least 1".into());
+        }
+        for (i, n) in self.security.alert_to.iter().enumerate() {
+            let kind = crate::bus::SenderKind::of(n);
+            if !kind.is_real_number() {
+                bad(
+                    "security.alert_to",
+                    format!("entry {} is not a phone number with at least 8 digits", i + 1),
+                );
+            }
         }
         let mut seen_rules = std::collections::BTreeSet::new();
         for r in self.lua.rules.iter().filter(|r| r.as_str() != "*") {

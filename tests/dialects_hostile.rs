@@ -299,6 +299,7 @@ fn hostile_sms_from_strangers_never_error_reply_or_change_settings() {
             text: text.clone(),
             time: None,
             incomplete: false,
+            sender_kind: gsmgw::bus::SenderKind::of(&from),
         };
         let dispatch = host.dispatch_sms(&sms, now);
         let context = format!("text #{i} {text:?} from {from:?} (seed {SEED:#x})");

@@ -183,6 +183,7 @@ async fn sms_and_call_events_are_published_as_json() {
         text: "OPEN".into(),
         time: None,
         incomplete: false,
+        sender_kind: gsmgw::bus::SenderKind::of("+447700900123"),
     };
     gw.bus.publish(Event::SmsReceived(sms));
     gw.bus

@@ -28,12 +28,12 @@ use chrono::{DateTime, Local};
 use mlua::{ChunkMode, Function, Lua, MultiValue, Table, Value};
 
 use crate::bus::{
-    AlarmState, Call, Command, Event, IncomingSms, ModemStatus, ScriptKind, ScriptStatus,
+    AlarmState, Call, Command, Event, IncomingSms, ModemStatus, ScriptKind, ScriptStatus, Security,
 };
 use api::{ApiContext, Current, Repeat, ScriptCtx, Shared, Timer};
 use api::{CALLBACKS_REGISTRY_KEY, TIMERS_REGISTRY_KEY};
 use clock::WallClock;
-pub use lockout::{LockoutPolicy, LOCKOUT_SCOPE};
+pub use lockout::{LockoutPolicy, ENROLMENT_SCOPE, LOCKOUT_SCOPE};
 use rules::{Mode, Rule, RuleEvent, TimerSpec};
 use sandbox::Budget;
 
@@ -217,6 +217,7 @@ pub(crate) fn sms_fields(t: &Table, sms: &IncomingSms) -> mlua::Result<()> {
         }),
     )?;
     t.set("id", sms.id)?;
+    t.set("sender_kind", sms.sender_kind.as_str())?;
     t.set("incomplete", sms.incomplete)
 }
 
@@ -263,10 +264,12 @@ fn current_for(ev: &RuleEvent) -> Current {
         RuleEvent::Sms { sms, .. } => Current {
             reply_to: Some(sms.from.clone()),
             call_id: None,
+            sender: Some((sms.from.clone(), sms.sender_kind)),
         },
         RuleEvent::Call { call, .. } => Current {
             reply_to: call.from.clone(),
             call_id: Some(call.id),
+            sender: None,
         },
         _ => Current::default(),
     }
@@ -583,15 +586,82 @@ impl LuaHost {
         std::mem::take(&mut self.shared().commands)
     }
 
-    /// True while `number` is locked out (checked before any script sees its SMS or call).
-    pub fn is_locked_out(&self, number: &str, now: Instant) -> bool {
+    /// Events raised outside a dispatch (grants while loading), in order.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.shared().events)
+    }
+
+    /// True while SMS from `sender` are ignored before any script sees them: it is locked out
+    /// and not enrolled. (An enrolled sender is never locked out: failures claiming its number
+    /// only suspend its credential-bearing commands, which `gw.auth.locked` tells plugins.)
+    /// Calls are never refused for SMS failures.
+    pub fn is_locked_out(&self, sender: &str, now: Instant) -> bool {
         let shared = self.shared();
-        let number = crate::phone::normalise(number, shared.country_code.as_deref());
-        shared.lockouts.is_locked(&number, now)
+        shared.sender_key(sender).is_some_and(|key| {
+            shared.lockouts.is_locked(&key, now) && !shared.enrolment.is_enrolled(&key)
+        })
+    }
+
+    /// True when some script granted `number` a role (`gw.auth.grant`).
+    pub fn is_enrolled(&self, number: &str) -> bool {
+        let shared = self.shared();
+        shared
+            .sender_key(number)
+            .is_some_and(|key| shared.enrolment.is_enrolled(&key))
+    }
+
+    /// Numbers that get an SMS when the gateway is attacked (`security.alert_to`).
+    pub fn set_security_alerts(&mut self, numbers: Vec<String>) {
+        self.shared().alert_to = numbers;
+    }
+
+    /// Restores the grants saved in scope [`ENROLMENT_SCOPE`]; call before loading plugins so
+    /// that their grants at load time are recognised as known.
+    pub fn restore_enrolment(&mut self, saved: &BTreeMap<String, String>) {
+        self.shared().enrolment.restore(saved);
+    }
+
+    /// Lifts the lock-out of `sender` (and forgets its failures), as `by` asked; the commands
+    /// and events of the returned dispatch delete it from the store and publish it.
+    pub fn unlock(&mut self, sender: &str, by: &str, now: Instant) -> Dispatch {
+        self.expire_lockouts(now);
+        {
+            let mut shared = self.shared();
+            match shared.sender_key(sender) {
+                Some(key) => {
+                    let was = shared.lockouts.unlock(&key);
+                    tracing::info!(sender = %key, %by, was_locked = was, "lock-out lifted");
+                    shared.commands.push(Command::KvSet {
+                        scope: LOCKOUT_SCOPE.to_string(),
+                        key: key.clone(),
+                        value: None,
+                    });
+                    shared.events.push(Event::Security(Security::Unlocked {
+                        number: key,
+                        by: by.to_string(),
+                    }));
+                }
+                None => tracing::warn!(%by, "unlock of an empty sender ignored"),
+            }
+        }
+        self.finish(Dispatch::default())
+    }
+
+    /// Lifts every lock-out that is no longer in `saved` (scope [`LOCKOUT_SCOPE`]): after a
+    /// SIGHUP, so that `gsmgw unlock` on the store reaches a running gateway.
+    pub fn sync_lockouts(&mut self, saved: &BTreeMap<String, String>, now: Instant) {
+        let mut shared = self.shared();
+        for key in shared.lockouts.locked_keys(now) {
+            if !saved.contains_key(&key) {
+                shared.lockouts.unlock(&key);
+                tracing::info!(sender = %key, "lock-out lifted (removed from the store)");
+            }
+        }
     }
 
     /// Offers `sms` to each plugin in order (the first whose `sms` hook returns true wins), then
-    /// to every rule whose `on.sms` matches. A locked-out sender reaches nobody.
+    /// to every rule whose `on.sms` matches. A locked-out sender reaches nobody; an empty one
+    /// reaches the rules only (it cannot be answered nor held to account).
     pub fn dispatch_sms(&mut self, sms: &IncomingSms, now: Instant) -> Dispatch {
         self.expire_lockouts(now);
         if self.is_locked_out(&sms.from, now) {
@@ -601,13 +671,20 @@ impl LuaHost {
         let current = Current {
             reply_to: Some(sms.from.clone()),
             call_id: None,
+            sender: Some((sms.from.clone(), sms.sender_kind)),
         };
-        self.shared().sms_marks = Some(api::SmsMarks::default());
+        let empty = self.shared().sender_key(&sms.from).is_none();
         let for_plugins = IncomingSms {
             text: plugin_text(&sms.text, self.plugin_text_limit).to_string(),
             ..sms.clone()
         };
-        let mut out = self.offer("sms", &HookArg::Sms(&for_plugins), current.clone(), now);
+        self.shared().sms_marks = Some(api::SmsMarks::default());
+        let mut out = if empty {
+            tracing::debug!("SMS without a sender: not offered to plugins");
+            Dispatch::default()
+        } else {
+            self.offer("sms", &HookArg::Sms(&for_plugins), current.clone(), now)
+        };
         let ev = RuleEvent::Sms {
             sms: sms.clone(),
             handled_by: out.handled_by.clone(),
@@ -616,7 +693,7 @@ impl LuaHost {
         let marks = self.shared().sms_marks.take().unwrap_or_default();
         out.secrets = marks.secrets;
         out.credential_bearing = marks.credential_bearing;
-        if out.handled_by.is_none() && !out.credential_bearing {
+        if !empty && out.handled_by.is_none() && !out.credential_bearing {
             self.offer_unhandled(&for_plugins, current, now, &mut out);
         }
         self.finish(out)
@@ -645,19 +722,14 @@ impl LuaHost {
     }
 
     /// Offers `call` to each plugin in order, then to the rules, like [`LuaHost::dispatch_sms`].
+    /// SMS lock-outs do not apply: wrong codes by SMS must not lock the owner out of the gate
+    /// its caller ID opens (docs/security.md).
     pub fn dispatch_call(&mut self, call: &Call, now: Instant) -> Dispatch {
         self.expire_lockouts(now);
-        if call
-            .from
-            .as_deref()
-            .is_some_and(|n| self.is_locked_out(n, now))
-        {
-            tracing::debug!(from = ?call.from, "call ignored: the caller is locked out");
-            return self.finish(Dispatch::default());
-        }
         let current = Current {
             reply_to: call.from.clone(),
             call_id: Some(call.id),
+            sender: None,
         };
         let mut out = self.offer("call", &HookArg::Call(call), current, now);
         let ev = RuleEvent::Call {
@@ -737,9 +809,11 @@ impl LuaHost {
                 Current {
                     reply_to: call.from.clone(),
                     call_id: Some(call.id),
+                    sender: None,
                 },
                 None,
             ),
+            Event::UnlockRequest { number, by } => return self.unlock(number, by, now),
             Event::UssdResult { id, result } | Event::MqttSession { id, result } => {
                 let (ok, detail) = match result {
                     Ok(d) => (true, d),

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::watch::Reload;
-use super::{HostOptions, LockoutPolicy, LuaHost, World, LOCKOUT_SCOPE};
+use super::{HostOptions, LockoutPolicy, LuaHost, World, ENROLMENT_SCOPE, LOCKOUT_SCOPE};
 use crate::app::{execute_on, CommandSink};
 use crate::bus::{Command, Event, ModemStatus, ScriptKind, ScriptStatus};
 use crate::config::Config;
@@ -88,6 +88,16 @@ pub async fn spawn_scripts<S: CommandSink + Send + 'static>(
         cfg: cfg.clone(),
         sink,
     };
+    // Before the plugins load: their grants at load time must find the saved ones.
+    let enrolled = task
+        .sink
+        .store()
+        .kv_all(ENROLMENT_SCOPE)
+        .await
+        .context("reading the saved grants")?;
+    task.host.restore_enrolment(&enrolled);
+    task.host
+        .set_security_alerts(cfg.security.alert_to.clone());
     for name in &cfg.lua.plugins {
         // Saved data that cannot be read would be overwritten by a plugin that starts empty.
         let data = task
@@ -103,6 +113,7 @@ pub async fn spawn_scripts<S: CommandSink + Send + 'static>(
     task.host.set_lockout_policy(LockoutPolicy {
         failures: cfg.lua.lockout_failures,
         window: std::time::Duration::from_secs(cfg.lua.lockout_seconds),
+        global_failures: cfg.lua.global_failures,
     });
     let lockouts = task
         .sink
@@ -371,6 +382,9 @@ impl<S: CommandSink> ScriptTask<S> {
         }
         self.sink.bus().publish(Event::Script(status));
         // What the script did while loading (top level, `init`).
+        for event in self.host.take_events() {
+            self.sink.bus().publish(event);
+        }
         for cmd in self.host.take_commands() {
             execute_on(&self.sink, cmd).await;
         }
@@ -391,6 +405,9 @@ impl<S: CommandSink> ScriptTask<S> {
             self.sink.script_errors(std::slice::from_ref(e));
         }
         self.sink.bus().publish(Event::Script(status));
+        for event in self.host.take_events() {
+            self.sink.bus().publish(event);
+        }
         for cmd in self.host.take_commands() {
             execute_on(&self.sink, cmd).await;
         }
@@ -415,6 +432,11 @@ impl<S: CommandSink> ScriptTask<S> {
         match reload {
             Reload::All => {
                 tracing::info!("reloading every script");
+                // `gsmgw unlock` on the store of a running gateway takes effect here.
+                match self.sink.store().kv_all(LOCKOUT_SCOPE).await {
+                    Ok(saved) => self.host.sync_lockouts(&saved, Instant::now().into_std()),
+                    Err(e) => tracing::error!(error = %e, "cannot re-read the lock-outs"),
+                }
                 for name in self.cfg.lua.plugins.clone() {
                     self.reload_plugin(&name).await;
                 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::topics::Topics;
-use crate::bus::{AlarmAction, Event, OutputAction, Secret, SendStatus};
+use crate::bus::{AlarmAction, Event, OutputAction, Secret, SendStatus, Security};
 
 /// Longer than any real output command; refusing early keeps a 1 MB payload out of the parser.
 const MAX_OUTPUT_COMMAND_BYTES: usize = 1024;
@@ -123,11 +123,65 @@ pub fn for_event(topics: &Topics, event: &Event, publish_imei: bool) -> Option<O
             return None
         }
         Event::Lockout { number, until } => Outgoing::event(
-            topics.under("security"),
+            topics.security(),
             &json!({ "event_type": "lockout", "number": number, "until": until.to_rfc3339() }),
         ),
+        Event::Security(s) => Outgoing::event(topics.security(), &security_payload(s)),
+        // A request for the script task; its outcome is published as `unlocked`.
+        Event::UnlockRequest { .. } => return None,
     };
     Some(out)
+}
+
+/// The `<p>/security` message of a security event.
+fn security_payload(s: &Security) -> Value {
+    let mut v = match s {
+        Security::Granted {
+            script,
+            number,
+            role,
+        } => json!({ "script": script, "number": number, "role": role }),
+        Security::Revoked {
+            script,
+            number,
+            role,
+        } => json!({ "script": script, "number": number, "role": role }),
+        Security::EnrolledTargeted {
+            number,
+            failures,
+            until,
+        } => json!({ "number": number, "failures": failures, "until": until.to_rfc3339() }),
+        Security::BudgetSpent { failures, until } => {
+            json!({ "failures": failures, "until": until.to_rfc3339() })
+        }
+        Security::Unlocked { number, by } => json!({ "number": number, "by": by }),
+    };
+    v["event_type"] = json!(s.event_type());
+    v
+}
+
+/// The number in an `<p>/security/unlock` payload: the number as plain text, or JSON
+/// `{"number": "…"}`.
+pub fn parse_unlock_command(payload: &[u8]) -> Result<String, String> {
+    if payload.len() > 256 {
+        return Err("payload too long for a number".into());
+    }
+    let text = std::str::from_utf8(payload)
+        .map_err(|_| "payload is not UTF-8".to_string())?
+        .trim();
+    let number = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(o)) => o
+            .get("number")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| "JSON payload without a \"number\" string".to_string())?,
+        _ => text.to_string(),
+    };
+    let number = number.trim().to_string();
+    if number.is_empty() {
+        return Err("no number given".into());
+    }
+    Ok(number)
 }
 
 /// The failure reply on `sms/sent` to a request that could not be accepted.
@@ -605,6 +659,7 @@ mod tests {
             text: "hi".into(),
             time,
             incomplete: false,
+            sender_kind: crate::bus::SenderKind::of("+4470"),
         };
         let out = for_event(&t, &Event::SmsReceived(sms), false)
             .unwrap_or_else(|| Outgoing::state(String::new(), ""));

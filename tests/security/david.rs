@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use gsmgw::bus::{Call, Command, IncomingSms, OutputAction};
+use gsmgw::bus::{Call, Command, IncomingSms, OutputAction, SenderKind};
 use gsmgw::lua::{Dispatch, HostOptions, LuaHost, World};
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -146,6 +146,7 @@ impl Rig {
             text: text.to_string(),
             time: None,
             incomplete: false,
+            sender_kind: SenderKind::of(from),
         };
         let d = self.host.dispatch_sms(&sms, self.now);
         self.apply(d)

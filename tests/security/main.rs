@@ -1,3 +1,11 @@
-//! Issue 11, tried from the attacker's side: one module per dialect (and the host).
+//! Security tests written from the attacker's side (issue 11), one test binary with one module
+//! per dialect. Each module states the invariants it checks at its top.
 
+#[path = "../support/mosquitto.rs"]
+mod mosquitto;
+mod plugin_host;
+mod process;
+
+mod password_comma;
+mod pword_installer;
 mod david;
