@@ -794,7 +794,13 @@ fn programmed_texts_with_commas_never_count_as_wrong_codes() {
 fn any_short_first_field_before_a_comma_is_an_access_code_guess() {
     let mut gateway = Gateway::new(default_config());
     gateway.sms(SERVICE, "PC,ARX,HEATING ON");
-    for text in ["hello, world", "XY,", "1234,status#", "ab,cd", "%QQ,ARX,X%%"] {
+    for text in [
+        "hello, world",
+        "XY,",
+        "1234,status#",
+        "ab,cd",
+        "%QQ,ARX,X%%",
+    ] {
         let outcome = gateway.sms(STRANGER, text);
         assert_eq!(outcome.handled, Some(false), "{text}");
         assert_eq!(outcome.sms_sent, vec![], "{text}");

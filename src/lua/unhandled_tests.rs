@@ -63,7 +63,9 @@ fn a_wrong_credential_counted_by_any_plugin_is_never_forwarded() {
     assert_eq!(d.handled_by, None);
     assert!(d.credential_bearing);
     assert!(
-        !d.commands.iter().any(|c| matches!(c, Command::SendSms { .. })),
+        !d.commands
+            .iter()
+            .any(|c| matches!(c, Command::SendSms { .. })),
         "{:?}",
         d.commands
     );

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::topics::Topics;
-use crate::bus::{AlarmAction, Event, OutputAction, Secret, SendStatus, Security};
+use crate::bus::{AlarmAction, Event, OutputAction, Secret, Security, SendStatus};
 
 /// Longer than any real output command; refusing early keeps a 1 MB payload out of the parser.
 const MAX_OUTPUT_COMMAND_BYTES: usize = 1024;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use gsmgw::bus::{Call, Command, IncomingSms, OutputAction, SenderKind};
+use gsmgw::bus::{Call, Command, Event, IncomingSms, OutputAction, Security, SenderKind};
 use gsmgw::lua::{Dispatch, HostOptions, LuaHost, World};
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -57,6 +57,8 @@ struct Seen {
     /// Changes of David's own data.
     store: Vec<(String, Option<String>)>,
     ussd: Vec<String>,
+    /// Grants and revokes, as `granted <number> <role>` / `revoked <number> <role>`.
+    audit: Vec<String>,
 }
 
 impl Seen {
@@ -76,6 +78,8 @@ struct Rig {
     now: Instant,
     store: BTreeMap<String, String>,
     next_id: i64,
+    /// What loading the plugins did.
+    loaded: Seen,
 }
 
 impl Rig {
@@ -98,7 +102,10 @@ impl Rig {
         host.set_order(&plugins.iter().map(|p| p.to_string()).collect::<Vec<_>>());
         let now = Instant::now();
         let configs = BTreeMap::from([
-            ("password_comma", json!({"relay1": "relay", "password": "1234"})),
+            (
+                "password_comma",
+                json!({"relay1": "relay", "password": "1234"}),
+            ),
             (
                 "pword_installer",
                 json!({"pword": "PROG", "installer_code": "7982"}),
@@ -114,6 +121,7 @@ impl Rig {
             now,
             store,
             next_id: 0,
+            loaded: Seen::default(),
         };
         for name in plugins {
             let data = if *name == "david" {
@@ -121,18 +129,16 @@ impl Rig {
             } else {
                 BTreeMap::new()
             };
-            let status = rig.host.load_plugin(
-                name,
-                &plugin_path(name),
-                &configs[name],
-                data,
-                rig.now,
-            );
+            let status =
+                rig.host
+                    .load_plugin(name, &plugin_path(name), &configs[name], data, rig.now);
             assert_eq!(status.error, None, "{name} must load");
         }
         let commands = rig.host.take_commands();
-        rig.apply(Dispatch {
+        let events = rig.host.take_events();
+        rig.loaded = rig.apply(Dispatch {
             commands,
+            events,
             ..Dispatch::default()
         });
         rig
@@ -176,6 +182,17 @@ impl Rig {
             credential_bearing: d.credential_bearing,
             ..Seen::default()
         };
+        for event in d.events {
+            match event {
+                Event::Security(Security::Granted { number, role, .. }) => {
+                    seen.audit.push(format!("granted {number} {role}"))
+                }
+                Event::Security(Security::Revoked { number, role, .. }) => seen.audit.push(
+                    format!("revoked {number} {}", role.as_deref().unwrap_or("*")),
+                ),
+                _ => {}
+            }
+        }
         for command in d.commands {
             match command {
                 Command::SendSms { to, text, .. } => seen.sms.push((to, text)),
@@ -254,11 +271,7 @@ fn guess() -> impl Strategy<Value = String> {
 
 /// What a sender can observe of a message it sent: answers to it, and any state change.
 fn observable(seen: &Seen, sender: &str) -> (Vec<String>, Vec<(String, bool)>, usize) {
-    let answers = seen
-        .sent_to(sender)
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let answers = seen.sent_to(sender).iter().map(|s| s.to_string()).collect();
     (answers, seen.outputs.clone(), seen.store.len())
 }
 
@@ -323,7 +336,11 @@ fn the_right_code_is_accepted_in_every_shape_that_counts_a_wrong_one() {
         format!("1/1 www: %{CODE},ARX,OPEN%%"),
         " k 7 , arx , open".to_string(),
     ] {
-        assert_eq!(rig.sms(OWNER, &text).sent_to(OWNER), ["PROGRAM OK"], "{text}");
+        assert_eq!(
+            rig.sms(OWNER, &text).sent_to(OWNER),
+            ["PROGRAM OK"],
+            "{text}"
+        );
     }
     let error = rig.sms(OWNER, &format!("{CODE},hello"));
     assert_eq!(error.sent_to(OWNER), ["PROGRAM ERROR hello"]);
@@ -358,7 +375,13 @@ fn an_empty_sender_gets_nothing_even_with_the_right_code() {
 #[test]
 fn number_lists_take_only_real_numbers() {
     let mut rig = Rig::david();
-    for text in ["ADX,BANK", "ADY,12345", "STN,BANK", "LDX,12345,2", "STN,VODAFONE"] {
+    for text in [
+        "ADX,BANK",
+        "ADY,12345",
+        "STN,BANK",
+        "LDX,12345,2",
+        "STN,VODAFONE",
+    ] {
         let seen = rig.sms(OWNER, &format!("{CODE},{text}"));
         assert_eq!(
             seen.sent_to(OWNER),
@@ -366,11 +389,80 @@ fn number_lists_take_only_real_numbers() {
             "{text}"
         );
         assert!(
-            !seen.store.iter().any(|(k, _)| k == "adx" || k == "ady" || k == "stn"),
+            !seen
+                .store
+                .iter()
+                .any(|(k, _)| k == "adx" || k == "ady" || k == "stn"),
             "{text} changed a list: {:?}",
             seen.store
         );
     }
+}
+
+#[test]
+fn every_change_of_a_number_list_is_an_audited_grant_or_revoke() {
+    let mut rig = Rig::david();
+    let steps: [(&str, &[&str]); 7] = [
+        ("ADX,+447700900111", &["granted +447700900111 dial_x"]),
+        ("ADY,07700900111", &["granted +447700900111 dial_y"]),
+        ("LDX,+447700900222,1", &["granted +447700900222 dial_x"]),
+        ("EDX,+447700900111", &["revoked +447700900111 dial_x"]),
+        ("STN,+447700900333", &["granted +447700900333 service"]),
+        (
+            "STN,+447700900444",
+            &[
+                "granted +447700900444 service",
+                "revoked +447700900333 service",
+            ],
+        ),
+        ("STN,", &["revoked +447700900444 service"]),
+    ];
+    for (instructions, audit) in steps {
+        let seen = rig.sms(OWNER, &format!("{CODE},{instructions}"));
+        assert_eq!(seen.sent_to(OWNER), ["PROGRAM OK"], "{instructions}");
+        assert_eq!(seen.audit, audit, "{instructions}");
+    }
+    let used_up = rig.call("+447700900222");
+    assert_eq!(used_up.audit, ["revoked +447700900222 dial_x"]);
+}
+
+#[test]
+fn a_refused_number_takes_back_what_its_instruction_granted() {
+    let mut rig = Rig::david();
+    let seen = rig.sms(OWNER, &format!("{CODE},ADX,+447700900555,12345"));
+    assert_eq!(
+        seen.sent_to(OWNER),
+        ["PROGRAM ERROR ADX,+447700900555,12345"]
+    );
+    assert_eq!(
+        seen.audit,
+        [
+            "granted +447700900555 dial_x",
+            "revoked +447700900555 dial_x"
+        ]
+    );
+    assert_eq!(rig.call("+447700900555").handled_by, None);
+}
+
+#[test]
+fn numbers_listed_by_an_older_version_are_granted_once_at_start() {
+    let store = BTreeMap::from([
+        (
+            "adx".to_string(),
+            json!([{"n": "+447700900111"}]).to_string(),
+        ),
+        ("stn".to_string(), json!(["+447700900333"]).to_string()),
+    ]);
+    let rig = Rig::with(&["david"], store);
+    assert_eq!(
+        rig.loaded.audit,
+        [
+            "granted +447700900111 dial_x",
+            "granted +447700900333 service"
+        ]
+    );
+    let again = Rig::with(&["david"], rig.store.clone());
+    assert_eq!(again.loaded.audit, Vec::<String>::new());
 }
 
 #[test]
@@ -382,7 +474,10 @@ fn withheld_and_alphanumeric_callers_never_match_a_list() {
         assert_eq!(seen.handled_by, None, "{from:?}");
         assert!(seen.outputs.is_empty(), "{from:?}");
     }
-    assert_eq!(rig.call("+447700900123").handled_by.as_deref(), Some("david"));
+    assert_eq!(
+        rig.call("+447700900123").handled_by.as_deref(),
+        Some("david")
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -457,7 +552,13 @@ proptest! {
 fn cre_with_a_non_balance_ussd_code_is_refused_and_never_sent() {
     let mut rig = Rig::david();
     rig.program(&format!("STN,{SERVICE}"));
-    for code in ["*123*07700900999*10#", "*100*1#", "**21*07700900999#", "*#06#1", "100"] {
+    for code in [
+        "*123*07700900999*10#",
+        "*100*1#",
+        "**21*07700900999#",
+        "*#06#1",
+        "100",
+    ] {
         let seen = rig.sms(OWNER, &format!("{CODE},CRE,{code},50"));
         assert_eq!(
             seen.sent_to(OWNER),
@@ -466,7 +567,10 @@ fn cre_with_a_non_balance_ussd_code_is_refused_and_never_sent() {
         );
         assert!(!rig.store.contains_key("cre"), "{code} stored");
     }
-    assert_eq!(rig.advance(Duration::from_secs(2 * 24 * 3600)).ussd, Vec::<String>::new());
+    assert_eq!(
+        rig.advance(Duration::from_secs(2 * 24 * 3600)).ussd,
+        Vec::<String>::new()
+    );
     rig.program("CRE,*100#,50");
     assert_eq!(rig.advance(Duration::from_secs(24 * 3600)).ussd, ["*100#"]);
 }
@@ -478,7 +582,10 @@ fn a_transfer_code_stored_by_an_older_version_is_never_sent() {
         json!({"code": "*123*07700900999*10#", "limit": 5}).to_string(),
     )]);
     let mut rig = Rig::with(&["david"], store);
-    assert_eq!(rig.advance(Duration::from_secs(3 * 24 * 3600)).ussd, Vec::<String>::new());
+    assert_eq!(
+        rig.advance(Duration::from_secs(3 * 24 * 3600)).ussd,
+        Vec::<String>::new()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -544,7 +651,11 @@ fn worst_case_texts_run_within_the_budget_and_answer_at_most_once() {
         let seen = rig.sms(OWNER, &text);
         assert!(seen.sms.len() <= 1, "{name}: {} answers", seen.sms.len());
         if let Some((_, answer)) = seen.sms.first() {
-            assert!(answer.chars().count() <= 160, "{name}: a {} character answer", answer.len());
+            assert!(
+                answer.chars().count() <= 160,
+                "{name}: a {} character answer",
+                answer.len()
+            );
         }
     }
 }

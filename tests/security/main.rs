@@ -6,6 +6,6 @@ mod mosquitto;
 mod plugin_host;
 mod process;
 
+mod david;
 mod password_comma;
 mod pword_installer;
-mod david;

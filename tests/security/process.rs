@@ -61,7 +61,13 @@ impl Leftovers {
     }
 }
 
-fn write_config(dir: &Path, modem: &Path, broker_url: &str, plugin: &str, section: &str) -> PathBuf {
+fn write_config(
+    dir: &Path,
+    modem: &Path,
+    broker_url: &str,
+    plugin: &str,
+    section: &str,
+) -> PathBuf {
     let plugins_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugins");
     let config = format!(
         r#"
@@ -128,7 +134,9 @@ impl Gateway {
                 }
             }
         };
-        timeout(WAIT, online).await.expect("the gateway comes online");
+        timeout(WAIT, online)
+            .await
+            .expect("the gateway comes online");
         Some(Gateway {
             child,
             sim,
