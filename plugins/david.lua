@@ -148,9 +148,21 @@ if length(FACTORY_CODE) < MIN_CODE or length(FACTORY_CODE) > MAX_CODE then
   error("access_code must have 2 to 8 characters; the configured one does not (***)")
 end
 
+-- While a programming SMS runs, its changes collect here (key → value, `false` for erased) and
+-- are written once at the end: one store write per setting however often an SMS repeats it,
+-- which keeps a long SMS under the host's cap on commands per call.
+local pending = nil
+
 -- Read through to the store on every use, so that a reload or restart sees the same settings.
+local function stored(key)
+  if pending ~= nil and pending[key] ~= nil then
+    return pending[key] or nil
+  end
+  return gw.store.get(key)
+end
+
 local function setting(key)
-  local value = gw.store.get(key)
+  local value = stored(key)
   if value == nil then
     return DEFAULTS[key]
   end
@@ -158,7 +170,36 @@ local function setting(key)
 end
 
 local function set_setting(key, value)
-  gw.store.set(key, value)
+  if pending ~= nil then
+    if value == nil then
+      pending[key] = false
+    else
+      pending[key] = value
+    end
+  else
+    gw.store.set(key, value)
+  end
+end
+
+-- Runs `f` with writes collected, then writes each changed setting once, in key order. When
+-- `f` fails (a script error), nothing of it is written.
+local function batched(f)
+  pending = {}
+  local ok, result = pcall(f)
+  local changes = pending
+  pending = nil
+  if not ok then
+    error(result, 0)
+  end
+  local keys = {}
+  for key in pairs(changes) do
+    table.insert(keys, key)
+  end
+  table.sort(keys)
+  for _, key in ipairs(keys) do
+    gw.store.set(key, changes[key] or nil)
+  end
+  return result
 end
 
 -- `DIP,abcdefg`: switch number 1..7 (a..g).
@@ -173,7 +214,7 @@ local function dip(switch)
 end
 
 local function service_numbers()
-  local list = gw.store.get("stn")
+  local list = stored("stn")
   if type(list) ~= "table" then
     return {}
   end
@@ -280,7 +321,7 @@ end
 
 -- Entries of relay X's (Y's) list: `{n = "<normalised number>", calls = <left> or nil}`.
 local function dial_list(letter)
-  local list = gw.store.get("ad" .. string.lower(letter))
+  local list = stored("ad" .. string.lower(letter))
   if type(list) ~= "table" then
     return {}
   end
@@ -288,7 +329,7 @@ local function dial_list(letter)
 end
 
 local function save_dial_list(letter, list)
-  gw.store.set("ad" .. string.lower(letter), list)
+  set_setting("ad" .. string.lower(letter), list)
 end
 
 local function find_entry(list, number)
@@ -704,11 +745,11 @@ end
 -- The access code -----------------------------------------------------------------------------
 
 local function code_matches(given)
-  local stored = gw.store.get("code_hash")
-  if type(stored) ~= "string" then
-    stored = FACTORY_CODE
+  local hash = gw.store.get("code_hash")
+  if type(hash) ~= "string" then
+    hash = FACTORY_CODE
   end
-  return gw.auth.verify(text.upper(given), stored)
+  return gw.auth.verify(text.upper(given), hash)
 end
 
 local function is_programmed_text(field, texts)
@@ -770,7 +811,9 @@ local function on_sms(msg)
         return false
       end
       table.remove(fields, 1)
-      local failed = program(fields)
+      local failed = batched(function()
+        return program(fields)
+      end)
       if failed == nil then
         reply("PROGRAM OK")
       else
@@ -923,7 +966,7 @@ schedule_credit_check = function()
     gw.timer.cancel(credit_timer)
     credit_timer = nil
   end
-  if type(gw.store.get("cre")) == "table" then
+  if type(stored("cre")) == "table" then
     -- A bad `credit_check_at` must not stop the plugin from loading: only the check is lost.
     local ok, id = pcall(gw.timer.at, CREDIT_CHECK_AT, check_credit)
     if ok then

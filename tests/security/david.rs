@@ -422,6 +422,7 @@ fn every_change_of_a_number_list_is_an_audited_grant_or_revoke() {
         assert_eq!(seen.sent_to(OWNER), ["PROGRAM OK"], "{instructions}");
         assert_eq!(seen.audit, audit, "{instructions}");
     }
+    assert!(!rig.store.contains_key("stn"), "STN, erases the list");
     let used_up = rig.call("+447700900222");
     assert_eq!(used_up.audit, ["revoked +447700900222 dial_x"]);
 }
@@ -658,4 +659,22 @@ fn worst_case_texts_run_within_the_budget_and_answer_at_most_once() {
             );
         }
     }
+}
+
+#[test]
+fn a_long_programming_sms_writes_each_setting_once() {
+    let mut rig = Rig::david();
+    let mut text = CODE.to_string();
+    for n in 0..150 {
+        text.push_str(&format!(",ARX,T{n}"));
+    }
+    text.push_str(",ADX,+447700900111,ADY,+447700900111");
+    let seen = rig.sms(OWNER, &text);
+    assert_eq!(seen.sent_to(OWNER), ["PROGRAM OK"]);
+    let keys: Vec<&str> = seen.store.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["adx", "ady", "arx"]);
+    assert_eq!(
+        rig.sms("+447700900555", "t149").handled_by.as_deref(),
+        Some("david")
+    );
 }
