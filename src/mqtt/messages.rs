@@ -69,6 +69,17 @@ pub fn for_event(topics: &Topics, event: &Event, publish_imei: bool) -> Option<O
                 "id": sms.id,
             }),
         ),
+        Event::SmsFailed { sms, error } => Outgoing::event(
+            topics.sms_received(),
+            &json!({
+                "event_type": "failed",
+                "from": sms.from,
+                "text": sms.text,
+                "time": sms.time.map(|t| t.to_rfc3339()),
+                "id": sms.id,
+                "error": error,
+            }),
+        ),
         Event::CallRinging(call) => Outgoing::event(
             topics.call(),
             &json!({ "event_type": "ringing", "from": call.from }),
@@ -717,5 +728,56 @@ mod tests {
             out.as_ref().map(json_of),
             Some(json!({"state":"loaded","error":null,"generation":3}))
         );
+    }
+
+    #[test]
+    fn security_events_are_published_on_security_with_their_event_type() {
+        let t = Topics::new("g/d");
+        let granted = Security::Granted {
+            script: "plugin:crc".into(),
+            number: "+447700900123".into(),
+            role: "master".into(),
+        };
+        let out = for_event(&t, &Event::Security(granted), false);
+        assert_eq!(
+            out.as_ref().map(|o| (o.topic.as_str(), o.retain)),
+            Some(("g/d/security", false))
+        );
+        assert_eq!(
+            out.as_ref().map(json_of),
+            Some(
+                json!({"event_type":"granted","script":"plugin:crc","number":"+447700900123","role":"master"})
+            )
+        );
+        let unlocked = Security::Unlocked {
+            number: "bank".into(),
+            by: "mqtt".into(),
+        };
+        let out = for_event(&t, &Event::Security(unlocked), false);
+        assert_eq!(
+            out.as_ref().map(json_of),
+            Some(json!({"event_type":"unlocked","number":"bank","by":"mqtt"}))
+        );
+        let request = Event::UnlockRequest {
+            number: "x".into(),
+            by: "mqtt".into(),
+        };
+        assert_eq!(for_event(&t, &request, false), None);
+    }
+
+    #[test]
+    fn unlock_commands_take_a_plain_number_or_json_and_refuse_garbage() {
+        assert_eq!(
+            parse_unlock_command(b" +447700900123 ").as_deref(),
+            Ok("+447700900123")
+        );
+        assert_eq!(
+            parse_unlock_command(br#"{"number":"Bank"}"#).as_deref(),
+            Ok("Bank")
+        );
+        assert!(parse_unlock_command(b"").is_err());
+        assert!(parse_unlock_command(br#"{"nr":"1"}"#).is_err());
+        assert!(parse_unlock_command(&[0xff, 0xfe]).is_err());
+        assert!(parse_unlock_command(&[b'1'; 1000]).is_err());
     }
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use gsmgw::bus::{Call, Command, Event, IncomingSms, OutputAction, Security, SenderKind};
+use gsmgw::config::LuaConfig;
 use gsmgw::lua::{Dispatch, HostOptions, LuaHost, World};
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -32,14 +33,12 @@ fn plugin_path(name: &str) -> PathBuf {
     root().join("plugins").join(format!("{name}.lua"))
 }
 
-/// The instruction limit the gateway ships with (`lua.instruction_limit`): a superlinear
-/// parser runs out of it on a long text.
+/// The budgets and caps the gateway ships with (`[lua]` defaults): a superlinear parser runs
+/// out of them on a long text.
 fn host_options() -> HostOptions {
-    HostOptions {
-        memory_limit_kb: 16 * 1024,
-        instruction_limit: 2_000_000,
-        country_code: Some("44".into()),
-    }
+    let mut opts = HostOptions::from(&LuaConfig::default());
+    opts.country_code = Some("44".into());
+    opts
 }
 
 fn david_config() -> Value {

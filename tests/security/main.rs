@@ -6,6 +6,7 @@ mod mosquitto;
 mod plugin_host;
 mod process;
 
+mod call_reject_conn;
 mod david;
 mod password_comma;
 mod pword_installer;
