@@ -33,11 +33,13 @@ fn plugin_path(name: &str) -> PathBuf {
     root().join("plugins").join(format!("{name}.lua"))
 }
 
-/// The budgets and caps the gateway ships with (`[lua]` defaults): a superlinear parser runs
-/// out of them on a long text.
+/// The instruction budget and caps the gateway ships with (`[lua]` defaults): a superlinear
+/// parser runs out of them on a long text. The wall-clock deadline, a backstop that a test
+/// machine shared by many builds can trip on its own, is set to its maximum.
 fn host_options() -> HostOptions {
     let mut opts = HostOptions::from(&LuaConfig::default());
     opts.country_code = Some("44".into());
+    opts.call_deadline_ms = 60_000;
     opts
 }
 
