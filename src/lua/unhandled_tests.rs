@@ -187,3 +187,20 @@ fn calls_never_reach_the_unhandled_hook() {
     );
     assert_eq!(d.commands, vec![]);
 }
+
+#[test]
+fn two_plugins_counting_the_same_sms_count_one_failure() {
+    let mut f = Fixture::new();
+    let strict = "return { sms = function(m) gw.auth.fail(m.from); return false end }";
+    f.load("a", strict);
+    f.load("b", strict);
+    for n in 1..=4 {
+        f.sms(MASTER, "9999,open#");
+        assert!(
+            !f.host.is_locked_out(MASTER, f.t0),
+            "locked after {n} messages: each counted twice"
+        );
+    }
+    f.sms(MASTER, "9999,open#");
+    assert!(f.host.is_locked_out(MASTER, f.t0), "the fifth locks");
+}
