@@ -250,7 +250,7 @@ async fn old_and_new_codes_are_nowhere_after_they_change() {
     assert_eq!(replies, ["ECHO:OK"]);
     let left = gw.finish().await;
     assert!(
-        left.places_of("ECHO:").len() > 0,
+        !left.places_of("ECHO:").is_empty(),
         "the conversation is recorded somewhere"
     );
     for secret in ["OLDPWORD", "314159", "271828", "NEWPWORD", "161803"] {
