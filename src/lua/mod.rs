@@ -782,11 +782,7 @@ impl LuaHost {
             handled_by: None,
             failed: Some(error.to_string()),
         };
-        self.shared().sms_marks = Some(api::SmsMarks::default());
         self.run_rules(&ev, now, &mut out);
-        let marks = self.shared().sms_marks.take().unwrap_or_default();
-        out.secrets = marks.secrets;
-        out.credential_bearing = marks.credential_bearing;
         self.finish(out)
     }
 
