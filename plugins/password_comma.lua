@@ -1,6 +1,6 @@
 -- password-comma dialect: the SMS language of the TELL ECOLINE PRO / Pager4 family,
--- `<password>,<command>[,<arg>...]#`. Spec: shared/dialects/password-comma.md; where it
--- disagrees with its seed excerpt, the excerpt wins.
+-- `<password>,<command>#`. Spec: shared/dialects/password-comma.md; where it disagrees with
+-- its seed excerpt, the excerpt wins. User manual: docs/dialects/password-comma.md.
 --
 -- Config (`[plugins.password_comma]`):
 --   relay1 = "relay"      -- the gateway output that `r1=…` drives; relay2 … relay8 likewise
@@ -12,28 +12,36 @@
 --   apn = "internet"      --   anything else (default "ethernet") needs nothing
 --   connect_seconds = 600 -- how long `connect#` keeps the on-demand broker session
 --
+-- Which messages carry a credential (issue 11, "no free guesses"): the shape alone decides,
+-- never whether the password is right, so the answer to a guess tells nothing:
+--   * `<field>,<command>#` with exactly one comma carries the password `<field>`. A wrong
+--     (or empty) one is a failure for the sender (gw.auth.fail) whatever the command is,
+--     handled in silence (`Wrong password` for the `known` numbers), and changes nothing.
+--   * `<command>#` without a comma carries no credential: a command word of ours is handled
+--     in silence (`Wrong password` for `known`), anything else is left to other dialects.
+--   * Everything else (no `#` at the end, two or more commas: `PC,CRE,*100#`) is not this
+--     dialect and is left alone whatever it holds.
+--
 -- Chosen behaviours where the manuals are silent:
---   * The grammar is claimed only when the text ends with `#` and either the password is
---     right (then anything unknown is `SYNTAX ERROR!`) or the command word is one of ours
---     (connect, status, arm, disarm, rN=…, pwd=…). So a wrong password with someone else's
---     command (`PC,CRE,*100#`, a David programming SMS) is left to the other dialects.
---   * A wrong, empty or missing password on one of our commands is handled silently, counts
---     towards the sender's lock-out (gw.auth.fail), and earns `Wrong password` only for the
---     `known` numbers.
---   * `pwd=<new>` (4–16 characters, no `,` `#` or spaces) changes the password that was used
---     (superadmin or installer), persisted; reply `Password changed`.
+--   * `pwd=<new>` (4–16 characters, no `,` `#` or white space) changes the password that was
+--     used (superadmin or installer); stored as a salted hash; reply `Password changed`.
 --   * `connect#`: `Connecting…` is not sent when the broker answers at once (the `always`
 --     mode, already connected: the host calls back within `connect_for`).
+--   * `arm#`/`disarm#` answer from the panel's answer: `Armed` / `Disarmed`, or the manual's
+--     `Arming failed` / `Disarming failed` when it refuses (zone open, code, busy).
 --   * STATUS: relays as `R<n>:ON|OFF`, inputs as `IN<n>:HIGH|LOW` (input ON = HIGH, like the
 --     CALL/REJECT/CONN dialect), `GSM:?` when the signal is unknown, `MQTT:ON|OFF` from
 --     gw.mqtt.status() (OFF also when MQTT is disabled).
 --   * `rN=onT` takes 1–3600 s; `r1=on0`, `r1=on3601` and unconfigured relays are
 --     `SYNTAX ERROR!`.
+--
+-- Parsing uses gw.text only (linear in the text), never a Lua pattern.
 
 local MAX_RELAYS = 8
 local MIN_ON_SECONDS = 1
 local MAX_ON_SECONDS = 3600
 local DEFAULT_CONNECT_SECONDS = 600
+local MIN_PASSWORD, MAX_PASSWORD = 4, 16
 local SYNTAX_ERROR = "SYNTAX ERROR!"
 
 local cfg = gw.config or {}
@@ -65,9 +73,19 @@ local function known_sender(number)
   return false
 end
 
+-- Unsigned decimal digits within min..max (gw.text.int also takes a sign).
+local function digits_in(text, min, max)
+  local first = string.byte(text, 1)
+  if first == nil or first < 48 or first > 57 then
+    return nil
+  end
+  return gw.text.int(text, min, max)
+end
+
 -- Passwords ---------------------------------------------------------------------------------
 
--- The password in force for `role`: one changed by SMS wins over the config's.
+-- The password in force for `role`, as stored (a hash once changed by SMS) or from the
+-- config (clear); nil when the role has none.
 local function password(role)
   local stored = gw.store.get(role .. "_password")
   if type(stored) == "string" and stored ~= "" then
@@ -82,18 +100,15 @@ local function password(role)
   return nil
 end
 
--- "superadmin", "installer" or nil. Both comparisons always run, in constant time, so the
--- reply time does not tell which one was close.
+-- "superadmin", "installer" or nil. Both are verified whatever the first gives, so the time
+-- taken does not tell which one was close.
 local function role_of(given)
-  if given == nil or given == "" then
+  if given == "" then
     return nil
   end
-  local superadmin = gw.auth.check(given, password("superadmin"))
+  local superadmin = gw.auth.verify(given, password("superadmin"))
   local installer_password = password("installer")
-  local installer = false
-  if installer_password ~= nil then
-    installer = gw.auth.check(given, installer_password)
-  end
+  local installer = installer_password ~= nil and gw.auth.verify(given, installer_password)
   if superadmin then
     return "superadmin"
   end
@@ -121,7 +136,7 @@ local function status_text()
       table.insert(parts, "IN" .. n .. ":" .. (gw.input.get(INPUTS[n]) == true and "HIGH" or "LOW"))
     end
   end
-  table.insert(parts, "ARM:" .. string.upper(tostring(gw.alarm.state())))
+  table.insert(parts, "ARM:" .. gw.text.upper(tostring(gw.alarm.state())))
   local signal = gw.modem.signal()
   table.insert(parts, "GSM:" .. (signal and (signal .. "dBm") or "?"))
   -- Disabled counts as OFF: the broker is not connected either way.
@@ -130,7 +145,7 @@ local function status_text()
 end
 
 local function apn_missing()
-  if string.lower(tostring(cfg.link or "ethernet")) ~= "cellular" then
+  if gw.text.lower(tostring(cfg.link or "ethernet")) ~= "cellular" then
     return false
   end
   return cfg.apn == nil or tostring(cfg.apn) == ""
@@ -156,26 +171,35 @@ local function connect(sender)
   end
 end
 
+-- The reply says what the panel did, from its answer (never before it).
 local function arm(on, sender)
-  local ok
-  if on then
-    ok = gw.alarm.arm("away", "password_comma " .. sender)
-  else
-    ok = gw.alarm.disarm("password_comma " .. sender)
+  local by = { by = "password_comma " .. sender }
+  local function answered(ok, reason)
+    if ok then
+      gw.sms.send(sender, on and "Armed" or "Disarmed")
+    else
+      gw.log.info((on and "arm" or "disarm") .. " refused by the panel: " .. tostring(reason))
+      gw.sms.send(sender, on and "Arming failed" or "Disarming failed")
+    end
   end
-  if ok == false then
-    gw.sms.reply(on and "Arming failed" or "Disarming failed")
+  if on then
+    gw.alarm.arm("away", by, answered)
   else
-    gw.sms.reply(on and "Armed" or "Disarmed")
+    gw.alarm.disarm(by, answered)
   end
 end
 
--- `rN=on`, `rN=onT`, `rN=off`; false when it is not a valid relay command.
+-- `rN=on`, `rN=onT`, `rN=off` (lower case); false when it is not a valid relay command.
 local function relay_command(command)
-  local n, action = string.match(command, "^r(%d+)=(.*)$")
-  n = tonumber(n)
+  local is_relay, rest = gw.text.starts_with(command, "r")
+  local eq = is_relay and gw.text.find(rest, "=")
+  if not eq then
+    return false
+  end
+  local n = digits_in(string.sub(rest, 1, eq - 1), 1, MAX_RELAYS)
+  local action = string.sub(rest, eq + 1)
   local name = n and RELAYS[n]
-  if name == nil or gw.output.get(name) == nil then
+  if not name or gw.output.get(name) == nil then
     return false
   end
   local label = "Relay" .. n
@@ -186,8 +210,9 @@ local function relay_command(command)
     gw.output.on(name)
     gw.sms.reply(label .. " activated: Permanent.")
   else
-    local seconds = tonumber(string.match(action, "^on(%d+)$"))
-    if seconds == nil or seconds < MIN_ON_SECONDS or seconds > MAX_ON_SECONDS then
+    local timed, digits = gw.text.starts_with(action, "on")
+    local seconds = timed and digits_in(digits, MIN_ON_SECONDS, MAX_ON_SECONDS)
+    if not seconds then
       return false
     end
     gw.output.on(name, seconds)
@@ -196,12 +221,28 @@ local function relay_command(command)
   return true
 end
 
-local function change_password(role, new)
-  if new == nil or #new < 4 or #new > 16 or string.find(new, "[,#%s]") then
+local function acceptable_password(new)
+  local length = utf8.len(new)
+  if length == nil or length < MIN_PASSWORD or length > MAX_PASSWORD then
     return false
   end
-  gw.store.set(role .. "_password", new)
-  gw.log.info(role .. " password changed to *** by SMS")
+  for _, code in utf8.codes(new) do
+    local char = utf8.char(code)
+    -- `,` cannot occur (it would be a second field); `#` ends the message.
+    if char == "#" or gw.text.trim(char) == "" then
+      return false
+    end
+  end
+  return true
+end
+
+local function change_password(role, new)
+  gw.sms.secret(new)
+  if not acceptable_password(new) then
+    return false
+  end
+  gw.store.set(role .. "_password", gw.auth.hash(new))
+  gw.log.info(role .. " password changed by SMS")
   gw.sms.reply("Password changed")
   return true
 end
@@ -210,39 +251,58 @@ end
 
 local OUR_WORDS = { connect = true, status = true, arm = true, disarm = true }
 
--- True when `command` (lower case) names one of this dialect's commands, even malformed.
-local function ours(command)
-  local word = string.match(command, "^[^,=]*")
-  return OUR_WORDS[word] ~= nil or string.match(word, "^r%d+$") ~= nil or word == "pwd"
+-- True when `word` (lower case, the text before any `=`) names one of our commands.
+local function our_word(command)
+  local eq = gw.text.find(command, "=")
+  local word = eq and string.sub(command, 1, eq - 1) or command
+  if OUR_WORDS[word] or word == "pwd" then
+    return true
+  end
+  local is_relay, n = gw.text.starts_with(word, "r")
+  return is_relay and digits_in(n, 0, 1000000000) ~= nil
 end
 
--- `"<password>,<command>#"` → password (nil when there is no comma), command text as sent;
--- nil when the text is not this grammar.
-local function parse(text)
-  local body = string.match(text or "", "^%s*(.-)#%s*$")
-  if body == nil then
+-- The shape of a message (see the top of the file):
+--   "password", given, command  -- `<given>,<command>#`
+--   "bare", nil, command        -- `<command>#`
+--   nil                         -- not this dialect
+local function shape(text)
+  if string.sub(text, -1) ~= "#" then
     return nil
   end
-  local given, command = string.match(body, "^([^,]*),(.*)$")
-  if given == nil then
-    return nil, body
+  local body = string.sub(text, 1, -2)
+  local parts = gw.text.split(body, ",", { trim = false, max = 3 })
+  if #parts == 1 then
+    return "bare", nil, gw.text.trim(body)
+  elseif #parts == 2 then
+    return "password", parts[1], gw.text.trim(parts[2])
   end
-  return given, command
+  return nil
 end
 
 local function on_sms(msg)
-  local given, command = parse(msg.text)
-  if command == nil then
+  local kind, given, command = shape(msg.text)
+  if kind == nil then
     return false
   end
-  local lower = string.lower(string.match(command, "^%s*(.-)%s*$"))
-  local role = role_of(given)
+  if given ~= nil and given ~= "" then
+    gw.sms.secret(given)
+  end
+  local lower = gw.text.lower(command)
+  if kind == "bare" and not our_word(lower) then
+    return false
+  end
+  -- A locked-out sender (or one the gateway-wide failure budget shuts out) gets nothing,
+  -- and its password is not even checked.
+  if gw.auth.locked(msg.from) then
+    return true
+  end
+  local role = kind == "password" and role_of(given) or nil
   if role == nil then
-    if not ours(lower) then
-      return false
+    if kind == "password" then
+      gw.auth.fail(msg.from)
     end
-    gw.auth.fail(msg.from)
-    gw.log.info("password-comma command with a wrong or missing password (***) from " .. msg.from)
+    gw.log.info("password-comma command with a wrong or missing password from " .. msg.from)
     if known_sender(msg.from) then
       gw.sms.reply("Wrong password")
     end
@@ -255,11 +315,14 @@ local function on_sms(msg)
     gw.sms.reply(status_text())
   elseif lower == "arm" or lower == "disarm" then
     arm(lower == "arm", msg.from)
-  elseif string.sub(lower, 1, 4) == "pwd=" then
-    -- The new password keeps its case: only the command word is case-insensitive.
-    done = change_password(role, string.match(command, "^%s*[pP][wW][dD]=(.-)%s*$"))
   else
-    done = relay_command(lower)
+    local is_pwd, new = gw.text.starts_with(command, "pwd=", true)
+    if is_pwd then
+      -- The new password keeps its case: only the command word is case-insensitive.
+      done = change_password(role, new)
+    else
+      done = relay_command(lower)
+    end
   end
   if not done then
     gw.sms.reply(SYNTAX_ERROR)

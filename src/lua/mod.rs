@@ -42,8 +42,9 @@ use sandbox::Budget;
 const MAX_CONSECUTIVE_FAILURES: u32 = 5;
 
 /// The hooks a plugin table may have; anything else in it is ignored.
-const HOOK_NAMES: [&str; 7] = [
+const HOOK_NAMES: [&str; 8] = [
     "sms",
+    "unhandled",
     "call",
     "call_ended",
     "input",
@@ -740,16 +741,16 @@ impl LuaHost {
             sender: Some((sms.from.clone(), sms.sender_kind)),
         };
         let empty = self.shared().sender_key(&sms.from).is_none();
+        let for_plugins = IncomingSms {
+            text: plugin_text(&sms.text, self.plugin_text_limit).to_string(),
+            ..sms.clone()
+        };
         self.shared().sms_marks = Some(api::SmsMarks::default());
         let mut out = if empty {
             tracing::debug!("SMS without a sender: not offered to plugins");
             Dispatch::default()
         } else {
-            let for_plugins = IncomingSms {
-                text: plugin_text(&sms.text, self.plugin_text_limit).to_string(),
-                ..sms.clone()
-            };
-            self.offer("sms", &HookArg::Sms(&for_plugins), current, now)
+            self.offer("sms", &HookArg::Sms(&for_plugins), current.clone(), now)
         };
         let ev = RuleEvent::Sms {
             sms: sms.clone(),
@@ -760,6 +761,9 @@ impl LuaHost {
         let marks = self.shared().sms_marks.take().unwrap_or_default();
         out.secrets = marks.secrets;
         out.credential_bearing = marks.credential_bearing;
+        if !empty && out.handled_by.is_none() && !out.credential_bearing {
+            self.offer_unhandled(&for_plugins, current, now, &mut out);
+        }
         self.finish(out)
     }
 
@@ -780,6 +784,28 @@ impl LuaHost {
         };
         self.run_rules(&ev, now, &mut out);
         self.finish(out)
+    }
+
+    /// Forwarding is decided here, after every plugin and rule has seen the SMS, and not by a
+    /// plugin that runs first: only then is it known that nobody handled it and that no script
+    /// found a credential in it. Every plugin with an `unhandled` hook gets it, in order.
+    fn offer_unhandled(
+        &mut self,
+        sms: &IncomingSms,
+        current: Current,
+        now: Instant,
+        out: &mut Dispatch,
+    ) {
+        for name in self.plugin_names() {
+            self.call_hook(
+                &name,
+                "unhandled",
+                &HookArg::Sms(sms),
+                current.clone(),
+                now,
+                out,
+            );
+        }
     }
 
     /// Offers `call` to each plugin in order, then to the rules, like [`LuaHost::dispatch_sms`].
@@ -1772,3 +1798,5 @@ mod marks_tests;
 mod rule_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod unhandled_tests;
