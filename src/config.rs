@@ -162,7 +162,7 @@ impl Default for SmsConfig {
             concat_timeout_s: 3600,
             priority_reserve: 3,
             reply_budget: 3,
-            stranger_replies_per_hour: 6,
+            stranger_replies_per_hour: 20,
             allow_prefixes: Vec::new(),
             deny_prefixes: vec!["+979".into(), "+881".into(), "+882".into(), "+883".into()],
             allow_recipients: Vec::new(),

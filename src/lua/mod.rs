@@ -12,6 +12,7 @@
 //! local time; this file loads scripts and routes work to them.
 
 mod api;
+mod budget;
 mod clock;
 mod lockout;
 mod rules;
@@ -32,6 +33,7 @@ use crate::bus::{
 };
 use api::{ApiContext, Current, Repeat, ScriptCtx, Shared, Timer};
 use api::{CALLBACKS_REGISTRY_KEY, TIMERS_REGISTRY_KEY};
+pub use budget::SmsPolicy;
 use clock::WallClock;
 pub use lockout::{LockoutPolicy, LOCKOUT_SCOPE};
 use rules::{Mode, Rule, RuleEvent, TimerSpec};
@@ -292,6 +294,17 @@ impl LuaHost {
             ScriptKind::Plugin => &mut self.plugins,
             ScriptKind::Rule => &mut self.rules,
         }
+    }
+
+    /// Sets the reply budgets and the USSD allow-list (default: `[sms]`'s defaults).
+    pub fn set_sms_policy(&mut self, policy: SmsPolicy) {
+        self.shared().sms_policy = policy;
+    }
+
+    /// True when a script enrolled `number` (contract B, `gw.auth.enrolled`): its SMS get
+    /// answers limited by the outbox caps only.
+    fn enrolled(&self, _number: &str) -> bool {
+        false
     }
 
     /// Sets the lock-out numbers (default: 5 wrong attempts within an hour lock out for an hour).
@@ -558,7 +571,18 @@ impl LuaHost {
         let marks = self.shared().sms_marks.take().unwrap_or_default();
         out.secrets = marks.secrets;
         out.credential_bearing = marks.credential_bearing;
-        self.finish(out)
+        let mut out = self.finish(out);
+        if !self.enrolled(&sms.from) {
+            let mut shared = self.shared();
+            let policy = shared.sms_policy.clone();
+            let dropped = shared
+                .stranger_budgets
+                .apply(&policy, &sms.from, &mut out.commands, now);
+            if dropped > 0 {
+                tracing::warn!(from = %sms.from, dropped, "replies dropped: over the reply budget of a sender nobody enrolled (sms.reply_budget, sms.stranger_replies_per_hour)");
+            }
+        }
+        out
     }
 
     /// Offers `call` to each plugin in order, then to the rules, like [`LuaHost::dispatch_sms`].

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::watch::Reload;
-use super::{HostOptions, LockoutPolicy, LuaHost, World, LOCKOUT_SCOPE};
+use super::{HostOptions, LockoutPolicy, LuaHost, SmsPolicy, World, LOCKOUT_SCOPE};
 use crate::app::{execute_on, CommandSink};
 use crate::bus::{Command, Event, ModemStatus, ScriptKind, ScriptStatus};
 use crate::config::Config;
@@ -99,6 +99,7 @@ pub async fn spawn_scripts<S: CommandSink + Send + 'static>(
         task.load_plugin(name, data).await;
     }
     task.host.set_order(&cfg.lua.plugins);
+    task.host.set_sms_policy(SmsPolicy::from(&cfg.sms));
     task.host.set_lockout_policy(LockoutPolicy {
         failures: cfg.lua.lockout_failures,
         window: std::time::Duration::from_secs(cfg.lua.lockout_seconds),
