@@ -185,6 +185,7 @@ pub async fn start(cfg: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
             .map(|row| {
                 Event::SmsReceived(crate::bus::IncomingSms {
                     id: row.id,
+                    sender_kind: crate::bus::SenderKind::of(&row.from),
                     from: row.from,
                     text: row.text,
                     time: row.sent_at,
@@ -503,6 +504,8 @@ pub async fn execute_on<S: CommandSink>(h: &S, cmd: Command) {
             }
         }
         Command::Ussd { id, code } => h.start_ussd(id, code),
+        // The script task owns the lock-outs: it gets the request as an event.
+        Command::Unlock { number, by } => h.bus().publish(Event::UnlockRequest { number, by }),
     }
 }
 

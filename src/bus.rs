@@ -12,8 +12,9 @@ use std::time::Duration;
 use chrono::{DateTime, FixedOffset};
 use tokio::sync::mpsc;
 
-/// A received SMS, after it is committed to the store's inbox.
-#[derive(Debug, Clone, PartialEq)]
+/// A received SMS, after it is committed to the store's inbox. Its `Debug` leaves the text
+/// out: it may hold a password, and events are logged.
+#[derive(Clone, PartialEq)]
 pub struct IncomingSms {
     /// The inbox row id.
     pub id: i64,
@@ -25,6 +26,116 @@ pub struct IncomingSms {
     pub time: Option<DateTime<FixedOffset>>,
     /// True when parts of a concatenated message never arrived and this is what we have.
     pub incomplete: bool,
+    /// What kind of address `from` is (from the PDU's type-of-address when known).
+    pub sender_kind: SenderKind,
+}
+
+impl std::fmt::Debug for IncomingSms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IncomingSms")
+            .field("id", &self.id)
+            .field("from", &self.from)
+            .field(
+                "text",
+                &format_args!("<{} chars>", self.text.chars().count()),
+            )
+            .field("time", &self.time)
+            .field("incomplete", &self.incomplete)
+            .field("sender_kind", &self.sender_kind)
+            .finish()
+    }
+}
+
+/// A received SMS after the scripts handled it: what may be shown of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandledSms {
+    /// The SMS with every secret a script marked (`gw.sms.secret`) masked as `***`.
+    pub sms: IncomingSms,
+    /// The plugin that handled it, if any.
+    pub handled_by: Option<String>,
+    /// Found undelivered at start and older than `sms.max_command_age_s`: plugins never saw
+    /// it, rules saw it marked stale.
+    pub stale: bool,
+}
+
+/// What kind of address an SMS came from. Only a real number (international or national,
+/// with at least [`MIN_REAL_NUMBER_DIGITS`] digits) can hold authority: alphanumeric sender
+/// IDs are chosen freely by bulk-SMS services and short codes belong to services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SenderKind {
+    International,
+    National,
+    /// Fewer than [`MIN_REAL_NUMBER_DIGITS`] digits, or a network-specific address.
+    Short,
+    Alphanumeric,
+    /// No address at all.
+    #[default]
+    Empty,
+}
+
+/// Digits a number needs to count as a subscriber's number rather than a short code.
+pub const MIN_REAL_NUMBER_DIGITS: usize = 8;
+
+impl SenderKind {
+    /// The name scripts see as `msg.sender_kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SenderKind::International => "international",
+            SenderKind::National => "national",
+            SenderKind::Short => "short",
+            SenderKind::Alphanumeric => "alphanumeric",
+            SenderKind::Empty => "empty",
+        }
+    }
+
+    /// The inverse of [`SenderKind::as_str`].
+    pub fn parse(s: &str) -> Option<SenderKind> {
+        [
+            SenderKind::International,
+            SenderKind::National,
+            SenderKind::Short,
+            SenderKind::Alphanumeric,
+            SenderKind::Empty,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+
+    /// The kind of `address` judged from its text alone, for when the type-of-address is not
+    /// known (a message made up by a test or the CLI). A name made of digits cannot be told
+    /// from a number this way; the driver passes the PDU's type instead.
+    pub fn of(address: &str) -> SenderKind {
+        let trimmed = address.trim();
+        if trimmed.is_empty() {
+            return SenderKind::Empty;
+        }
+        if !crate::phone::is_number(trimmed) {
+            return SenderKind::Alphanumeric;
+        }
+        Self::of_number(
+            trimmed,
+            trimmed.starts_with('+') || trimmed.starts_with("00"),
+        )
+    }
+
+    /// The kind of a numeric address: short below [`MIN_REAL_NUMBER_DIGITS`] digits.
+    pub fn of_number(number: &str, international: bool) -> SenderKind {
+        let digits = crate::phone::digits(number).len();
+        if digits == 0 {
+            SenderKind::Empty
+        } else if digits < MIN_REAL_NUMBER_DIGITS {
+            SenderKind::Short
+        } else if international {
+            SenderKind::International
+        } else {
+            SenderKind::National
+        }
+    }
+
+    /// True for a number that can be enrolled and matched against number lists.
+    pub fn is_real_number(self) -> bool {
+        matches!(self, SenderKind::International | SenderKind::National)
+    }
 }
 
 /// An incoming call. `id` is unique for the lifetime of the process, so a late command for an
@@ -173,7 +284,11 @@ pub enum AlarmAction {
 /// Everything that happens, as seen by the sinks.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
+    /// Stored in the inbox, not yet handled: for the script task only (nothing publishes it;
+    /// it may hold a secret that is only known once a script marked it).
     SmsReceived(IncomingSms),
+    /// Handled by the scripts (or found stale): published on MQTT `<p>/sms/received`.
+    SmsHandled(HandledSms),
     SmsStatus(SmsStatus),
     CallRinging(Call),
     CallEnded(Call),
@@ -219,6 +334,70 @@ pub enum Event {
         number: String,
         until: chrono::DateTime<chrono::Utc>,
     },
+    /// Something the owner should know about authority: grants, attacks, unlocks.
+    Security(Security),
+    /// Someone with access to the gateway (MQTT, `gsmgw unlock`) asks to lift the lock-out of
+    /// `number`; the script task does it and answers with [`Security::Unlocked`].
+    UnlockRequest {
+        number: String,
+        by: String,
+    },
+}
+
+/// Security events, published on `<p>/security` with their `event_type`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Security {
+    /// `script` granted `role` to `number` (`gw.auth.grant`).
+    Granted {
+        script: String,
+        number: String,
+        role: String,
+    },
+    /// `script` took `role` (every role when `None`) from `number` (`gw.auth.revoke`).
+    Revoked {
+        script: String,
+        number: String,
+        role: Option<String>,
+    },
+    /// `failures` wrong credentials claimed the enrolled `number`: it is not locked out of
+    /// what its caller ID grants, but its credential-bearing SMS commands are suspended until
+    /// `until` and the owner is alerted.
+    EnrolledTargeted {
+        number: String,
+        failures: u32,
+        until: chrono::DateTime<chrono::Utc>,
+    },
+    /// The gateway-wide failure budget is spent: credential-bearing commands from senders
+    /// that are not enrolled are suspended until `until`.
+    BudgetSpent {
+        failures: u32,
+        until: chrono::DateTime<chrono::Utc>,
+    },
+    /// The lock-out of `number` was lifted by `by` (`mqtt`, `cli`).
+    Unlocked { number: String, by: String },
+}
+
+impl Security {
+    /// The `event_type` of the MQTT message and of the Home Assistant event entity.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Security::Granted { .. } => "granted",
+            Security::Revoked { .. } => "revoked",
+            Security::EnrolledTargeted { .. } => "enrolled_targeted",
+            Security::BudgetSpent { .. } => "budget_spent",
+            Security::Unlocked { .. } => "unlocked",
+        }
+    }
+
+    /// Every `event_type`, including the lock-out's, for the discovery entity.
+    pub const EVENT_TYPES: [&'static str; 6] = [
+        "lockout",
+        "granted",
+        "revoked",
+        "enrolled_targeted",
+        "budget_spent",
+        "unlocked",
+    ];
 }
 
 /// What to do with a named output.
@@ -292,6 +471,12 @@ pub enum Command {
     Ussd {
         id: u64,
         code: String,
+    },
+    /// Lift the lock-out of `number` (MQTT `<p>/security/unlock`): becomes
+    /// [`Event::UnlockRequest`] for the script task.
+    Unlock {
+        number: String,
+        by: String,
     },
 }
 

@@ -29,6 +29,17 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// The alarm panel, `[alarm]`.
     pub alarm: AlarmConfig,
+    /// Who is told about attacks, `[security]`.
+    pub security: SecurityConfig,
+}
+
+/// `[security]`: see docs/security.md.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Numbers that get an SMS when failures claiming an enrolled number reach the lock-out
+    /// limit, or when the gateway-wide failure budget is spent. Empty: MQTT only.
+    pub alert_to: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -308,6 +319,11 @@ pub struct LuaConfig {
     pub lockout_failures: u32,
     /// The lock-out window and duration, in seconds.
     pub lockout_seconds: u64,
+    /// Wrong passwords, codes or PINs from all senders together within `lockout_seconds`
+    /// that suspend credential-bearing SMS commands from senders nobody enrolled.
+    pub global_failures: u32,
+    /// Characters of an SMS text dialect plugins see (trimmed, then cut); rules see all.
+    pub plugin_text_limit: usize,
 }
 
 impl Default for LuaConfig {
@@ -324,6 +340,8 @@ impl Default for LuaConfig {
             rules: Vec::new(),
             lockout_failures: 5,
             lockout_seconds: 3600,
+            global_failures: 20,
+            plugin_text_limit: crate::lua::PLUGIN_TEXT_LIMIT,
         }
     }
 }
@@ -765,11 +783,32 @@ impl Config {
         if self.lua.instruction_limit < 10_000 {
             bad("lua.instruction_limit", "must be at least 10000".into());
         }
+        if !(160..=100_000).contains(&self.lua.plugin_text_limit) {
+            bad(
+                "lua.plugin_text_limit",
+                "must be between 160 (one SMS) and 100000 characters".into(),
+            );
+        }
         if self.lua.lockout_failures == 0 || self.lua.lockout_seconds == 0 {
             bad(
                 "lua.lockout_failures",
                 "lockout_failures and lockout_seconds must be at least 1".into(),
             );
+        }
+        if self.lua.global_failures == 0 {
+            bad("lua.global_failures", "must be at least 1".into());
+        }
+        for (i, n) in self.security.alert_to.iter().enumerate() {
+            let kind = crate::bus::SenderKind::of(n);
+            if !kind.is_real_number() {
+                bad(
+                    "security.alert_to",
+                    format!(
+                        "entry {} is not a phone number with at least 8 digits",
+                        i + 1
+                    ),
+                );
+            }
         }
         let mut seen_rules = std::collections::BTreeSet::new();
         for r in self.lua.rules.iter().filter(|r| r.as_str() != "*") {

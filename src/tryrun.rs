@@ -476,6 +476,7 @@ impl Simulation {
             text: text.to_string(),
             time: None,
             incomplete: false,
+            sender_kind: crate::bus::SenderKind::of(from),
         }));
         Ok(())
     }

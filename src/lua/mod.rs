@@ -29,13 +29,13 @@ use chrono::{DateTime, Local};
 use mlua::{ChunkMode, Function, Lua, MultiValue, Table, Value};
 
 use crate::bus::{
-    AlarmState, Call, Command, Event, IncomingSms, ModemStatus, ScriptKind, ScriptStatus,
+    AlarmState, Call, Command, Event, IncomingSms, ModemStatus, ScriptKind, ScriptStatus, Security,
 };
 use api::{ApiContext, Current, Repeat, ScriptCtx, Shared, Timer};
 use api::{CALLBACKS_REGISTRY_KEY, TIMERS_REGISTRY_KEY};
 pub use budget::SmsPolicy;
 use clock::WallClock;
-pub use lockout::{LockoutPolicy, LOCKOUT_SCOPE};
+pub use lockout::{LockoutPolicy, ENROLMENT_SCOPE, LOCKOUT_SCOPE};
 use rules::{Mode, Rule, RuleEvent, TimerSpec};
 use sandbox::Budget;
 
@@ -146,9 +146,35 @@ struct Script {
     budget: Arc<Budget>,
     ctx: Arc<Mutex<ScriptCtx>>,
     file: String,
+    /// The `lib/*.lua` files this script has `require`d (canonical paths), for hot reload.
+    libs: Libs,
     generation: u64,
     consecutive_failures: u32,
     disabled: bool,
+}
+
+/// The library files a script has required so far; shared with its `require`, which may run
+/// after loading too.
+type Libs = Arc<Mutex<Vec<std::path::PathBuf>>>;
+
+/// The default of `lua.plugin_text_limit`: the characters of SMS text a dialect plugin sees.
+pub const PLUGIN_TEXT_LIMIT: usize = 1600;
+
+/// Where `require` keeps the values of libraries already loaded (name → value).
+const LOADED_REGISTRY_KEY: &str = "gsmgw.loaded";
+
+/// Bytes a library file may have: far beyond any helper, small enough to read at once.
+const MAX_LIB_BYTES: u64 = 256 * 1024;
+
+/// What a dialect plugin sees of an SMS text: trimmed of outer white space and at most
+/// `limit` characters, so that its parsing costs a bounded time whatever arrives. Case and
+/// inner spacing are kept: some dialects' passwords depend on them.
+pub(crate) fn plugin_text(text: &str, limit: usize) -> &str {
+    let text = text.trim();
+    match text.char_indices().nth(limit) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
 }
 
 impl Script {
@@ -192,6 +218,7 @@ pub(crate) fn sms_fields(t: &Table, sms: &IncomingSms) -> mlua::Result<()> {
         }),
     )?;
     t.set("id", sms.id)?;
+    t.set("sender_kind", sms.sender_kind.as_str())?;
     t.set("incomplete", sms.incomplete)
 }
 
@@ -238,10 +265,12 @@ fn current_for(ev: &RuleEvent) -> Current {
         RuleEvent::Sms { sms, .. } => Current {
             reply_to: Some(sms.from.clone()),
             call_id: None,
+            sender: Some((sms.from.clone(), sms.sender_kind)),
         },
         RuleEvent::Call { call, .. } => Current {
             reply_to: call.from.clone(),
             call_id: Some(call.id),
+            sender: None,
         },
         _ => Current::default(),
     }
@@ -258,6 +287,8 @@ pub struct LuaHost {
     rules: BTreeMap<String, Script>,
     /// Preferred order; loaded plugins not in it come after, by name.
     order: Vec<String>,
+    /// `lua.plugin_text_limit`: characters of SMS text plugins see.
+    plugin_text_limit: usize,
 }
 
 impl LuaHost {
@@ -275,7 +306,32 @@ impl LuaHost {
             plugins: BTreeMap::new(),
             rules: BTreeMap::new(),
             order: Vec::new(),
+            plugin_text_limit: PLUGIN_TEXT_LIMIT,
         }
+    }
+
+    /// Sets how many characters of an SMS text dialect plugins see (`lua.plugin_text_limit`,
+    /// default [`PLUGIN_TEXT_LIMIT`]); rules always get the whole text.
+    pub fn set_plugin_text_limit(&mut self, limit: usize) {
+        self.plugin_text_limit = limit;
+    }
+
+    /// The loaded scripts that have required the library file `path` (reloaded when it
+    /// changes), plugins first.
+    pub fn dependents(&self, path: &Path) -> Vec<(ScriptKind, String)> {
+        let path = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+        let plugins = self.plugins.iter().map(|(n, s)| (ScriptKind::Plugin, n, s));
+        let rules = self.rules.iter().map(|(n, s)| (ScriptKind::Rule, n, s));
+        plugins
+            .chain(rules)
+            .filter(|(_, _, s)| {
+                s.libs
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&path)
+            })
+            .map(|(kind, name, _)| (kind, name.clone()))
+            .collect()
     }
 
     fn shared(&self) -> MutexGuard<'_, Shared> {
@@ -299,12 +355,6 @@ impl LuaHost {
     /// Sets the reply budgets and the USSD allow-list (default: `[sms]`'s defaults).
     pub fn set_sms_policy(&mut self, policy: SmsPolicy) {
         self.shared().sms_policy = policy;
-    }
-
-    /// True when a script enrolled `number` (contract B, `gw.auth.enrolled`): its SMS get
-    /// answers limited by the outbox caps only.
-    fn enrolled(&self, _number: &str) -> bool {
-        false
     }
 
     /// Sets the lock-out numbers (default: 5 wrong attempts within an hour lock out for an hour).
@@ -542,16 +592,93 @@ impl LuaHost {
         std::mem::take(&mut self.shared().commands)
     }
 
-    /// True while `number` is locked out (checked before any script sees its SMS or call).
-    pub fn is_locked_out(&self, number: &str, now: Instant) -> bool {
+    /// Events raised outside a dispatch (grants while loading), in order.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.shared().events)
+    }
+
+    /// True while SMS from `sender` are ignored before any script sees them: it is locked out
+    /// and not enrolled. (An enrolled sender is never locked out: failures claiming its number
+    /// only suspend its credential-bearing commands, which `gw.auth.locked` tells plugins.)
+    /// Calls are never refused for SMS failures.
+    pub fn is_locked_out(&self, sender: &str, now: Instant) -> bool {
         let shared = self.shared();
-        let number = crate::phone::normalise(number, shared.country_code.as_deref());
-        shared.lockouts.is_locked(&number, now)
+        shared.sender_key(sender).is_some_and(|key| {
+            shared.lockouts.is_locked(&key, now) && !shared.enrolment.is_enrolled(&key)
+        })
+    }
+
+    /// True when some script granted `number` a role (`gw.auth.grant`).
+    pub fn is_enrolled(&self, number: &str) -> bool {
+        let shared = self.shared();
+        shared
+            .sender_key(number)
+            .is_some_and(|key| shared.enrolment.is_enrolled(&key))
+    }
+
+    /// Numbers that get an SMS when the gateway is attacked (`security.alert_to`).
+    pub fn set_security_alerts(&mut self, numbers: Vec<String>) {
+        self.shared().alert_to = numbers;
+    }
+
+    /// Restores the grants saved in scope [`ENROLMENT_SCOPE`]; call before loading plugins so
+    /// that their grants at load time are recognised as known.
+    pub fn restore_enrolment(&mut self, saved: &BTreeMap<String, String>) {
+        self.shared().enrolment.restore(saved);
+    }
+
+    /// Lifts the lock-out of `sender` (and forgets its failures), as `by` asked; the commands
+    /// and events of the returned dispatch delete it from the store and publish it.
+    pub fn unlock(&mut self, sender: &str, by: &str, now: Instant) -> Dispatch {
+        self.expire_lockouts(now);
+        {
+            let mut shared = self.shared();
+            match shared.sender_key(sender) {
+                Some(key) => {
+                    let was = shared.lockouts.unlock(&key);
+                    tracing::info!(sender = %key, %by, was_locked = was, "lock-out lifted");
+                    shared.commands.push(Command::KvSet {
+                        scope: LOCKOUT_SCOPE.to_string(),
+                        key: key.clone(),
+                        value: None,
+                    });
+                    shared.events.push(Event::Security(Security::Unlocked {
+                        number: key,
+                        by: by.to_string(),
+                    }));
+                }
+                None => tracing::warn!(%by, "unlock of an empty sender ignored"),
+            }
+        }
+        self.finish(Dispatch::default())
+    }
+
+    /// Lifts every lock-out that is no longer in `saved` (scope [`LOCKOUT_SCOPE`]): after a
+    /// SIGHUP, so that `gsmgw unlock` on the store reaches a running gateway.
+    pub fn sync_lockouts(&mut self, saved: &BTreeMap<String, String>, now: Instant) {
+        let mut shared = self.shared();
+        for key in shared.lockouts.locked_keys(now) {
+            if !saved.contains_key(&key) {
+                shared.lockouts.unlock(&key);
+                tracing::info!(sender = %key, "lock-out lifted (removed from the store)");
+            }
+        }
     }
 
     /// Offers `sms` to each plugin in order (the first whose `sms` hook returns true wins), then
-    /// to every rule whose `on.sms` matches. A locked-out sender reaches nobody.
+    /// to every rule whose `on.sms` matches. A locked-out sender reaches nobody; an empty one
+    /// reaches the rules only (it cannot be answered nor held to account).
     pub fn dispatch_sms(&mut self, sms: &IncomingSms, now: Instant) -> Dispatch {
+        self.dispatch_sms_as(sms, false, now)
+    }
+
+    /// Like [`LuaHost::dispatch_sms`] for an SMS that waited too long to be a command
+    /// (`sms.max_command_age_s`): no plugin sees it; rules see it with `ev.stale = true`.
+    pub fn dispatch_stale_sms(&mut self, sms: &IncomingSms, now: Instant) -> Dispatch {
+        self.dispatch_sms_as(sms, true, now)
+    }
+
+    fn dispatch_sms_as(&mut self, sms: &IncomingSms, stale: bool, now: Instant) -> Dispatch {
         self.expire_lockouts(now);
         if self.is_locked_out(&sms.from, now) {
             tracing::debug!(from = %sms.from, "SMS ignored: the sender is locked out");
@@ -560,19 +687,35 @@ impl LuaHost {
         let current = Current {
             reply_to: Some(sms.from.clone()),
             call_id: None,
+            sender: Some((sms.from.clone(), sms.sender_kind)),
         };
+        let empty = self.shared().sender_key(&sms.from).is_none();
         self.shared().sms_marks = Some(api::SmsMarks::default());
-        let mut out = self.offer("sms", &HookArg::Sms(sms), current, now);
+        let mut out = if empty {
+            tracing::debug!("SMS without a sender: not offered to plugins");
+            Dispatch::default()
+        } else if stale {
+            tracing::info!(from = %sms.from, "stale SMS (older than sms.max_command_age_s): not offered to plugins");
+            Dispatch::default()
+        } else {
+            let for_plugins = IncomingSms {
+                text: plugin_text(&sms.text, self.plugin_text_limit).to_string(),
+                ..sms.clone()
+            };
+            self.offer("sms", &HookArg::Sms(&for_plugins), current, now)
+        };
         let ev = RuleEvent::Sms {
             sms: sms.clone(),
             handled_by: out.handled_by.clone(),
+            stale,
         };
         self.run_rules(&ev, now, &mut out);
         let marks = self.shared().sms_marks.take().unwrap_or_default();
         out.secrets = marks.secrets;
         out.credential_bearing = marks.credential_bearing;
         let mut out = self.finish(out);
-        if !self.enrolled(&sms.from) {
+        // An enrolled number's answers (a master's long LIST) count against the caps only.
+        if !self.is_enrolled(&sms.from) {
             let mut shared = self.shared();
             let policy = shared.sms_policy.clone();
             let dropped = shared
@@ -586,19 +729,14 @@ impl LuaHost {
     }
 
     /// Offers `call` to each plugin in order, then to the rules, like [`LuaHost::dispatch_sms`].
+    /// SMS lock-outs do not apply: wrong codes by SMS must not lock the owner out of the gate
+    /// its caller ID opens (docs/security.md).
     pub fn dispatch_call(&mut self, call: &Call, now: Instant) -> Dispatch {
         self.expire_lockouts(now);
-        if call
-            .from
-            .as_deref()
-            .is_some_and(|n| self.is_locked_out(n, now))
-        {
-            tracing::debug!(from = ?call.from, "call ignored: the caller is locked out");
-            return self.finish(Dispatch::default());
-        }
         let current = Current {
             reply_to: call.from.clone(),
             call_id: Some(call.id),
+            sender: None,
         };
         let mut out = self.offer("call", &HookArg::Call(call), current, now);
         let ev = RuleEvent::Call {
@@ -678,9 +816,11 @@ impl LuaHost {
                 Current {
                     reply_to: call.from.clone(),
                     call_id: Some(call.id),
+                    sender: None,
                 },
                 None,
             ),
+            Event::UnlockRequest { number, by } => return self.unlock(number, by, now),
             Event::UssdResult { id, result } | Event::MqttSession { id, result } => {
                 let (ok, detail) = match result {
                     Ok(d) => (true, d),
@@ -1234,6 +1374,9 @@ fn load(
         config: Arc::new(config.clone()),
     };
     api::register_all(&lua, &api).map_err(|e| describe(&e, &file, opts))?;
+    let libs = Libs::default();
+    let lib_dir = path.parent().unwrap_or(Path::new(".")).join("lib");
+    register_require(&lua, lib_dir, Arc::clone(&libs)).map_err(|e| describe(&e, &file, opts))?;
 
     budget.reset();
     let returned: Value = lua
@@ -1250,6 +1393,7 @@ fn load(
         budget: Arc::clone(&budget),
         ctx,
         file: file.clone(),
+        libs,
         generation,
         consecutive_failures: 0,
         disabled: false,
@@ -1294,6 +1438,85 @@ fn load(
         }
     }
     Ok(script)
+}
+
+/// `require(name)`: runs `lib/<name>.lua` from beside the script once, in the script's own
+/// sandbox and under the budget of the call that requires it, and returns what it returned
+/// (`true` for nothing). Names are plain words, so no path leads out of `lib/`.
+fn register_require(lua: &Lua, lib_dir: std::path::PathBuf, libs: Libs) -> mlua::Result<()> {
+    lua.set_named_registry_value(LOADED_REGISTRY_KEY, lua.create_table()?)?;
+    let require = lua.create_function(move |lua, name: mlua::String| {
+        let name = name.to_str()?.to_string();
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !valid {
+            return Err(api::lua_error(
+                lua,
+                format!("require: {name:?} is not a library name (letters, digits, _ and -)"),
+            ));
+        }
+        let loaded: Table = lua.named_registry_value(LOADED_REGISTRY_KEY)?;
+        match loaded.raw_get::<Value>(name.as_str())? {
+            Value::Nil => {}
+            // Set while the library's own top level runs.
+            Value::LightUserData(_) => {
+                return Err(api::lua_error(
+                    lua,
+                    format!("require: lib/{name}.lua requires itself (a cycle)"),
+                ))
+            }
+            value => return Ok(value),
+        }
+        let path = lib_dir.join(format!("{name}.lua"));
+        let path = path.canonicalize().unwrap_or(path);
+        {
+            let mut libs = libs.lock().unwrap_or_else(|e| e.into_inner());
+            // Recorded before reading: creating a missing library later reloads the script.
+            if !libs.contains(&path) {
+                libs.push(path.clone());
+            }
+        }
+        let source = read_lib(&path).map_err(|e| {
+            api::lua_error(lua, format!("require: cannot read lib/{name}.lua: {e}"))
+        })?;
+        loaded.raw_set(
+            name.as_str(),
+            Value::LightUserData(mlua::LightUserData(std::ptr::null_mut())),
+        )?;
+        let value = lua
+            .load(source)
+            .set_name(format!("=lib/{name}.lua"))
+            .set_mode(ChunkMode::Text)
+            .eval::<Value>();
+        let value = match value {
+            Ok(Value::Nil) => Value::Boolean(true),
+            Ok(v) => v,
+            Err(e) => {
+                loaded.raw_set(name.as_str(), Value::Nil)?;
+                return Err(e);
+            }
+        };
+        loaded.raw_set(name.as_str(), &value)?;
+        Ok(value)
+    })?;
+    lua.globals().set("require", require)
+}
+
+fn read_lib(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut source = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_LIB_BYTES + 1)
+        .read_to_string(&mut source)?;
+    if source.len() as u64 > MAX_LIB_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_LIB_BYTES} bytes"
+        )));
+    }
+    Ok(source)
 }
 
 /// Schedules a freshly loaded rule's `on.timer` triggers and subscribes its `on.mqtt` topics.
@@ -1382,6 +1605,8 @@ fn check(
     load(opts, &shared, req).map(|_| ())
 }
 
+#[cfg(test)]
+mod auth_tests;
 #[cfg(test)]
 mod marks_tests;
 #[cfg(test)]

@@ -82,6 +82,7 @@ impl Fixture {
             text: text.into(),
             time: None,
             incomplete: false,
+            sender_kind: crate::bus::SenderKind::of(from),
         };
         self.host.dispatch_sms(&sms, self.t0)
     }
@@ -808,6 +809,7 @@ fn sms_time_reaches_the_hook_as_utc_rfc3339() {
         text: "x".into(),
         time,
         incomplete: false,
+        sender_kind: crate::bus::SenderKind::of(MASTER),
     };
 
     let d = f.host.dispatch_sms(&sms, f.t0);

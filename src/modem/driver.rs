@@ -1052,6 +1052,8 @@ impl Driver {
                     if let Some(row) = self.store.inbox_get(id).await? {
                         self.bus.publish(Event::SmsReceived(IncomingSms {
                             id,
+                            // The part that completed the message carries the sender's type.
+                            sender_kind: deliver.sender_kind,
                             from: row.from,
                             text: row.text,
                             time: row.sent_at,
@@ -1075,6 +1077,7 @@ impl Driver {
                         text: deliver.text,
                         time: deliver.timestamp,
                         incomplete: false,
+                        sender_kind: deliver.sender_kind,
                     })),
                     InboxInsert::Duplicate(id) => {
                         tracing::debug!(inbox_id = id, "SMS seen before (re-read after a restart)")
@@ -1145,6 +1148,7 @@ impl Driver {
             match self.store.inbox_get(id).await {
                 Ok(Some(row)) => self.bus.publish(Event::SmsReceived(IncomingSms {
                     id,
+                    sender_kind: crate::bus::SenderKind::of(&row.from),
                     from: row.from,
                     text: row.text,
                     time: row.sent_at,

@@ -551,6 +551,7 @@ impl Publisher {
             self.topics.sms_send(),
             self.topics.sms_send_text(),
             self.topics.alarm_set(),
+            self.topics.security_unlock(),
             // Its retained message is the previous manifest; it arrives before our new one.
             self.topics.discovery_manifest(),
         ]
@@ -710,6 +711,16 @@ impl Router {
                     }
                 }
             }
+            CommandTopic::SecurityUnlock => match messages::parse_unlock_command(payload) {
+                Ok(number) => Some(Command::Unlock {
+                    number,
+                    by: "mqtt".into(),
+                }),
+                Err(e) => {
+                    tracing::warn!(topic = %publish.topic, error = %e, "MQTT: bad unlock command ignored");
+                    None
+                }
+            },
             CommandTopic::AlarmSet => match messages::parse_alarm_command(payload) {
                 Ok(req) => Some(Command::Alarm {
                     action: req.action,

@@ -17,6 +17,7 @@ mod output;
 mod phone;
 mod sms;
 pub(crate) mod store;
+mod text;
 mod timer;
 
 use std::collections::BTreeMap;
@@ -28,9 +29,11 @@ use mlua::{DeserializeOptions, Function, Lua, LuaSerdeExt, SerializeOptions, Tab
 use sha2::{Digest, Sha256};
 
 use super::clock::{self, WallClock};
-use super::lockout::{Lockouts, LOCKOUT_SCOPE};
+use super::lockout::{Enrolment, Lockouts, LOCKOUT_SCOPE};
 use super::World;
-use crate::bus::{AlarmAction, AlarmSource, Command, Event, OutputAction, ScriptKind, Secret};
+use crate::bus::{
+    AlarmAction, AlarmSource, Command, Event, OutputAction, ScriptKind, Secret, SenderKind,
+};
 
 /// Where the host keeps the Lua functions of pending timers (id → function).
 pub(crate) const TIMERS_REGISTRY_KEY: &str = "gsmgw.timers";
@@ -47,6 +50,10 @@ pub(crate) struct Shared {
     pub events: Vec<Event>,
     pub country_code: Option<String>,
     pub lockouts: Lockouts,
+    /// Who was granted authority, by number (`gw.auth.grant`).
+    pub enrolment: Enrolment,
+    /// Numbers told about attacks (`security.alert_to`).
+    pub alert_to: Vec<String>,
     pub clock: WallClock,
     /// `None` when MQTT is disabled.
     pub mqtt_connected: Option<bool>,
@@ -80,6 +87,8 @@ impl Shared {
             events: Vec::new(),
             country_code,
             lockouts: Lockouts::default(),
+            enrolment: Enrolment::default(),
+            alert_to: Vec::new(),
             clock,
             mqtt_connected: None,
             next_request_id: 0,
@@ -116,6 +125,9 @@ pub(crate) struct Current {
     pub reply_to: Option<String>,
     /// The call `gw.call.*` act on when no id is given.
     pub call_id: Option<u64>,
+    /// The sender of the SMS being handled and its kind: an alphanumeric sender never
+    /// matches a number in `gw.phone` nor gets a grant, whatever its characters.
+    pub sender: Option<(String, SenderKind)>,
 }
 
 /// When a timer fires again.
@@ -172,6 +184,12 @@ impl ApiContext {
 
     fn script(&self) -> MutexGuard<'_, ScriptCtx> {
         self.script.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// True when `address` is the alphanumeric sender of the SMS being handled.
+    fn is_alphanumeric_sender(&self, address: &str) -> bool {
+        matches!(&self.script().current.sender,
+            Some((from, SenderKind::Alphanumeric)) if from.trim() == address.trim())
     }
 
     fn emit(&self, command: Command) {
@@ -245,6 +263,7 @@ pub(crate) fn register_all(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
     alarm::register(lua, ctx)?;
     mqtt::register(lua, ctx)?;
     auth::register(lua, ctx)?;
+    text::register(lua, ctx)?;
     sms::mark_failures(lua, ctx)?;
     Ok(())
 }
