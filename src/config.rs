@@ -1270,7 +1270,77 @@ url = "http://x"
     #[test]
     fn a_syntax_error_names_the_line() {
         let err = Config::from_toml("[modem]\nbaud = = 3\n", "s.toml").unwrap_err();
-        assert!(err.to_string().starts_with("s.toml:2: "), "{err}");
+        assert!(err.to_string().starts_with("s.toml:2:8: modem.baud: "), "{err}");
+    }
+
+    #[test]
+    fn config_errors_give_file_line_column_and_key_but_never_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gsmgw.toml");
+        let cases = [
+            // An unterminated string: the TOML parser would quote the whole line.
+            ("[modem]\nport = \"/dev/x\"\npin = \"hunter2\n", "modem.pin", ":3:"),
+            ("[plugins.door]\npassword = \"hunter2\" x\n", "plugins.door.password", ":2:"),
+            // A wrong type: the config crate would quote the value.
+            ("[modem]\nbaud = \"hunter2\"\n", "modem.baud", ":2:1"),
+        ];
+        for (text, key, place) in cases {
+            std::fs::write(&path, text).unwrap();
+            let err = Config::load(&path).unwrap_err().to_string();
+            assert!(!err.contains("hunter2"), "{err}");
+            assert!(err.contains(key), "{key}: {err}");
+            assert!(err.contains(&format!("gsmgw.toml{place}")), "{place}: {err}");
+            let toml_err = Config::from_toml(text, "t.toml").unwrap_err().to_string();
+            assert!(!toml_err.contains("hunter2"), "{toml_err}");
+        }
+    }
+
+    #[test]
+    fn url_userinfo_is_redacted_everywhere_and_check_rejects_it() {
+        assert_eq!(
+            redact_url("mqtt://user:hunter2@broker:1883"),
+            "mqtt://***@broker:1883"
+        );
+        assert_eq!(redact_url("mqtt://broker:1883"), "mqtt://broker:1883");
+        assert_eq!(redact_url("u:hunter2@host"), "***@host");
+        let text = "[mqtt]\nenabled = true\nurl = \"mqtt://user:hunter2@broker:1883\"\n";
+        let err = Config::from_toml(text, "m.toml").unwrap_err().to_string();
+        assert!(err.contains("mqtt.url"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let cfg = MqttConfig {
+            url: "mqtt://user:hunter2@broker".into(),
+            ..MqttConfig::default()
+        };
+        let err = crate::mqtt::parse_url(&cfg.url).unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        let bad = "[mqtt]\nenabled = true\nurl = \"mqtt://broker:99999\"\n";
+        assert!(Config::from_toml(bad, "m.toml").is_err(), "check validates the port");
+    }
+
+    #[test]
+    fn secret_keys_cover_plugin_and_rule_sections() {
+        let text = r#"
+[modem]
+pin = "1234"
+[plugins.password_comma]
+password = "1234"
+installer_code = "7982"
+relay = "relay"
+[plugins.david]
+access_code = ""
+[rules.night]
+owner_pin = "11"
+"#;
+        let cfg = Config::from_toml(text, "s.toml").unwrap();
+        assert_eq!(
+            cfg.secret_keys(),
+            vec![
+                "modem.pin",
+                "plugins.password_comma.installer_code",
+                "plugins.password_comma.password",
+                "rules.night.owner_pin"
+            ]
+        );
     }
 
     #[test]
