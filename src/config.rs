@@ -1,7 +1,7 @@
 //! The configuration: one TOML file plus `GSMGW_<SECTION>__<KEY>` environment overrides,
 //! parsed and validated before anything live is built.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -1183,6 +1183,17 @@ fn secret_keys(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
 }
 
 impl Config {
+    /// Outputs that must not be switched from MQTT or Home Assistant without the alarm code
+    /// (and are not offered there as switches): the alarm's siren and the modem's power key.
+    pub fn protected_outputs(&self) -> BTreeSet<String> {
+        self.alarm
+            .siren
+            .iter()
+            .chain(self.modem.power_key.iter())
+            .cloned()
+            .collect()
+    }
+
     /// Every key of this config that holds a secret: the modem PIN, MQTT password, alarm
     /// code, and any plugin or rule setting named like a password, PIN or code.
     pub fn secret_keys(&self) -> Vec<String> {
@@ -1270,7 +1281,10 @@ url = "http://x"
     #[test]
     fn a_syntax_error_names_the_line() {
         let err = Config::from_toml("[modem]\nbaud = = 3\n", "s.toml").unwrap_err();
-        assert!(err.to_string().starts_with("s.toml:2:8: modem.baud: "), "{err}");
+        assert!(
+            err.to_string().starts_with("s.toml:2:8: modem.baud: "),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1279,8 +1293,16 @@ url = "http://x"
         let path = dir.path().join("gsmgw.toml");
         let cases = [
             // An unterminated string: the TOML parser would quote the whole line.
-            ("[modem]\nport = \"/dev/x\"\npin = \"hunter2\n", "modem.pin", ":3:"),
-            ("[plugins.door]\npassword = \"hunter2\" x\n", "plugins.door.password", ":2:"),
+            (
+                "[modem]\nport = \"/dev/x\"\npin = \"hunter2\n",
+                "modem.pin",
+                ":3:",
+            ),
+            (
+                "[plugins.door]\npassword = \"hunter2\" x\n",
+                "plugins.door.password",
+                ":2:",
+            ),
             // A wrong type: the config crate would quote the value.
             ("[modem]\nbaud = \"hunter2\"\n", "modem.baud", ":2:1"),
         ];
@@ -1289,7 +1311,10 @@ url = "http://x"
             let err = Config::load(&path).unwrap_err().to_string();
             assert!(!err.contains("hunter2"), "{err}");
             assert!(err.contains(key), "{key}: {err}");
-            assert!(err.contains(&format!("gsmgw.toml{place}")), "{place}: {err}");
+            assert!(
+                err.contains(&format!("gsmgw.toml{place}")),
+                "{place}: {err}"
+            );
             let toml_err = Config::from_toml(text, "t.toml").unwrap_err().to_string();
             assert!(!toml_err.contains("hunter2"), "{toml_err}");
         }
@@ -1314,7 +1339,10 @@ url = "http://x"
         let err = crate::mqtt::parse_url(&cfg.url).unwrap_err().to_string();
         assert!(!err.contains("hunter2"), "{err}");
         let bad = "[mqtt]\nenabled = true\nurl = \"mqtt://broker:99999\"\n";
-        assert!(Config::from_toml(bad, "m.toml").is_err(), "check validates the port");
+        assert!(
+            Config::from_toml(bad, "m.toml").is_err(),
+            "check validates the port"
+        );
     }
 
     #[test]

@@ -133,16 +133,24 @@ fn caps_count_parts_not_rows() {
     // 153 GSM characters per part once concatenated: 4 parts.
     let four = "A".repeat(153 * 4);
     assert_eq!(gsmgw::modem::pdu::part_count(&four), 4);
-    store.outbox_queue(&sms(MASTER, &four, false), now).expect("4 of 10");
-    store.outbox_queue(&sms(MASTER, &four, false), now).expect("8 of 10");
+    store
+        .outbox_queue(&sms(MASTER, &four, false), now)
+        .expect("4 of 10");
+    store
+        .outbox_queue(&sms(MASTER, &four, false), now)
+        .expect("8 of 10");
     // UCS-2: 67 characters per part, so 3 parts here, over the cap.
     let ucs2 = "Ж".repeat(67 * 3);
-    let err = store.outbox_queue(&sms(MASTER, &ucs2, false), now).unwrap_err();
+    let err = store
+        .outbox_queue(&sms(MASTER, &ucs2, false), now)
+        .unwrap_err();
     assert!(
         matches!(&err, StoreError::Capped { reason, .. } if reason.contains("max_per_hour")),
         "{err}"
     );
-    store.outbox_queue(&sms(MASTER, "one", false), now).expect("9 of 10");
+    store
+        .outbox_queue(&sms(MASTER, "one", false), now)
+        .expect("9 of 10");
 }
 
 #[test]
@@ -162,7 +170,9 @@ fn the_priority_reserve_holds_while_strangers_drain_the_caps() {
             .outbox_queue(&sms(MASTER, text, true), now)
             .expect("the reserve is there for priority SMS");
     }
-    assert!(store.outbox_queue(&sms(MASTER, "alarm 4", true), now).is_err());
+    assert!(store
+        .outbox_queue(&sms(MASTER, "alarm 4", true), now)
+        .is_err());
 }
 
 #[test]
@@ -175,12 +185,12 @@ fn premium_short_and_alphanumeric_recipients_are_refused_at_the_outbox() {
     .expect("store");
     let now = chrono::Utc::now();
     for to in [
-        "09098 790 000",  // national premium, normalised to +449…
+        "09098 790 000", // national premium, normalised to +449…
         "+44 909 879 0000",
         "+979123456789",
-        "80888",          // a short code
-        "1234567",        // fewer than 8 digits
-        "VODAFONE",       // alphanumeric
+        "80888",    // a short code
+        "1234567",  // fewer than 8 digits
+        "VODAFONE", // alphanumeric
         "",
     ] {
         let err = store.outbox_queue(&sms(to, "hi", true), now).unwrap_err();
@@ -205,7 +215,9 @@ fn allow_prefixes_restrict_every_recipient() {
     })
     .expect("store");
     let now = chrono::Utc::now();
-    assert!(store.outbox_queue(&sms("+33612345678", "hi", true), now).is_err());
+    assert!(store
+        .outbox_queue(&sms("+33612345678", "hi", true), now)
+        .is_err());
     store
         .outbox_queue(&sms("+447700900123", "hi", false), now)
         .expect("inside the allowed range");
@@ -216,9 +228,15 @@ fn a_short_number_is_allowed_once_enrolled() {
     let dir = tempfile::tempdir().expect("dir");
     let mut store = Store::open(&dir.path().join("s.db"), limits()).expect("store");
     let now = chrono::Utc::now();
-    assert!(store.outbox_queue(&sms("1234567", "hi", false), now).is_err());
+    assert!(store
+        .outbox_queue(&sms("1234567", "hi", false), now)
+        .is_err());
     store
-        .kv_set("gateway:enrolled", "1234567", Some("{\"plugin:x\":[\"master\"]}"))
+        .kv_set(
+            "gateway:enrolled",
+            "1234567",
+            Some("{\"plugin:x\":[\"master\"]}"),
+        )
         .expect("enrol");
     store
         .outbox_queue(&sms("1234567", "hi", false), now)

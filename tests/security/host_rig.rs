@@ -179,13 +179,8 @@ impl Host {
         for (name, source) in plugins {
             let path = dir.path().join(format!("{name}.lua"));
             std::fs::write(&path, source).expect("write plugin");
-            let status = host.load_plugin(
-                name,
-                &path,
-                &serde_json::json!({}),
-                Default::default(),
-                now,
-            );
+            let status =
+                host.load_plugin(name, &path, &serde_json::json!({}), Default::default(), now);
             assert_eq!(status.error, None, "{name} loads");
         }
         Host { host, dir, now }

@@ -138,8 +138,14 @@ async fn a_changed_password_is_nowhere_in_the_files_logs_or_mqtt() {
         let p = observer.next_on(topic).await;
         received.push(String::from_utf8_lossy(&p.payload).into_owned());
     }
-    assert!(received[0].contains(r#""text":"***,pwd=***""#), "{received:?}");
-    assert!(received[1].contains(r#""text":"***,pwd=***""#), "{received:?}");
+    assert!(
+        received[0].contains(r#""text":"***,pwd=***""#),
+        "{received:?}"
+    );
+    assert!(
+        received[1].contains(r#""text":"***,pwd=***""#),
+        "{received:?}"
+    );
 
     #[cfg(unix)]
     for (file, _) in store_bytes(&db) {
@@ -169,7 +175,9 @@ fn a_new_store_and_its_log_files_are_private() {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("new.db");
     let mut store = gsmgw::store::Store::open(&path, Default::default()).expect("store");
-    store.kv_set("s", "k", Some("1")).expect("a write creates the log");
+    store
+        .kv_set("s", "k", Some("1"))
+        .expect("a write creates the log");
     #[cfg(unix)]
     for suffix in ["", "-wal", "-shm"] {
         let mut p = path.as_os_str().to_owned();
@@ -195,7 +203,10 @@ fn gsmgw_check_never_shows_a_secret_line_or_url_credentials() {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("gsmgw.toml");
     for (text, key) in [
-        ("[plugins.pwd]\npassword = \"hunterOldqz\n", "plugins.pwd.password"),
+        (
+            "[plugins.pwd]\npassword = \"hunterOldqz\n",
+            "plugins.pwd.password",
+        ),
         ("[alarm]\ncode = [\"hunterOldqz\"]\n", "alarm.code"),
         (
             "[mqtt]\nenabled = true\nurl = \"mqtt://u:hunterOldqz@broker:1883\"\n",

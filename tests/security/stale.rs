@@ -80,5 +80,8 @@ async fn old_undelivered_sms_reach_rules_and_mqtt_marked_stale_but_no_plugin() {
             |r| r.get(0),
         )
         .expect("inbox");
-    assert_eq!(undelivered, 0, "stale messages are delivered (to the rules), once");
+    assert_eq!(
+        undelivered, 0,
+        "stale messages are delivered (to the rules), once"
+    );
 }
