@@ -110,6 +110,7 @@ pub async fn start(
         cfg,
         RunOptions {
             gpio_backend: Some(backend),
+            ..RunOptions::default()
         },
     )
     .await
@@ -173,6 +174,7 @@ impl Host {
             memory_limit_kb: 8192,
             instruction_limit: 10_000_000,
             country_code: Some("44".into()),
+            ..HostOptions::default()
         };
         let mut host = LuaHost::new(opts, World::default());
         let now = std::time::Instant::now();

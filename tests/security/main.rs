@@ -8,6 +8,7 @@ mod wait;
 
 mod host_rig;
 
+mod call_reject_conn;
 mod credit;
 mod secrets;
 mod stale;
