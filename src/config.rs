@@ -122,7 +122,7 @@ impl Default for ModemConfig {
 
 /// Outgoing SMS limits: they protect the owner's credit from anyone who can make the gateway
 /// reply.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SmsConfig {
     pub max_per_hour: u32,
@@ -159,6 +159,29 @@ pub struct SmsConfig {
     /// `gateway.country_code`, copied here at load so the outbox can normalise recipients.
     #[serde(skip)]
     pub country_code: Option<String>,
+}
+
+impl fmt::Debug for SmsConfig {
+    // Every key of `[sms]`; `country_code` is `gateway.country_code`, not a key here.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmsConfig")
+            .field("max_per_hour", &self.max_per_hour)
+            .field("max_per_day", &self.max_per_day)
+            .field("max_per_recipient_per_hour", &self.max_per_recipient_per_hour)
+            .field("max_per_recipient_per_day", &self.max_per_recipient_per_day)
+            .field("send_attempts", &self.send_attempts)
+            .field("delivery_reports", &self.delivery_reports)
+            .field("concat_timeout_s", &self.concat_timeout_s)
+            .field("priority_reserve", &self.priority_reserve)
+            .field("reply_budget", &self.reply_budget)
+            .field("stranger_replies_per_hour", &self.stranger_replies_per_hour)
+            .field("allow_prefixes", &self.allow_prefixes)
+            .field("deny_prefixes", &self.deny_prefixes)
+            .field("allow_recipients", &self.allow_recipients)
+            .field("ussd_allow", &self.ussd_allow)
+            .field("max_command_age_s", &self.max_command_age_s)
+            .finish()
+    }
 }
 
 impl Default for SmsConfig {
