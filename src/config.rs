@@ -167,7 +167,10 @@ impl fmt::Debug for SmsConfig {
         f.debug_struct("SmsConfig")
             .field("max_per_hour", &self.max_per_hour)
             .field("max_per_day", &self.max_per_day)
-            .field("max_per_recipient_per_hour", &self.max_per_recipient_per_hour)
+            .field(
+                "max_per_recipient_per_hour",
+                &self.max_per_recipient_per_hour,
+            )
             .field("max_per_recipient_per_day", &self.max_per_recipient_per_day)
             .field("send_attempts", &self.send_attempts)
             .field("delivery_reports", &self.delivery_reports)
