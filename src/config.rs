@@ -1361,6 +1361,21 @@ mod tests {
     }
 
     #[test]
+    fn security_alerts_go_to_real_numbers_and_the_global_budget_is_at_least_one() {
+        let cfg = Config::from_toml("", "t.toml").unwrap();
+        assert_eq!(cfg.lua.global_failures, 20);
+        assert!(cfg.security.alert_to.is_empty());
+        let ok = "[security]\nalert_to = [\"+447700900123\", \"07700 900124\"]\n";
+        assert!(Config::from_toml(ok, "a.toml").is_ok());
+        let bad = "[lua]\nglobal_failures = 0\n[security]\nalert_to = [\"+4477009\", \"Bank\"]\n";
+        let err = Config::from_toml(bad, "b.toml").unwrap_err();
+        let lines = err.lines();
+        let count = |s: &str| lines.iter().filter(|l| l.starts_with(s)).count();
+        assert_eq!(count("b.toml: security.alert_to: entry"), 2, "{lines:?}");
+        assert_eq!(count("b.toml: lua.global_failures:"), 1, "{lines:?}");
+    }
+
+    #[test]
     fn every_problem_is_reported_with_its_key() {
         let text = r#"
 [gateway]
