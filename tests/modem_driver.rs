@@ -302,6 +302,7 @@ async fn a_capped_sms_is_recorded_failed_with_the_reason_and_published() {
     let mut rig = start(Setup {
         sms: SmsConfig {
             max_per_recipient_per_hour: 1,
+            priority_reserve: 0,
             ..Default::default()
         },
         ..Default::default()

@@ -33,8 +33,11 @@ fn is_good(v: u32) -> bool {
 }
 
 async fn simulation(dir: &Path) -> Simulation {
-    let patch =
-        json!({"lua": {"plugins_dir": dir, "rules_dir": dir.join("rules"), "plugins": [PLUGIN]}});
+    // 10 000 replies to one sender nobody enrolled: far over the reply budgets, lifted here.
+    let patch = json!({
+        "lua": {"plugins_dir": dir, "rules_dir": dir.join("rules"), "plugins": [PLUGIN]},
+        "sms": {"reply_budget": 1_000_000, "stranger_replies_per_hour": 1_000_000},
+    });
     let cfg = tryrun::load_config(
         Some(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml")),
         Some(&patch),

@@ -12,6 +12,7 @@
 //! local time; this file loads scripts and routes work to them.
 
 mod api;
+mod budget;
 mod clock;
 mod lockout;
 mod pattern;
@@ -33,6 +34,7 @@ use crate::bus::{
 };
 use api::{ApiContext, Current, Repeat, ScriptCtx, Shared, Timer};
 use api::{CALLBACKS_REGISTRY_KEY, TIMERS_REGISTRY_KEY};
+pub use budget::SmsPolicy;
 use clock::WallClock;
 pub use lockout::{LockoutPolicy, ENROLMENT_SCOPE, LOCKOUT_SCOPE};
 use rules::{Mode, Rule, RuleEvent, TimerSpec};
@@ -402,6 +404,11 @@ impl LuaHost {
         }
     }
 
+    /// Sets the reply budgets and the USSD allow-list (default: `[sms]`'s defaults).
+    pub fn set_sms_policy(&mut self, policy: SmsPolicy) {
+        self.shared().sms_policy = policy;
+    }
+
     /// Sets the lock-out numbers (default: 5 wrong attempts within an hour lock out for an hour).
     pub fn set_lockout_policy(&mut self, policy: LockoutPolicy) {
         self.shared().lockouts.policy = policy;
@@ -722,6 +729,16 @@ impl LuaHost {
     /// to every rule whose `on.sms` matches. A locked-out sender reaches nobody; an empty one
     /// reaches the rules only (it cannot be answered nor held to account).
     pub fn dispatch_sms(&mut self, sms: &IncomingSms, now: Instant) -> Dispatch {
+        self.dispatch_sms_as(sms, false, now)
+    }
+
+    /// Like [`LuaHost::dispatch_sms`] for an SMS that waited too long to be a command
+    /// (`sms.max_command_age_s`): no plugin sees it; rules see it with `ev.stale = true`.
+    pub fn dispatch_stale_sms(&mut self, sms: &IncomingSms, now: Instant) -> Dispatch {
+        self.dispatch_sms_as(sms, true, now)
+    }
+
+    fn dispatch_sms_as(&mut self, sms: &IncomingSms, stale: bool, now: Instant) -> Dispatch {
         self.expire_lockouts(now);
         let locked = {
             let shared = self.shared();
@@ -749,22 +766,38 @@ impl LuaHost {
         let mut out = if empty {
             tracing::debug!("SMS without a sender: not offered to plugins");
             Dispatch::default()
+        } else if stale {
+            tracing::info!(from = %sms.from, "stale SMS (older than sms.max_command_age_s): not offered to plugins");
+            Dispatch::default()
         } else {
             self.offer("sms", &HookArg::Sms(&for_plugins), current.clone(), now)
         };
         let ev = RuleEvent::Sms {
             sms: sms.clone(),
             handled_by: out.handled_by.clone(),
+            stale,
             failed: None,
         };
         self.run_rules(&ev, now, &mut out);
         let marks = self.shared().sms_marks.take().unwrap_or_default();
         out.secrets = marks.secrets;
         out.credential_bearing = marks.credential_bearing;
-        if !empty && out.handled_by.is_none() && !out.credential_bearing {
+        if !empty && !stale && out.handled_by.is_none() && !out.credential_bearing {
             self.offer_unhandled(&for_plugins, current, now, &mut out);
         }
-        self.finish(out)
+        let mut out = self.finish(out);
+        // An enrolled number's answers (a master's long LIST) count against the caps only.
+        if !self.is_enrolled(&sms.from) {
+            let mut shared = self.shared();
+            let policy = shared.sms_policy.clone();
+            let dropped = shared
+                .stranger_budgets
+                .apply(&policy, &sms.from, &mut out.commands, now);
+            if dropped > 0 {
+                tracing::warn!(from = %sms.from, dropped, "replies dropped: over the reply budget of a sender nobody enrolled (sms.reply_budget, sms.stranger_replies_per_hour)");
+            }
+        }
+        out
     }
 
     /// Hands a quarantined SMS (its dispatch failed or was cut off too often) to the rules
@@ -780,6 +813,7 @@ impl LuaHost {
         let ev = RuleEvent::Sms {
             sms: sms.clone(),
             handled_by: None,
+            stale: false,
             failed: Some(error.to_string()),
         };
         self.run_rules(&ev, now, &mut out);

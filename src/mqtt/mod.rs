@@ -159,7 +159,8 @@ pub struct BrokerAddress {
 /// hosts in brackets.
 pub fn parse_url(url: &str) -> Result<BrokerAddress, MqttError> {
     let invalid = |reason: &str| MqttError::InvalidUrl {
-        url: url.to_string(),
+        // Never the credentials someone put in the URL.
+        url: crate::config::redact_url(url),
         reason: reason.to_string(),
     };
     let (scheme, rest) = url
@@ -482,6 +483,7 @@ pub fn spawn(
         },
         session_name,
         username: mqtt.username.clone(),
+        protected: bridge::Protected::new(cfg),
     };
     let task = tokio::spawn(bridge::run(parts, shutdown));
     Ok((handle, task))

@@ -111,6 +111,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
     r"
     ALTER TABLE inbox ADD COLUMN sender_kind TEXT;
     ",
+    // 4: caps count message parts, not rows.
+    r"
+    ALTER TABLE outbox ADD COLUMN parts INTEGER NOT NULL DEFAULT 1;
+    ",
 ];
 
 /// The schema version this build writes.
