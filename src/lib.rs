@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML config, environment overrides and validation.
+//! - [`deadline`]: instants from outside durations, saturating instead of panicking.
 //! - [`bus`]: the [`bus::Event`]s every source publishes and the [`bus::Command`]s sinks act on.
 //! - [`phone`]: normalising and comparing phone numbers.
 //! - [`modem::at`]: the sans-IO AT engine (bytes in, lines, URCs and completions out).
@@ -22,6 +23,7 @@ pub mod alarm;
 pub mod app;
 pub mod bus;
 pub mod config;
+pub mod deadline;
 pub mod demo;
 pub mod gpio;
 pub mod lua;

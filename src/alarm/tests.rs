@@ -555,3 +555,22 @@ fn trusted_callers_are_plugins_and_rules_with_a_name() {
     assert!(!is_trusted(Some("mqtt")));
     assert!(!is_trusted(None));
 }
+
+#[test]
+fn delays_too_long_for_the_clock_saturate_instead_of_panicking() {
+    let mut cfg = config();
+    cfg.exit_delay_s = u64::MAX;
+    cfg.siren_s = u64::MAX;
+    cfg.zones.insert(
+        "door".to_string(),
+        zone(&[AlarmMode::Away, AlarmMode::Home], Some(u64::MAX), false),
+    );
+    let (mut p, c) = panel(&cfg);
+    p.handle(AlarmAction::ArmAway, OWNER, None, c.at(0))
+        .expect("arming is allowed");
+    assert_eq!(p.state(), AlarmState::Arming);
+    assert!(p.poll_timeout().is_some_and(|t| t > c.at(3600 * 24 * 365)));
+    p.handle(AlarmAction::Trigger, OWNER, None, c.at(1))
+        .expect("triggering is allowed");
+    assert_eq!(p.state(), AlarmState::Triggered);
+}

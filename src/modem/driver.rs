@@ -21,6 +21,7 @@ use super::at::{AtCommand, AtEngine, AtError, AtEvent, Response, Urc};
 use super::pdu::{self, Pdu, SubmitOptions};
 use crate::bus::{Bus, Call, Event, IncomingSms, ModemStatus, SendStatus, SmsStatus};
 use crate::config::ModemConfig;
+use crate::deadline::Later;
 use crate::phone;
 use crate::store::{
     InboxInsert, NewInboxSms, NewPart, OutboxStatus, PartInsert, QueuedSms, StoreError, StoreHandle,
@@ -408,7 +409,7 @@ impl Driver {
                 _ = &mut shutdown => return,
                 _ = tokio::time::sleep(backoff) => {}
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            backoff = backoff.saturating_mul(2).min(MAX_BACKOFF);
         }
     }
 
@@ -440,8 +441,8 @@ impl Driver {
         // after the group was given up.
         self.expire_parts().await;
         self.send_pending().await?;
-        let mut next_sweep = Instant::now() + Duration::from_secs(self.cfg.sweep_interval_s);
-        let mut next_poll = Instant::now() + Duration::from_secs(self.cfg.poll_interval_s);
+        let mut next_sweep = Instant::now().later(Duration::from_secs(self.cfg.sweep_interval_s));
+        let mut next_poll = Instant::now().later(Duration::from_secs(self.cfg.poll_interval_s));
         let mut buf = [0u8; 1024];
         let mut urc_buf = [0u8; 1024];
         loop {
@@ -463,7 +464,7 @@ impl Driver {
             .into_iter()
             .flatten()
             .min()
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            .unwrap_or_else(|| Instant::now().later(Duration::from_secs(3600)));
             let Some(port) = self.port.as_mut() else {
                 return Err(CmdError::Port("port closed".into()));
             };
@@ -495,7 +496,7 @@ impl Driver {
                     self.engine.handle_timeout(now.into_std());
                     self.drain_engine(None);
                     if now >= next_sweep {
-                        next_sweep = now + Duration::from_secs(self.cfg.sweep_interval_s);
+                        next_sweep = now.later(Duration::from_secs(self.cfg.sweep_interval_s));
                         self.sweep().await?;
                         self.expire_parts().await;
                     }
@@ -506,7 +507,7 @@ impl Driver {
                         }
                     }
                     if now >= next_poll {
-                        next_poll = now + Duration::from_secs(self.cfg.poll_interval_s);
+                        next_poll = now.later(Duration::from_secs(self.cfg.poll_interval_s));
                         self.poll_status().await?;
                     }
                     if self.send_retry_at.is_some_and(|t| now >= t) {
@@ -588,7 +589,7 @@ impl Driver {
                 .engine
                 .poll_timeout()
                 .map(Instant::from_std)
-                .unwrap_or_else(|| Instant::now() + self.cfg.command_timeout());
+                .unwrap_or_else(|| Instant::now().later(self.cfg.command_timeout()));
             let port = self
                 .port
                 .as_mut()
@@ -1315,8 +1316,9 @@ impl Driver {
                             }
                             Ok(_) => {
                                 tracing::info!(outbox_id = row.id, error = %reason, retry_in_s = self.send_backoff.as_secs(), "SMS send failed; will retry");
-                                self.send_retry_at = Some(Instant::now() + self.send_backoff);
-                                self.send_backoff = (self.send_backoff * 2).min(MAX_BACKOFF);
+                                self.send_retry_at = Some(Instant::now().later(self.send_backoff));
+                                self.send_backoff =
+                                    self.send_backoff.saturating_mul(2).min(MAX_BACKOFF);
                                 return Ok(());
                             }
                             Err(e) => tracing::error!(error = %e, "could not record a failed send"),
@@ -1433,7 +1435,10 @@ impl Driver {
         if !c.announced {
             Some(c.started + CLIP_WAIT)
         } else if !c.answered {
-            Some(c.last_ring + Duration::from_secs(self.cfg.ring_timeout_s))
+            Some(
+                c.last_ring
+                    .later(Duration::from_secs(self.cfg.ring_timeout_s)),
+            )
         } else {
             None
         }
@@ -1445,7 +1450,9 @@ impl Driver {
             self.announce_call();
         } else if c.announced
             && !c.answered
-            && now >= c.last_ring + Duration::from_secs(self.cfg.ring_timeout_s)
+            && now
+                >= c.last_ring
+                    .later(Duration::from_secs(self.cfg.ring_timeout_s))
         {
             // The caller gave up without the modem saying NO CARRIER.
             self.end_call();

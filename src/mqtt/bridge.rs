@@ -35,6 +35,7 @@ use super::messages::{self, Outgoing};
 use super::topics::{CommandTopic, Topics};
 use super::MqttError;
 use crate::bus::{Bus, Command, Event};
+use crate::deadline::Later;
 
 /// Events (SMS, calls) kept while the broker is away; beyond this the oldest are dropped.
 pub const EVENT_QUEUE_LIMIT: usize = 1000;
@@ -258,7 +259,7 @@ impl Session {
     }
 
     fn used(&mut self) {
-        self.deadline = self.deadline.max(Instant::now() + self.window);
+        self.deadline = self.deadline.max(Instant::now().later(self.window));
     }
 }
 
