@@ -16,6 +16,7 @@
 //! - [`alarm`]: the alarm panel state machine.
 //! - [`app`]: wiring, start-up and graceful shutdown.
 //! - [`service`]: systemd notifications and the watchdog.
+//! - [`supervise`]: the owners' watchdog probes and the gateway's health on MQTT.
 //! - [`tryrun`]: `gsmgw try`, conversations through the scripts with everything simulated.
 //! - [`demo`]: `gsmgw demo`, everything simulated with a console.
 
@@ -32,4 +33,5 @@ pub mod mqtt;
 pub mod phone;
 pub mod service;
 pub mod store;
+pub mod supervise;
 pub mod tryrun;

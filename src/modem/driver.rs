@@ -82,6 +82,8 @@ enum Request {
         code: String,
         reply: oneshot::Sender<Result<String, ModemError>>,
     },
+    /// The watchdog's probe: answered from the task's loop, with or without a modem.
+    Ping(oneshot::Sender<()>),
 }
 
 /// A cloneable handle to the modem task.
@@ -182,6 +184,14 @@ impl ModemHandle {
         })
         .await?;
         answer.await.map_err(|_| ModemError::Stopped)?
+    }
+
+    /// Resolves when the modem task has come round to answer: proves it is not stuck. A long
+    /// AT exchange (an SMS queue being sent) delays the answer.
+    pub async fn ping(&self) -> Result<(), ModemError> {
+        let (reply, answer) = oneshot::channel();
+        self.request(Request::Ping(reply)).await?;
+        answer.await.map_err(|_| ModemError::Stopped)
     }
 
     /// The last known modem status.
@@ -405,9 +415,26 @@ impl Driver {
                     );
                 }
             }
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = tokio::time::sleep(backoff) => {}
+            let retry = tokio::time::sleep(backoff);
+            tokio::pin!(retry);
+            loop {
+                tokio::select! {
+                    _ = &mut shutdown => return,
+                    _ = &mut retry => break,
+                    // Without a port only the watchdog's probe has an answer; the rest waits
+                    // for the modem as before, except what needs a modem now (USSD).
+                    req = self.rx.recv() => match req {
+                        Some(Request::Ping(reply)) => {
+                            let _ = reply.send(());
+                        }
+                        Some(Request::Ussd { reply, .. }) => {
+                            let _ = reply.send(Err(ModemError::Modem("no modem: the port is not open".into())));
+                        }
+                        // Sending starts anyway when the port opens; no call is up without one.
+                        Some(Request::Kick | Request::Reject(_) | Request::Answer(_) | Request::HangUp(_)) => {}
+                        None => return,
+                    },
+                }
             }
             backoff = backoff.saturating_mul(2).min(MAX_BACKOFF);
         }
@@ -885,6 +912,10 @@ impl Driver {
     async fn handle_request(&mut self, req: Request) -> Result<(), CmdError> {
         match req {
             Request::Kick => self.send_pending().await,
+            Request::Ping(reply) => {
+                let _ = reply.send(());
+                Ok(())
+            }
             Request::Reject(id) | Request::HangUp(id) => {
                 if self.call.as_ref().map(|c| c.id) != Some(id) {
                     tracing::debug!(call = id, "hang-up for a call that has ended");

@@ -130,6 +130,8 @@ pub(super) enum Request {
     PreviousManifest(Vec<u8>),
     /// Home Assistant said `online`: it has forgotten the entities, publish them again.
     HomeAssistantOnline,
+    /// The watchdog's probe: answered from the publisher's loop.
+    Ping(oneshot::Sender<()>),
 }
 
 /// A request to connect (on-demand) or to hear about the connection (always).
@@ -505,6 +507,9 @@ impl Publisher {
                 },
                 request = requests_rx.recv(), if requests_open => match request {
                     Some(Request::Publish(out)) => self.submit(out, up).await,
+                    Some(Request::Ping(reply)) => {
+                        let _ = reply.send(());
+                    }
                     Some(Request::Subscribe(filter)) => {
                         if up {
                             self.subscribe(filter).await;

@@ -128,6 +128,34 @@ impl MqttHandle {
         answer.await.map_err(|_| MqttError::Stopped)?
     }
 
+    /// Publishes like [`MqttHandle::publish`] and waits (at most 3 s) until the bridge has
+    /// handed the message to the connection, so that a shutdown right after it still sends it.
+    /// Errors are logged: this is for last words, which nobody can act on.
+    pub async fn publish_flushed(&self, topic_suffix: &str, payload: Vec<u8>, retain: bool) {
+        const FLUSH_WAIT: Duration = Duration::from_secs(3);
+        let sent = async {
+            self.publish(topic_suffix, payload, retain).await?;
+            // Requests are served in order: the answer comes after the publish was handed on.
+            self.ping().await
+        };
+        match tokio::time::timeout(FLUSH_WAIT, sent).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(topic = topic_suffix, error = %e, "MQTT publish failed"),
+            Err(_) => tracing::warn!(topic = topic_suffix, "MQTT publish not flushed in time"),
+        }
+    }
+
+    /// Resolves when the bridge's publisher has come round to answer: proves it is not stuck.
+    /// While the broker is away a publish may wait for the reconnect, and so does this.
+    pub async fn ping(&self) -> Result<(), MqttError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Ping(reply))
+            .await
+            .map_err(|_| MqttError::Stopped)?;
+        answer.await.map_err(|_| MqttError::Stopped)
+    }
+
     /// Delivers messages on `<p>/<topic_filter_suffix>` (`+` and `#` allowed as whole levels)
     /// to the bus as `Event::Mqtt` with the topic relative to `<p>`; renewed on every
     /// reconnect.

@@ -149,7 +149,7 @@ pub fn spawn(store: Store) -> (StoreHandle, JoinHandle<()>) {
 }
 
 /// The message of a caught panic.
-pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())

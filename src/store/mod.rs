@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::SmsConfig;
 
-pub use handle::{spawn, StoreHandle, StoreHealth};
+pub use handle::{panic_text, spawn, StoreHandle, StoreHealth};
 
 /// What a concatenated message shows where a part never arrived.
 pub const MISSING_PART_MARKER: &str = "[…]";
