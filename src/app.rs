@@ -289,6 +289,7 @@ pub async fn start(cfg: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
             tokio::spawn(crate::supervise::report_store_health(
                 handles.store.health(),
                 mqtt,
+                stopped(stop_rx.clone()),
             )),
         ));
     }

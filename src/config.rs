@@ -868,7 +868,7 @@ impl Config {
             (
                 "mqtt.max_payload_bytes",
                 wide(self.mqtt.max_payload_bytes),
-                1..=16 * 1024 * 1024,
+                1..=wide(crate::mqtt::MAX_PACKET_BYTES),
             ),
             (
                 "mqtt.script_queue_len",

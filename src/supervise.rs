@@ -159,16 +159,25 @@ pub fn health_payload(store: &StoreHealth, failed: Option<(&str, &str)>) -> Vec<
     value.to_string().into_bytes()
 }
 
-/// Publishes the store's health whenever it changes, until the store has ended.
-pub async fn report_store_health(mut health: watch::Receiver<StoreHealth>, mqtt: MqttHandle) {
+/// Publishes the store's health whenever it changes, until the store has ended or `shutdown`
+/// resolves.
+pub async fn report_store_health(
+    mut health: watch::Receiver<StoreHealth>,
+    mqtt: MqttHandle,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
     loop {
         let now = health.borrow_and_update().clone();
         if !now.fatal {
             // A fatal problem is published by the gateway as it stops, naming the owner.
             publish(&mqtt, health_payload(&now, None)).await;
         }
-        if health.changed().await.is_err() {
-            return;
+        tokio::select! {
+            () = &mut shutdown => return,
+            changed = health.changed() => if changed.is_err() {
+                return;
+            },
         }
     }
 }

@@ -158,6 +158,9 @@ impl<S: CommandSink> ScriptTask<S> {
             self.handle_event(ev).await;
         }
         let mut requests_open = true;
+        // Messages on the scripts' MQTT subscriptions: bounded, served after the bus events
+        // (an MQTT flood cannot hold up an SMS) and after due timers.
+        let mqtt_inbox = self.sink.mqtt().map(|m| m.script_inbox());
         loop {
             let timer = self.host.poll_timeout().map(Instant::from_std);
             tokio::select! {
@@ -178,11 +181,16 @@ impl<S: CommandSink> ScriptTask<S> {
                     }
                     None => requests_open = false,
                 },
+                // Before events: a timer that is due runs before the next event, so a flood
+                // of events delays it by one event at most.
+                _ = sleep_until_some(timer) => self.run_timers().await,
                 ev = events.recv() => match ev {
                     Some(ev) => self.handle_event(ev).await,
                     None => break,
                 },
-                _ = sleep_until_some(timer) => self.run_timers().await,
+                Some(m) = next_mqtt(mqtt_inbox.as_ref()) => {
+                    self.handle_event(Event::Mqtt { topic: m.topic, payload: m.payload }).await;
+                }
             }
         }
         // Events already queued are handled before stopping; anything after is redelivered
@@ -486,6 +494,16 @@ impl<S: CommandSink> ScriptTask<S> {
 async fn probed(heartbeat: &mut Option<service::Heartbeat>) {
     match heartbeat {
         Some(h) => h.probed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next message for the scripts; never when MQTT is off.
+async fn next_mqtt(
+    inbox: Option<&crate::mqtt::inbox::ScriptInbox>,
+) -> Option<crate::mqtt::inbox::ScriptMessage> {
+    match inbox {
+        Some(inbox) => inbox.recv().await,
         None => std::future::pending().await,
     }
 }

@@ -8,6 +8,7 @@
 mod bridge;
 pub mod cli;
 pub mod discovery;
+pub mod inbox;
 mod messages;
 mod topics;
 
@@ -81,9 +82,16 @@ pub struct MqttHandle {
     connects: mpsc::Sender<ConnectRequest>,
     subscriptions: Subscriptions,
     connected: Arc<AtomicBool>,
+    script_inbox: inbox::ScriptInbox,
 }
 
 impl MqttHandle {
+    /// Where messages on the scripts' subscriptions wait for the script task (its one
+    /// consumer): bounded, see [`inbox`].
+    pub fn script_inbox(&self) -> inbox::ScriptInbox {
+        self.script_inbox.clone()
+    }
+
     /// True while connected to the broker (and the state has been re-published).
     pub fn connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
@@ -157,7 +165,7 @@ impl MqttHandle {
     }
 
     /// Delivers messages on `<p>/<topic_filter_suffix>` (`+` and `#` allowed as whole levels)
-    /// to the bus as `Event::Mqtt` with the topic relative to `<p>`; renewed on every
+    /// to [`MqttHandle::script_inbox`] with the topic relative to `<p>`; renewed on every
     /// reconnect.
     pub async fn subscribe(&self, topic_filter_suffix: &str) -> Result<(), MqttError> {
         check_filter_suffix(topic_filter_suffix).map_err(MqttError::InvalidTopic)?;
@@ -430,7 +438,7 @@ pub fn topics_for(cfg: &Config) -> Topics {
 /// Starts the bridge for the gateway configured by `cfg` (its `mqtt` section, device id,
 /// outputs and inputs for discovery). It subscribes to `bus` before returning (no event is
 /// missed), publishes state and events, forwards commands from the broker to `commands`, puts
-/// messages for script subscriptions on `bus`, and runs until `shutdown` resolves: then it
+/// messages for script subscriptions in the handle's script inbox, and runs until `shutdown` resolves: then it
 /// publishes `offline` and disconnects. Aborting the returned task drops the connection without
 /// a goodbye, so the broker publishes the will.
 pub fn spawn(
@@ -462,19 +470,22 @@ pub fn spawn(
     let (connects_tx, connect_rx) = mpsc::channel(HANDLE_QUEUE);
     let connected = Arc::new(AtomicBool::new(false));
     let subscriptions = Subscriptions::default();
+    let (script_tx, script_inbox) = inbox::inbox(mqtt.script_queue_len);
     let handle = MqttHandle {
         topics: topics.clone(),
         requests: requests_tx.clone(),
         connects: connects_tx,
         subscriptions: subscriptions.clone(),
         connected: connected.clone(),
+        script_inbox,
     };
     let parts = bridge::Parts {
         client,
         eventloop,
         topics,
-        bus: bus.clone(),
         bus_rx: bus.subscribe(),
+        script_inbox: script_tx,
+        max_payload_bytes: mqtt.max_payload_bytes,
         requests_rx,
         requests_tx,
         connect_rx,
