@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::{mpsc, oneshot};
@@ -15,6 +16,7 @@ use super::{HostOptions, LockoutPolicy, LuaHost, World, LOCKOUT_SCOPE};
 use crate::app::{execute_on, CommandSink};
 use crate::bus::{Command, Event, ModemStatus, ScriptKind, ScriptStatus};
 use crate::config::Config;
+use crate::deadline::Later;
 use crate::service;
 use crate::store;
 
@@ -56,11 +58,26 @@ impl ScriptsHandle {
     }
 }
 
+/// The waits between attempts to commit an SMS's dispatch when the store has a problem that
+/// may pass (a lock, a full disk): about 14 s in all, then the SMS is offered again later.
+const COMMIT_RETRIES: [Duration; 4] = [
+    Duration::from_millis(200),
+    Duration::from_secs(1),
+    Duration::from_secs(3),
+    Duration::from_secs(10),
+];
+
+/// How long after its commit failed for good an SMS is offered to the scripts again.
+const REOFFER_AFTER: Duration = Duration::from_secs(60);
+
 /// The Lua host with what it needs to reload scripts and carry out their commands.
 struct ScriptTask<S> {
     host: LuaHost,
     cfg: Config,
     sink: S,
+    /// SMS whose dispatch could not be committed, offered again at `reoffer_at`.
+    reoffer: Vec<crate::bus::IncomingSms>,
+    reoffer_at: Option<Instant>,
 }
 
 /// Creates the Lua host, loads the configured plugins in order and spawns the task that feeds
@@ -87,6 +104,8 @@ pub async fn spawn_scripts<S: CommandSink + Send + 'static>(
         host,
         cfg: cfg.clone(),
         sink,
+        reoffer: Vec::new(),
+        reoffer_at: None,
     };
     for name in &cfg.lua.plugins {
         // Saved data that cannot be read would be overwritten by a plugin that starts empty.
@@ -188,6 +207,12 @@ impl<S: CommandSink> ScriptTask<S> {
                     Some(ev) => self.handle_event(ev).await,
                     None => break,
                 },
+                _ = sleep_until_some(self.reoffer_at) => {
+                    self.reoffer_at = None;
+                    for sms in std::mem::take(&mut self.reoffer) {
+                        self.handle_sms(sms).await;
+                    }
+                }
                 Some(m) = next_mqtt(mqtt_inbox.as_ref()) => {
                     self.handle_event(Event::Mqtt { topic: m.topic, payload: m.payload }).await;
                 }
@@ -312,12 +337,24 @@ impl<S: CommandSink> ScriptTask<S> {
                 other => rest.push(other),
             }
         }
-        match self
-            .sink
-            .store()
-            .commit_dispatch(sms.id, replies.clone(), data)
-            .await
-        {
+        let scopes: std::collections::BTreeSet<String> =
+            data.iter().map(|change| change.scope.clone()).collect();
+        let mut retries = COMMIT_RETRIES.iter();
+        let committed = loop {
+            let result = self
+                .sink
+                .store()
+                .commit_dispatch(sms.id, replies.clone(), data.clone())
+                .await;
+            match (result, retries.next()) {
+                (Err(e), Some(wait)) if e.is_transient() => {
+                    tracing::warn!(inbox_id = sms.id, error = %e, retry_in_ms = wait.as_millis() as u64, "could not record an SMS as handled; retrying");
+                    tokio::time::sleep(*wait).await;
+                }
+                (result, _) => break result,
+            }
+        };
+        match committed {
             Ok(store::DispatchCommit::Committed(queued)) => {
                 self.sink.replies_committed(&replies, &queued);
             }
@@ -329,7 +366,18 @@ impl<S: CommandSink> ScriptTask<S> {
                 return;
             }
             Err(e) => {
-                tracing::error!(inbox_id = sms.id, error = %e, "could not record an SMS as handled; it will be offered again at the next start");
+                tracing::error!(inbox_id = sms.id, error = %e, retry_in_s = REOFFER_AFTER.as_secs(), "could not record an SMS as handled; none of its effects kept, it is offered again later");
+                // The scripts changed their data in memory; what the store holds is the truth.
+                for scope in scopes {
+                    match self.sink.store().kv_all(&scope).await {
+                        Ok(saved) => self.host.restore_data(&scope, saved),
+                        Err(e) => {
+                            tracing::error!(%scope, error = %e, "cannot read the saved script data back")
+                        }
+                    }
+                }
+                self.reoffer.push(sms);
+                self.reoffer_at = Some(Instant::now().later(REOFFER_AFTER));
                 return;
             }
         }

@@ -250,6 +250,15 @@ impl StoreError {
         )
     }
 
+    /// True when trying again later may succeed: a full disk can be cleared, a lock released,
+    /// a file made writable.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StoreError::DiskFull { .. } | StoreError::Busy { .. } | StoreError::ReadOnly { .. }
+        )
+    }
+
     /// The store's health after this error: `None` when the error says nothing about the
     /// file (a row not found, a cap, bad script data).
     pub fn health_problem(&self) -> Option<String> {
