@@ -156,6 +156,12 @@ pub enum AlarmAction {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     SmsReceived(IncomingSms),
+    /// A received SMS whose dispatch failed or was cut off `lua.max_dispatch_attempts` times:
+    /// quarantined, handed to rules only, never to plugins again.
+    SmsFailed {
+        sms: IncomingSms,
+        error: String,
+    },
     SmsStatus(SmsStatus),
     CallRinging(Call),
     CallEnded(Call),

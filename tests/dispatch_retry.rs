@@ -114,6 +114,7 @@ enabled = false
         cfg,
         RunOptions {
             gpio_backend: Some(backend),
+            ..RunOptions::default()
         },
     )
     .await
@@ -170,7 +171,11 @@ enabled = false
         store.kv_get("plugin:blob", "count").await.ok().flatten(),
         Some("2".to_string())
     );
-    assert_eq!(health.borrow().problem, None, "healed once a write succeeded");
+    assert_eq!(
+        health.borrow().problem,
+        None,
+        "healed once a write succeeded"
+    );
     gateway.stop().await;
     sim.stop();
 }

@@ -11,6 +11,7 @@
 //!
 //! Phone numbers are compared as stored: callers pass them normalised by [`crate::phone`].
 
+mod attempts;
 #[cfg(test)]
 mod fault_tests;
 mod handle;
@@ -28,6 +29,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::SmsConfig;
 
+pub use attempts::DispatchAttempt;
 pub use handle::{panic_text, spawn, StoreHandle, StoreHealth};
 
 /// What a concatenated message shows where a part never arrived.
