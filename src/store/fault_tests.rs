@@ -41,7 +41,7 @@ fn a_damaged_page_is_found_at_start_and_called_corrupt() {
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
     let message = err.to_string();
     assert!(message.starts_with("the store is corrupt: "), "{message}");
-    assert!(message.contains("gsmgw store recover"), "{message}");
+    assert!(message.contains("README \"Store recovery\""), "{message}");
 }
 
 #[test]

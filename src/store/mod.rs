@@ -121,8 +121,8 @@ pub enum StoreError {
     },
     /// The file is damaged (`SQLITE_CORRUPT`, or `PRAGMA quick_check` found problems).
     #[error(
-        "the store is corrupt: {detail} (help: stop gsmgw and run `gsmgw store recover`, see \
-         README \"Store recovery\")"
+        "the store is corrupt: {detail} (help: stop gsmgw and recover the file with sqlite3's \
+         .recover, see README \"Store recovery\")"
     )]
     Corrupt {
         /// What SQLite found.
