@@ -49,7 +49,8 @@ pub struct Gateway {
     /// Kept alive while the gateway runs; `None` when `lua.hot_reload` is off.
     _watcher: Option<ScriptWatcher>,
     scripts_stop: watch::Sender<bool>,
-    scripts_task: JoinHandle<()>,
+    /// `None` once it has ended (found by [`Gateway::failed`]).
+    scripts_task: Option<JoinHandle<()>>,
     stop: watch::Sender<bool>,
     tasks: Vec<(&'static str, JoinHandle<()>)>,
     store_thread: std::thread::JoinHandle<()>,
@@ -57,7 +58,29 @@ pub struct Gateway {
     liveness: Option<service::Liveness>,
 }
 
-/// Runs the gateway until `shutdown` resolves, then drains every task.
+/// The owner tasks whose end stops the gateway; the others (the SIGHUP listener, the
+/// command router) may end early without harm.
+const OWNERS: &[&str] = &[
+    "mqtt",
+    "gpio",
+    "output-states",
+    "modem",
+    "alarm",
+    "retention",
+];
+
+/// An owner task that ended while the gateway was running: which, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the {owner} task stopped: {reason} (help: systemd restarts the gateway; see the log above for the cause)")]
+pub struct OwnerFailure {
+    pub owner: &'static str,
+    pub reason: String,
+}
+
+/// Runs the gateway until `shutdown` resolves, then drains every task. If an owner task ends
+/// before that (a panic, a store that found its file damaged), the gateway logs and publishes
+/// which and why, stops, and returns an [`OwnerFailure`], so that the process exits non-zero
+/// and systemd restarts it.
 pub async fn run(
     cfg: Config,
     opts: RunOptions,
@@ -65,13 +88,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let mut gateway = start(cfg, opts).await?;
     // Under systemd: ready only now that every task runs; the watchdog is pinged only while
-    // the script loop answers (see `service`).
+    // every owner answers (see `service` and `supervise`).
     service::ready();
     let mut service_tasks = Vec::new();
     if let (Some(period), Some(liveness)) = (service::watchdog_period(), gateway.liveness.take()) {
+        let probes = crate::supervise::Probes::new(liveness, &gateway.handles);
         service_tasks.push(tokio::spawn(service::watchdog(
             period,
-            liveness,
+            probes,
             std::future::pending(),
         )));
     }
@@ -80,14 +104,32 @@ pub async fn run(
         let now = gateway.handles.modem.status();
         service_tasks.push(tokio::spawn(service::report_modem_status(now, events)));
     }
-    shutdown.await;
-    tracing::info!("shutting down");
+    let failure = tokio::select! {
+        () = shutdown => None,
+        failure = gateway.failed() => Some(failure),
+    };
+    match &failure {
+        None => tracing::info!("shutting down"),
+        Some(f) => {
+            tracing::error!(owner = f.owner, reason = %f.reason, "an owner task stopped; the gateway stops so that it is restarted");
+            service::status(&format!("{} stopped: {}", f.owner, f.reason));
+            if let Some(mqtt) = &gateway.handles.mqtt {
+                let health = gateway.handles.store.health().borrow().clone();
+                let payload = crate::supervise::health_payload(&health, Some((f.owner, &f.reason)));
+                mqtt.publish_flushed(crate::supervise::HEALTH_TOPIC, payload, true)
+                    .await;
+            }
+        }
+    }
     service::stopping();
     for task in service_tasks {
         task.abort();
     }
     gateway.stop().await;
-    Ok(())
+    match failure {
+        Some(f) => Err(f.into()),
+        None => Ok(()),
+    }
 }
 
 /// A future that resolves when `rx` turns true (or its sender is gone).
@@ -240,13 +282,33 @@ pub async fn start(cfg: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
             stopped(stop_rx.clone()),
         )),
     ));
+    if cfg.store.retain_days > 0 {
+        tasks.push((
+            "retention",
+            tokio::spawn(prune_periodically(
+                handles.store.clone(),
+                cfg.store.retain_days,
+                stopped(stop_rx.clone()),
+            )),
+        ));
+    }
+    if let Some(mqtt) = handles.mqtt.clone() {
+        tasks.push((
+            "health",
+            tokio::spawn(crate::supervise::report_store_health(
+                handles.store.health(),
+                mqtt,
+                stopped(stop_rx.clone()),
+            )),
+        ));
+    }
 
     Ok(Gateway {
         handles,
         scripts,
         _watcher: watcher,
         scripts_stop,
-        scripts_task,
+        scripts_task: Some(scripts_task),
         stop,
         tasks,
         store_thread,
@@ -294,13 +356,111 @@ pub async fn start_gpio(
     ))
 }
 
+/// How often old rows are pruned (`store.retain_days`).
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Prunes finished rows older than `retain_days` now and every [`PRUNE_EVERY`], so that the
+/// file stays bounded however long the gateway runs.
+async fn prune_periodically(
+    store: StoreHandle,
+    retain_days: u32,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let keep = chrono::TimeDelta::days(i64::from(retain_days));
+    let mut ticks = tokio::time::interval(PRUNE_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = ticks.tick() => {}
+        }
+        let cutoff = chrono::Utc::now()
+            .checked_sub_signed(keep)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        match store.prune(cutoff).await {
+            Ok(p) if p == store::Pruned::default() => {}
+            Ok(p) => tracing::info!(
+                inbox = p.inbox,
+                outbox = p.outbox,
+                calls = p.calls,
+                retain_days,
+                "store: old rows pruned"
+            ),
+            Err(e) => tracing::warn!(error = %e, "store: pruning old rows failed"),
+        }
+    }
+}
+
+/// Why a finished task ended, in words.
+fn why_ended(result: Result<(), tokio::task::JoinError>) -> String {
+    match result {
+        Ok(()) => "it ended unexpectedly".into(),
+        Err(e) if e.is_panic() => format!(
+            "it panicked: {}",
+            crate::store::panic_text(&*e.into_panic())
+        ),
+        Err(e) => format!("it was cancelled: {e}"),
+    }
+}
+
 impl Gateway {
+    /// Resolves when an owner task ends while the gateway runs (a panic, an error it cannot
+    /// recover from), with which and why. Call it at most until it resolves; afterwards
+    /// [`Gateway::stop`] stops the rest.
+    pub async fn failed(&mut self) -> OwnerFailure {
+        let store = self.handles.store.clone();
+        let health = store.health();
+        let tasks = std::future::poll_fn(|cx| {
+            let mut i = 0;
+            while i < self.tasks.len() {
+                let (name, task) = &mut self.tasks[i];
+                let name = *name;
+                if let std::task::Poll::Ready(result) = std::pin::Pin::new(task).poll(cx) {
+                    // A finished JoinHandle must not be polled (or awaited by `stop`) again.
+                    self.tasks.remove(i);
+                    if OWNERS.contains(&name) {
+                        return std::task::Poll::Ready(OwnerFailure {
+                            owner: name,
+                            reason: why_ended(result),
+                        });
+                    }
+                    continue;
+                }
+                i += 1;
+            }
+            if let Some(task) = self.scripts_task.as_mut() {
+                if let std::task::Poll::Ready(result) = std::pin::Pin::new(task).poll(cx) {
+                    self.scripts_task = None;
+                    return std::task::Poll::Ready(OwnerFailure {
+                        owner: "scripts",
+                        reason: why_ended(result),
+                    });
+                }
+            }
+            std::task::Poll::Pending
+        });
+        tokio::select! {
+            failure = tasks => failure,
+            () = store.closed() => OwnerFailure {
+                owner: "store",
+                reason: health
+                    .borrow()
+                    .problem
+                    .clone()
+                    .unwrap_or_else(|| "the store thread ended".into()),
+            },
+        }
+    }
+
     /// Stops the Lua host first (it finishes the event in hand and the ones queued), then the
     /// owners of the resources, and waits for all of them.
     pub async fn stop(self) {
         let _ = self.scripts_stop.send(true);
-        if let Err(e) = self.scripts_task.await {
-            tracing::error!(error = %e, "the script task failed");
+        if let Some(task) = self.scripts_task {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "the script task failed");
+            }
         }
         let _ = self.stop.send(true);
         for (name, task) in self.tasks {
@@ -308,9 +468,11 @@ impl Gateway {
                 tracing::error!(task = name, error = %e, "task failed");
             }
         }
-        // Last: every write the other tasks made on their way out is committed first.
-        if let Err(e) = self.handles.store.shutdown().await {
-            tracing::error!(error = %e, "the store did not shut down cleanly");
+        // Last: every write the other tasks made on their way out is committed first. A store
+        // that stopped on its own (a damaged file) has nothing left to shut down.
+        match self.handles.store.shutdown().await {
+            Ok(()) | Err(store::StoreError::Closed) => {}
+            Err(e) => tracing::error!(error = %e, "the store did not shut down cleanly"),
         }
         let thread = self.store_thread;
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;

@@ -312,12 +312,16 @@ fn default_debounce_ms() -> u64 {
 pub struct StoreConfig {
     /// The SQLite file.
     pub path: PathBuf,
+    /// Days that handled inbox rows, finished outbox rows and the call log are kept; older
+    /// ones are pruned once an hour. 0 keeps everything.
+    pub retain_days: u32,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             path: PathBuf::from("/var/lib/gsmgw/gsmgw.db"),
+            retain_days: 90,
         }
     }
 }
@@ -454,6 +458,11 @@ pub struct MqttConfig {
     /// Also take SMS requests from `$share/<send_group>/<prefix>/fleet/sms/send`: each request
     /// is sent by exactly one gateway of the group.
     pub send_group: Option<String>,
+    /// Messages on the scripts' subscriptions larger than this are dropped (with a warning).
+    pub max_payload_bytes: usize,
+    /// Messages on the scripts' subscriptions waiting for the scripts; in a flood the oldest
+    /// is dropped (with a warning at most every 10 s).
+    pub script_queue_len: usize,
 }
 
 /// A recipient Home Assistant can notify by SMS.
@@ -488,6 +497,8 @@ impl fmt::Debug for MqttConfig {
             .field("alarm_code_required", &self.alarm_code_required)
             .field("notify", &self.notify)
             .field("send_group", &self.send_group)
+            .field("max_payload_bytes", &self.max_payload_bytes)
+            .field("script_queue_len", &self.script_queue_len)
             .finish()
     }
 }
@@ -514,6 +525,8 @@ impl Default for MqttConfig {
             alarm_code_required: false,
             notify: Vec::new(),
             send_group: None,
+            max_payload_bytes: 64 * 1024,
+            script_queue_len: 256,
         }
     }
 }
@@ -754,18 +767,17 @@ impl Config {
                 bad("modem.pin", "must be 4 to 8 digits".into());
             }
         }
-        for (key, v) in [
-            ("modem.command_timeout_s", self.modem.command_timeout_s),
-            ("modem.sweep_interval_s", self.modem.sweep_interval_s),
-            ("modem.poll_interval_s", self.modem.poll_interval_s),
-            ("modem.ring_timeout_s", self.modem.ring_timeout_s),
-        ] {
-            if v == 0 {
-                bad(key, "must be at least 1".into());
+        for (key, value, range) in self.ranged() {
+            if !range.contains(&value) {
+                bad(
+                    &key,
+                    format!(
+                        "{value} is out of range: must be between {} and {}",
+                        range.start(),
+                        range.end()
+                    ),
+                );
             }
-        }
-        if self.sms.send_attempts == 0 {
-            bad("sms.send_attempts", "must be at least 1".into());
         }
         for (key, list) in [
             ("sms.allow_prefixes", &self.sms.allow_prefixes),
@@ -907,12 +919,6 @@ impl Config {
                 "must be between 1 and 315360000".into(),
             );
         }
-        if self.lua.lockout_failures == 0 || self.lua.lockout_seconds == 0 {
-            bad(
-                "lua.lockout_failures",
-                "lockout_failures and lockout_seconds must be at least 1".into(),
-            );
-        }
         if self.lua.global_failures == 0 {
             bad("lua.global_failures", "must be at least 1".into());
         }
@@ -1016,15 +1022,94 @@ impl Config {
                     }
                 }
             }
-            if alarm.siren_s == 0 {
-                bad("alarm.siren_s", "must be at least 1".into());
-            }
         }
         if alarm.code.as_deref().is_some_and(str::is_empty) {
             bad(
                 "alarm.code",
                 "must not be empty (help: remove the key for no code)".into(),
             );
+        }
+        out
+    }
+
+    /// Every number with a documented range (`config/gsmgw.toml`): the key, its value and the
+    /// values allowed. Durations are bounded so that no instant computed from them can
+    /// overflow, and so that a typo (an extra zero or three) is caught by `gsmgw check`
+    /// rather than found months later.
+    fn ranged(&self) -> Vec<(String, u64, std::ops::RangeInclusive<u64>)> {
+        const HOUR: u64 = 3600;
+        const DAY: u64 = 24 * HOUR;
+        let m = &self.modem;
+        let wide = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        let mut out = vec![
+            ("modem.command_timeout_s", m.command_timeout_s, 1..=600),
+            ("modem.sweep_interval_s", m.sweep_interval_s, 1..=DAY),
+            ("modem.poll_interval_s", m.poll_interval_s, 1..=DAY),
+            ("modem.ring_timeout_s", m.ring_timeout_s, 1..=600),
+            ("modem.power_key_pulse_ms", m.power_key_pulse_ms, 1..=60_000),
+            (
+                "sms.send_attempts",
+                u64::from(self.sms.send_attempts),
+                1..=100,
+            ),
+            (
+                "sms.concat_timeout_s",
+                self.sms.concat_timeout_s,
+                1..=7 * DAY,
+            ),
+            (
+                "store.retain_days",
+                u64::from(self.store.retain_days),
+                0..=36_500,
+            ),
+            (
+                "lua.lockout_failures",
+                u64::from(self.lua.lockout_failures),
+                1..=1000,
+            ),
+            (
+                "lua.lockout_seconds",
+                self.lua.lockout_seconds,
+                1..=30 * DAY,
+            ),
+            (
+                "mqtt.keep_alive_s",
+                self.mqtt.keep_alive_s,
+                1..=u64::from(u16::MAX),
+            ),
+            (
+                "mqtt.idle_disconnect_s",
+                self.mqtt.idle_disconnect_s,
+                1..=7 * DAY,
+            ),
+            (
+                "mqtt.max_payload_bytes",
+                wide(self.mqtt.max_payload_bytes),
+                1..=wide(crate::mqtt::MAX_PACKET_BYTES),
+            ),
+            (
+                "mqtt.script_queue_len",
+                wide(self.mqtt.script_queue_len),
+                1..=100_000,
+            ),
+            ("alarm.exit_delay_s", self.alarm.exit_delay_s, 0..=HOUR),
+            ("alarm.entry_delay_s", self.alarm.entry_delay_s, 0..=HOUR),
+            ("alarm.siren_s", self.alarm.siren_s, 1..=HOUR),
+        ]
+        .into_iter()
+        .map(|(k, v, r)| (k.to_string(), v, r))
+        .collect::<Vec<_>>();
+        for (name, input) in &self.inputs {
+            out.push((
+                format!("inputs.{name}.debounce_ms"),
+                input.debounce_ms,
+                0..=60_000,
+            ));
+        }
+        for (zone, z) in &self.alarm.zones {
+            if let Some(delay) = z.entry_delay_s {
+                out.push((format!("alarm.zones.{zone}.entry_delay_s"), delay, 0..=HOUR));
+            }
         }
         out
     }
@@ -1422,13 +1507,30 @@ pin = "12"
 line = 17
 [inputs.door]
 line = 17
+debounce_ms = 99999999
 [mqtt]
 url = "http://x"
+[lua]
+lockout_seconds = 10000000000000
+[alarm]
+exit_delay_s = 9223372036854775807
 "#;
         let err = Config::from_toml(text, "g.toml").unwrap_err();
         let lines = err.lines();
         let has = |s: &str| lines.iter().any(|l| l.starts_with(s));
         assert!(has("g.toml: gateway.device_id:"), "{lines:?}");
+        assert!(
+            has("g.toml: alarm.exit_delay_s: 9223372036854775807 is out of range: must be between 0 and 3600"),
+            "{lines:?}"
+        );
+        assert!(
+            has("g.toml: lua.lockout_seconds: 10000000000000 is out of range"),
+            "{lines:?}"
+        );
+        assert!(
+            has("g.toml: inputs.door.debounce_ms: 99999999 is out of range"),
+            "{lines:?}"
+        );
         assert!(has("g.toml: modem.baud:"), "{lines:?}");
         assert!(has("g.toml: modem.pin: must be 4 to 8 digits"), "{lines:?}");
         assert!(

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML config, environment overrides and validation.
+//! - [`deadline`]: instants from outside durations, saturating instead of panicking.
 //! - [`bus`]: the [`bus::Event`]s every source publishes and the [`bus::Command`]s sinks act on.
 //! - [`phone`]: normalising and comparing phone numbers.
 //! - [`modem::at`]: the sans-IO AT engine (bytes in, lines, URCs and completions out).
@@ -15,6 +16,7 @@
 //! - [`alarm`]: the alarm panel state machine.
 //! - [`app`]: wiring, start-up and graceful shutdown.
 //! - [`service`]: systemd notifications and the watchdog.
+//! - [`supervise`]: the owners' watchdog probes and the gateway's health on MQTT.
 //! - [`tryrun`]: `gsmgw try`, conversations through the scripts with everything simulated.
 //! - [`demo`]: `gsmgw demo`, everything simulated with a console.
 
@@ -22,6 +24,7 @@ pub mod alarm;
 pub mod app;
 pub mod bus;
 pub mod config;
+pub mod deadline;
 pub mod demo;
 pub mod gpio;
 pub mod lua;
@@ -30,4 +33,5 @@ pub mod mqtt;
 pub mod phone;
 pub mod service;
 pub mod store;
+pub mod supervise;
 pub mod tryrun;

@@ -182,14 +182,27 @@ impl Heartbeat {
     }
 }
 
-/// Pings systemd's watchdog (`WATCHDOG=1`) every `period` while the loop behind `liveness`
-/// answers within a period; stops pinging while it does not, so systemd restarts a hung
-/// gateway (`Restart=on-failure`). Ends when `shutdown` resolves.
-pub async fn watchdog(
-    period: Duration,
-    mut liveness: Liveness,
-    shutdown: impl Future<Output = ()>,
-) {
+/// What the watchdog asks before each ping: whether everything that must stay alive answers.
+pub trait Probe: Send {
+    /// `Ok` when every watched loop answered (waiting at most about `within`); else which one
+    /// did not, in words.
+    fn check(&mut self, within: Duration) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+impl Probe for Liveness {
+    async fn check(&mut self, within: Duration) -> Result<(), String> {
+        if Liveness::check(self, within).await {
+            Ok(())
+        } else {
+            Err("the script loop did not answer".into())
+        }
+    }
+}
+
+/// Pings systemd's watchdog (`WATCHDOG=1`) every `period` while `probe` finds every watched
+/// loop answering; stops pinging while one does not, so systemd restarts a hung gateway
+/// (`Restart=on-failure`). Ends when `shutdown` resolves.
+pub async fn watchdog(period: Duration, mut probe: impl Probe, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -199,24 +212,29 @@ pub async fn watchdog(
             () = &mut shutdown => break,
             _ = ticks.tick() => {}
         }
-        let alive = tokio::select! {
+        let verdict = tokio::select! {
             () = &mut shutdown => break,
-            alive = liveness.check(period) => alive,
+            verdict = probe.check(period) => verdict,
         };
-        if alive {
-            notify(&[NotifyState::Watchdog]);
-            if !responding {
-                tracing::info!("the main loop answers again; watchdog pings resumed");
-                status("running");
+        match &verdict {
+            Ok(()) => {
+                notify(&[NotifyState::Watchdog]);
+                if !responding {
+                    tracing::info!("every owner answers again; watchdog pings resumed");
+                    status("running");
+                }
             }
-        } else if responding {
-            tracing::error!(
-                ?period,
-                "the main loop did not answer; watchdog pings stopped (systemd will restart the gateway)"
-            );
-            status("main loop not responding");
+            Err(why) if responding => {
+                tracing::error!(
+                    ?period,
+                    reason = %why,
+                    "an owner did not answer; watchdog pings stopped (systemd will restart the gateway)"
+                );
+                status(&format!("not responding: {why}"));
+            }
+            Err(_) => {}
         }
-        responding = alive;
+        responding = verdict.is_ok();
     }
 }
 

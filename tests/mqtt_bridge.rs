@@ -594,14 +594,14 @@ async fn discovery_is_retained_republished_for_home_assistant_and_stale_entities
     drop(second);
 }
 
-/// The next `Event::Mqtt` on the bus, bounded by WAIT.
+/// The next message in the scripts' inbox, bounded by WAIT.
 async fn next_mqtt(
-    events: &mut mpsc::UnboundedReceiver<Event>,
+    inbox: &gsmgw::mqtt::inbox::ScriptInbox,
 ) -> Result<(String, Vec<u8>), tokio::time::error::Elapsed> {
     let wait = async {
         loop {
-            if let Some(Event::Mqtt { topic, payload }) = events.recv().await {
-                return (topic, payload);
+            if let Some(m) = inbox.recv().await {
+                return (m.topic, m.payload);
             }
         }
     };
@@ -609,11 +609,11 @@ async fn next_mqtt(
 }
 
 #[tokio::test]
-async fn script_subscriptions_reach_the_bus_and_survive_a_broker_restart() {
+async fn script_subscriptions_reach_the_scripts_and_survive_a_broker_restart() {
     let Some((mut broker, gw, _observer)) = setup().await else {
         return;
     };
-    let mut events = gw.bus.subscribe();
+    let events = gw.handle.script_inbox();
     gw.handle.subscribe("rules/+/cmd").await.expect("subscribe");
     assert!(gw.handle.subscribe("a/#/b").await.is_err());
     // The bridge's own publish goes out after its SUBSCRIBE on the same connection, so once
@@ -622,7 +622,7 @@ async fn script_subscriptions_reach_the_bus_and_survive_a_broker_restart() {
         .publish("rules/self/cmd", b"me".to_vec(), false)
         .await
         .expect("publish");
-    let got = next_mqtt(&mut events).await;
+    let got = next_mqtt(&events).await;
     assert_eq!(
         got.ok(),
         Some(("rules/self/cmd".to_string(), b"me".to_vec()))
@@ -631,7 +631,7 @@ async fn script_subscriptions_reach_the_bus_and_survive_a_broker_restart() {
     observer
         .publish(&gw.topic("rules/night/cmd"), "go", false)
         .await;
-    let got = next_mqtt(&mut events).await;
+    let got = next_mqtt(&events).await;
     assert_eq!(
         got.ok(),
         Some(("rules/night/cmd".to_string(), b"go".to_vec()))
@@ -644,7 +644,7 @@ async fn script_subscriptions_reach_the_bus_and_survive_a_broker_restart() {
     status
         .publish(&gw.topic("rules/day/cmd"), "again", false)
         .await;
-    let got = next_mqtt(&mut events).await;
+    let got = next_mqtt(&events).await;
     assert_eq!(
         got.ok(),
         Some(("rules/day/cmd".to_string(), b"again".to_vec()))

@@ -91,3 +91,14 @@ fn gsmgw_discovery_prints_every_topic() {
         Some(ExitCode::SUCCESS)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_publishes_its_health_retained() {
+    let Some(broker) = Mosquitto::start() else {
+        return;
+    };
+    let mut rig = Rig::start(&broker).await;
+    let health = rig.topic("health");
+    rig.observer.wait_for(&health, r#"{"status":"ok"}"#).await;
+    rig.stop().await;
+}

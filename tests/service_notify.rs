@@ -135,7 +135,7 @@ async fn a_hung_loop_stops_the_watchdog_pings_until_it_answers_again() {
     }
     assert_eq!(
         during_hang,
-        vec!["STATUS=main loop not responding\n".to_string()],
+        vec!["STATUS=not responding: the script loop did not answer\n".to_string()],
         "no WATCHDOG=1 while the loop is hung"
     );
     // Only WATCHDOG=1 counts; status lines may say that the loop is not responding.

@@ -11,6 +11,7 @@ use subtle::ConstantTimeEq;
 use super::AlarmError;
 use crate::bus::{AlarmAction, AlarmSource, AlarmState, Secret};
 use crate::config::{AlarmConfig, AlarmMode};
+use crate::deadline::Later;
 
 /// What the panel asks its driver to do, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,7 +206,7 @@ impl AlarmPanel {
             },
             (Some(AlarmState::Arming), Some(mode)) => Phase::Arming {
                 mode,
-                until: now + self.exit_delay,
+                until: now.later(self.exit_delay),
             },
             (Some(AlarmState::Pending), Some(mode)) => {
                 let zone = saved.zone.clone().unwrap_or_default();
@@ -215,7 +216,7 @@ impl AlarmPanel {
                     .map_or(self.default_entry_delay, |z| z.entry_delay);
                 Phase::Pending {
                     mode,
-                    until: now + delay,
+                    until: now.later(delay),
                     zone,
                 }
             }
@@ -369,7 +370,7 @@ impl AlarmPanel {
         } else {
             Phase::Arming {
                 mode,
-                until: now + self.exit_delay,
+                until: now.later(self.exit_delay),
             }
         };
         self.set_state(by, effects);
@@ -385,7 +386,7 @@ impl AlarmPanel {
             return;
         };
         let delay = zone.entry_delay;
-        let until = now + delay;
+        let until = now.later(delay);
         let (mode, running) = match &self.phase {
             Phase::Armed { mode } => (*mode, None),
             Phase::Pending { mode, until, .. } => (*mode, Some(*until)),
@@ -414,7 +415,7 @@ impl AlarmPanel {
         self.phase = Phase::Triggered;
         self.set_state(by, effects);
         if let Some(limit) = self.siren_limit {
-            self.siren_until = Some(now + limit);
+            self.siren_until = Some(now.later(limit));
             effects.push(Effect::Siren(true));
         }
     }

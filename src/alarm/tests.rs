@@ -625,3 +625,22 @@ fn trusted_sources_are_named_scripts() {
     assert!(!AlarmSource::Script(String::new()).trusted());
     assert!(!AlarmSource::External.trusted());
 }
+
+#[test]
+fn delays_too_long_for_the_clock_saturate_instead_of_panicking() {
+    let mut cfg = config();
+    cfg.exit_delay_s = u64::MAX;
+    cfg.siren_s = u64::MAX;
+    cfg.zones.insert(
+        "door".to_string(),
+        zone(&[AlarmMode::Away, AlarmMode::Home], Some(u64::MAX), false),
+    );
+    let (mut p, c) = panel(&cfg);
+    p.handle(AlarmAction::ArmAway, &script(), OWNER, None, c.at(0))
+        .expect("arming is allowed");
+    assert_eq!(p.state(), AlarmState::Arming);
+    assert!(p.poll_timeout().is_some_and(|t| t > c.at(3600 * 24 * 365)));
+    p.handle(AlarmAction::Trigger, &script(), OWNER, None, c.at(1))
+        .expect("triggering is allowed");
+    assert_eq!(p.state(), AlarmState::Triggered);
+}

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use super::{start_states, GpioBackend, GpioError, InputEdge, EDGE_QUEUE};
 use crate::bus::{Bus, Event, OutputAction};
 use crate::config::Config;
+use crate::deadline::Later;
 
 /// How many requests may wait for the owning task before callers wait too.
 const REQUEST_QUEUE: usize = 32;
@@ -332,7 +333,7 @@ impl Lines {
             OutputAction::Set {
                 on,
                 duration: Some(d),
-            } => (on, Some((now + d, !on))),
+            } => (on, Some((now.later(d), !on))),
             OutputAction::Toggle => (!out.on, None),
         };
         if let Err(e) = self.backend.set_output(name, on) {
@@ -378,7 +379,7 @@ impl Lines {
             }
         } else {
             // Every edge restarts the wait: the level counts only once it has held still.
-            input.settles_at = Some(now + input.debounce);
+            input.settles_at = Some(now.later(input.debounce));
         }
     }
 
@@ -640,6 +641,22 @@ mod tests {
             vec![output_changed("gate", true), output_changed("gate", false)]
         );
         assert_eq!(core.lines.next_deadline(), None);
+    }
+
+    #[test]
+    fn a_pulse_too_long_for_the_clock_never_reverts_and_does_not_panic() {
+        let mut core = Core::start(&config(), HashMap::new());
+        let forever = OutputAction::Set {
+            on: true,
+            duration: Some(Duration::MAX),
+        };
+        assert_eq!(core.set("gate", forever, 0).ok(), Some(true));
+        core.tick(3_600_000);
+        assert_eq!(core.output("gate"), Some(true));
+        assert!(core
+            .lines
+            .next_deadline()
+            .is_some_and(|at| at > core.at(3_600_000 * 24 * 365)));
     }
 
     #[test]

@@ -1082,6 +1082,23 @@ impl LuaHost {
         out
     }
 
+    /// Puts back the saved data of the script whose store scope is `scope` (`plugin:<name>`,
+    /// `rule:<name>`): after a dispatch whose changes could not be committed, the script sees
+    /// what the store holds again. Other scopes are ignored.
+    pub fn restore_data(&mut self, scope: &str, data: BTreeMap<String, String>) {
+        for kind in [ScriptKind::Plugin, ScriptKind::Rule] {
+            if let Some(script) = self
+                .scripts(kind)
+                .iter()
+                .find(|(name, _)| api::scope(kind, name) == scope)
+                .map(|(_, script)| script)
+            {
+                script.ctx().store = data;
+                return;
+            }
+        }
+    }
+
     /// Forgets ended lock-outs and deletes them from the store.
     fn expire_lockouts(&mut self, now: Instant) {
         let mut shared = self.shared();

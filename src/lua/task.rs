@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::{mpsc, oneshot};
@@ -17,6 +18,7 @@ use super::{
 use crate::app::{execute_on, CommandSink};
 use crate::bus::{Command, Event, ModemStatus, ScriptKind, ScriptStatus};
 use crate::config::Config;
+use crate::deadline::Later;
 use crate::service;
 use crate::store;
 
@@ -69,6 +71,18 @@ impl ScriptsHandle {
     }
 }
 
+/// The waits between attempts to commit an SMS's dispatch when the store has a problem that
+/// may pass (a lock, a full disk): about 14 s in all, then the SMS is offered again later.
+const COMMIT_RETRIES: [Duration; 4] = [
+    Duration::from_millis(200),
+    Duration::from_secs(1),
+    Duration::from_secs(3),
+    Duration::from_secs(10),
+];
+
+/// How long after its commit failed for good an SMS is offered to the scripts again.
+const REOFFER_AFTER: Duration = Duration::from_secs(60);
+
 /// The Lua host with what it needs to reload scripts and carry out their commands.
 struct ScriptTask<S> {
     host: LuaHost,
@@ -78,6 +92,9 @@ struct ScriptTask<S> {
     started: chrono::DateTime<chrono::Utc>,
     /// Inbox rows found undelivered at start.
     backlog: std::collections::HashSet<i64>,
+    /// SMS whose dispatch could not be committed, offered again at `reoffer_at`.
+    reoffer: Vec<crate::bus::IncomingSms>,
+    reoffer_at: Option<Instant>,
 }
 
 /// Creates the Lua host, loads the configured plugins in order and spawns the task that feeds
@@ -112,6 +129,8 @@ pub async fn spawn_scripts<S: CommandSink + Send + 'static>(
                 _ => None,
             })
             .collect(),
+        reoffer: Vec::new(),
+        reoffer_at: None,
     };
     // Before the plugins load: their grants at load time must find the saved ones.
     let enrolled = task
@@ -198,6 +217,9 @@ impl<S: CommandSink> ScriptTask<S> {
         // events cannot starve them (and, the select being biased towards events, timers
         // that are always due cannot starve events either).
         let mut timers_turn = false;
+        // Messages on the scripts' MQTT subscriptions: bounded (an MQTT flood cannot grow
+        // memory), served after the bus events, so it cannot hold up an SMS either.
+        let mqtt_inbox = self.sink.mqtt().map(|m| m.script_inbox());
         loop {
             let timer = self.host.poll_timeout().map(Instant::from_std);
             if std::mem::take(&mut timers_turn) && timer.is_some_and(|t| t <= Instant::now()) {
@@ -231,6 +253,16 @@ impl<S: CommandSink> ScriptTask<S> {
                     None => break,
                 },
                 _ = sleep_until_some(timer) => self.run_timers().await,
+                _ = sleep_until_some(self.reoffer_at) => {
+                    self.reoffer_at = None;
+                    for sms in std::mem::take(&mut self.reoffer) {
+                        self.handle_sms(sms).await;
+                    }
+                }
+                Some(m) = next_mqtt(mqtt_inbox.as_ref()) => {
+                    self.handle_event(Event::Mqtt { topic: m.topic, payload: m.payload }).await;
+                    timers_turn = true;
+                }
             }
         }
         // Events already queued are handled before stopping; anything after is redelivered
@@ -388,12 +420,24 @@ impl<S: CommandSink> ScriptTask<S> {
         // What may be shown or kept of the text: with the marked secrets masked.
         let masked = crate::lua::mask(&sms.text, &d.secrets);
         let rewrite = (masked != sms.text).then(|| masked.clone());
-        match self
-            .sink
-            .store()
-            .commit_dispatch(sms.id, replies.clone(), data, rewrite)
-            .await
-        {
+        let scopes: std::collections::BTreeSet<String> =
+            data.iter().map(|change| change.scope.clone()).collect();
+        let mut retries = COMMIT_RETRIES.iter();
+        let committed = loop {
+            let result = self
+                .sink
+                .store()
+                .commit_dispatch(sms.id, replies.clone(), data.clone(), rewrite.clone())
+                .await;
+            match (result, retries.next()) {
+                (Err(e), Some(wait)) if e.is_transient() => {
+                    tracing::warn!(inbox_id = sms.id, error = %e, retry_in_ms = wait.as_millis() as u64, "could not record an SMS as handled; retrying");
+                    tokio::time::sleep(*wait).await;
+                }
+                (result, _) => break result,
+            }
+        };
+        match committed {
             Ok(store::DispatchCommit::Committed(queued)) => {
                 self.sink.replies_committed(&replies, &queued);
             }
@@ -405,11 +449,22 @@ impl<S: CommandSink> ScriptTask<S> {
                 return;
             }
             Err(e) => {
-                tracing::error!(inbox_id = sms.id, error = %e, "could not record an SMS as handled; it will be offered again at the next start");
+                tracing::error!(inbox_id = sms.id, error = %e, retry_in_s = REOFFER_AFTER.as_secs(), "could not record an SMS as handled; none of its effects kept, it is offered again later");
                 let error = format!("its dispatch could not be recorded: {e}");
                 if let Err(e) = self.sink.store().inbox_dispatch_failed(sms.id, error).await {
                     tracing::error!(inbox_id = sms.id, error = %e, "could not record why");
                 }
+                // The scripts changed their data in memory; what the store holds is the truth.
+                for scope in scopes {
+                    match self.sink.store().kv_all(&scope).await {
+                        Ok(saved) => self.host.restore_data(&scope, saved),
+                        Err(e) => {
+                            tracing::error!(%scope, error = %e, "cannot read the saved script data back")
+                        }
+                    }
+                }
+                self.reoffer.push(sms);
+                self.reoffer_at = Some(Instant::now().later(REOFFER_AFTER));
                 return;
             }
         }
@@ -698,6 +753,16 @@ impl<S: CommandSink> ScriptTask<S> {
 async fn probed(heartbeat: &mut Option<service::Heartbeat>) {
     match heartbeat {
         Some(h) => h.probed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next message for the scripts; never when MQTT is off.
+async fn next_mqtt(
+    inbox: Option<&crate::mqtt::inbox::ScriptInbox>,
+) -> Option<crate::mqtt::inbox::ScriptMessage> {
+    match inbox {
+        Some(inbox) => inbox.recv().await,
         None => std::future::pending().await,
     }
 }

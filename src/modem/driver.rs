@@ -21,6 +21,7 @@ use super::at::{AtCommand, AtEngine, AtError, AtEvent, Response, Urc};
 use super::pdu::{self, Pdu, SubmitOptions};
 use crate::bus::{Bus, Call, Event, IncomingSms, ModemStatus, SendStatus, SmsStatus};
 use crate::config::ModemConfig;
+use crate::deadline::Later;
 use crate::phone;
 use crate::store::{
     InboxInsert, NewInboxSms, NewPart, OutboxStatus, PartInsert, QueuedSms, StoreError, StoreHandle,
@@ -81,6 +82,8 @@ enum Request {
         code: String,
         reply: oneshot::Sender<Result<String, ModemError>>,
     },
+    /// The watchdog's probe: answered from the task's loop, with or without a modem.
+    Ping(oneshot::Sender<()>),
 }
 
 /// A cloneable handle to the modem task.
@@ -184,6 +187,14 @@ impl ModemHandle {
         })
         .await?;
         answer.await.map_err(|_| ModemError::Stopped)?
+    }
+
+    /// Resolves when the modem task has come round to answer: proves it is not stuck. A long
+    /// AT exchange (an SMS queue being sent) delays the answer.
+    pub async fn ping(&self) -> Result<(), ModemError> {
+        let (reply, answer) = oneshot::channel();
+        self.request(Request::Ping(reply)).await?;
+        answer.await.map_err(|_| ModemError::Stopped)
     }
 
     /// The last known modem status.
@@ -407,11 +418,28 @@ impl Driver {
                     );
                 }
             }
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = tokio::time::sleep(backoff) => {}
+            let retry = tokio::time::sleep(backoff);
+            tokio::pin!(retry);
+            loop {
+                tokio::select! {
+                    _ = &mut shutdown => return,
+                    _ = &mut retry => break,
+                    // Without a port only the watchdog's probe has an answer; the rest waits
+                    // for the modem as before, except what needs a modem now (USSD).
+                    req = self.rx.recv() => match req {
+                        Some(Request::Ping(reply)) => {
+                            let _ = reply.send(());
+                        }
+                        Some(Request::Ussd { reply, .. }) => {
+                            let _ = reply.send(Err(ModemError::Modem("no modem: the port is not open".into())));
+                        }
+                        // Sending starts anyway when the port opens; no call is up without one.
+                        Some(Request::Kick | Request::Reject(_) | Request::Answer(_) | Request::HangUp(_)) => {}
+                        None => return,
+                    },
+                }
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            backoff = backoff.saturating_mul(2).min(MAX_BACKOFF);
         }
     }
 
@@ -443,8 +471,8 @@ impl Driver {
         // after the group was given up.
         self.expire_parts().await;
         self.send_pending().await?;
-        let mut next_sweep = Instant::now() + Duration::from_secs(self.cfg.sweep_interval_s);
-        let mut next_poll = Instant::now() + Duration::from_secs(self.cfg.poll_interval_s);
+        let mut next_sweep = Instant::now().later(Duration::from_secs(self.cfg.sweep_interval_s));
+        let mut next_poll = Instant::now().later(Duration::from_secs(self.cfg.poll_interval_s));
         let mut buf = [0u8; 1024];
         let mut urc_buf = [0u8; 1024];
         loop {
@@ -466,7 +494,7 @@ impl Driver {
             .into_iter()
             .flatten()
             .min()
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            .unwrap_or_else(|| Instant::now().later(Duration::from_secs(3600)));
             let Some(port) = self.port.as_mut() else {
                 return Err(CmdError::Port("port closed".into()));
             };
@@ -498,7 +526,7 @@ impl Driver {
                     self.engine.handle_timeout(now.into_std());
                     self.drain_engine(None);
                     if now >= next_sweep {
-                        next_sweep = now + Duration::from_secs(self.cfg.sweep_interval_s);
+                        next_sweep = now.later(Duration::from_secs(self.cfg.sweep_interval_s));
                         self.sweep().await?;
                         self.expire_parts().await;
                     }
@@ -509,7 +537,7 @@ impl Driver {
                         }
                     }
                     if now >= next_poll {
-                        next_poll = now + Duration::from_secs(self.cfg.poll_interval_s);
+                        next_poll = now.later(Duration::from_secs(self.cfg.poll_interval_s));
                         self.poll_status().await?;
                     }
                     if self.send_retry_at.is_some_and(|t| now >= t) {
@@ -591,7 +619,7 @@ impl Driver {
                 .engine
                 .poll_timeout()
                 .map(Instant::from_std)
-                .unwrap_or_else(|| Instant::now() + self.cfg.command_timeout());
+                .unwrap_or_else(|| Instant::now().later(self.cfg.command_timeout()));
             let port = self
                 .port
                 .as_mut()
@@ -887,6 +915,10 @@ impl Driver {
     async fn handle_request(&mut self, req: Request) -> Result<(), CmdError> {
         match req {
             Request::Kick => self.send_pending().await,
+            Request::Ping(reply) => {
+                let _ = reply.send(());
+                Ok(())
+            }
             Request::Reject(id) | Request::HangUp(id) => {
                 if self.call.as_ref().map(|c| c.id) != Some(id) {
                     tracing::debug!(call = id, "hang-up for a call that has ended");
@@ -1336,8 +1368,9 @@ impl Driver {
                             }
                             Ok(_) => {
                                 tracing::info!(outbox_id = row.id, error = %reason, retry_in_s = self.send_backoff.as_secs(), "SMS send failed; will retry");
-                                self.send_retry_at = Some(Instant::now() + self.send_backoff);
-                                self.send_backoff = (self.send_backoff * 2).min(MAX_BACKOFF);
+                                self.send_retry_at = Some(Instant::now().later(self.send_backoff));
+                                self.send_backoff =
+                                    self.send_backoff.saturating_mul(2).min(MAX_BACKOFF);
                                 return Ok(());
                             }
                             Err(e) => tracing::error!(error = %e, "could not record a failed send"),
@@ -1454,7 +1487,10 @@ impl Driver {
         if !c.announced {
             Some(c.started + CLIP_WAIT)
         } else if !c.answered {
-            Some(c.last_ring + Duration::from_secs(self.cfg.ring_timeout_s))
+            Some(
+                c.last_ring
+                    .later(Duration::from_secs(self.cfg.ring_timeout_s)),
+            )
         } else {
             None
         }
@@ -1466,7 +1502,9 @@ impl Driver {
             self.announce_call();
         } else if c.announced
             && !c.answered
-            && now >= c.last_ring + Duration::from_secs(self.cfg.ring_timeout_s)
+            && now
+                >= c.last_ring
+                    .later(Duration::from_secs(self.cfg.ring_timeout_s))
         {
             // The caller gave up without the modem saying NO CARRIER.
             self.end_call();

@@ -31,10 +31,12 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::discovery::Discovery;
+use super::inbox::{InboxSender, ScriptMessage, WARN_EVERY};
 use super::messages::{self, Outgoing};
 use super::topics::{CommandTopic, Topics};
 use super::MqttError;
-use crate::bus::{AlarmSource, Bus, Command, Event};
+use crate::bus::{AlarmSource, Command, Event};
+use crate::deadline::Later;
 
 /// Events (SMS, calls) kept while the broker is away; beyond this the oldest are dropped.
 pub const EVENT_QUEUE_LIMIT: usize = 1000;
@@ -129,6 +131,8 @@ pub(super) enum Request {
     PreviousManifest(Vec<u8>),
     /// Home Assistant said `online`: it has forgotten the entities, publish them again.
     HomeAssistantOnline,
+    /// The watchdog's probe: answered from the publisher's loop.
+    Ping(oneshot::Sender<()>),
 }
 
 /// A request to connect (on-demand) or to hear about the connection (always).
@@ -157,8 +161,11 @@ pub(super) struct Parts {
     pub client: AsyncClient,
     pub eventloop: EventLoop,
     pub topics: Topics,
-    pub bus: Bus,
     pub bus_rx: mpsc::UnboundedReceiver<Event>,
+    /// Where messages on the scripts' subscriptions go.
+    pub script_inbox: InboxSender,
+    /// Larger messages on the scripts' subscriptions are dropped.
+    pub max_payload_bytes: usize,
     pub requests_rx: mpsc::Receiver<Request>,
     pub requests_tx: mpsc::Sender<Request>,
     pub connect_rx: mpsc::Receiver<ConnectRequest>,
@@ -256,7 +263,9 @@ pub(super) fn run(
         topics: parts.topics.clone(),
         subscriptions: parts.subscriptions,
         ha_status: parts.ha_status,
-        bus: parts.bus,
+        script_inbox: parts.script_inbox,
+        max_payload_bytes: parts.max_payload_bytes,
+        last_oversize_warning: None,
         commands: parts.commands,
         requests: parts.requests_tx,
         protected: parts.protected,
@@ -307,7 +316,7 @@ impl Session {
     }
 
     fn used(&mut self) {
-        self.deadline = self.deadline.max(Instant::now() + self.window);
+        self.deadline = self.deadline.max(Instant::now().later(self.window));
     }
 }
 
@@ -553,6 +562,9 @@ impl Publisher {
                 },
                 request = requests_rx.recv(), if requests_open => match request {
                     Some(Request::Publish(out)) => self.submit(out, up).await,
+                    Some(Request::Ping(reply)) => {
+                        let _ = reply.send(());
+                    }
                     Some(Request::Subscribe(filter)) => {
                         if up {
                             self.subscribe(filter).await;
@@ -655,26 +667,52 @@ pub(super) fn lock(subscriptions: &Subscriptions) -> std::sync::MutexGuard<'_, B
     subscriptions.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Sends each incoming message where it belongs: script subscriptions to the bus, commands to
-/// the command channel, bookkeeping to the publisher.
+/// Sends each incoming message where it belongs: script subscriptions to the script inbox,
+/// commands to the command channel, bookkeeping to the publisher.
 struct Router {
     topics: Topics,
     subscriptions: Subscriptions,
     ha_status: Option<String>,
-    bus: Bus,
+    script_inbox: InboxSender,
+    max_payload_bytes: usize,
+    last_oversize_warning: Option<Instant>,
     commands: mpsc::Sender<Command>,
     requests: mpsc::Sender<Request>,
     protected: Protected,
 }
 
 impl Router {
-    async fn run(self, mut incoming_rx: mpsc::Receiver<Publish>) {
+    async fn run(mut self, mut incoming_rx: mpsc::Receiver<Publish>) {
         while let Some(publish) = incoming_rx.recv().await {
             self.route(publish).await;
         }
     }
 
-    async fn route(&self, publish: Publish) {
+    /// Hands a message on a script subscription to the scripts, unless it is too large.
+    fn for_scripts(&mut self, topic: &str, payload: &[u8]) {
+        if payload.len() > self.max_payload_bytes {
+            let now = Instant::now();
+            if self
+                .last_oversize_warning
+                .map_or(true, |at| now.duration_since(at) >= WARN_EVERY)
+            {
+                tracing::warn!(
+                    topic,
+                    bytes = payload.len(),
+                    limit = self.max_payload_bytes,
+                    "MQTT: message for the scripts too large, dropped (mqtt.max_payload_bytes)"
+                );
+                self.last_oversize_warning = Some(now);
+            }
+            return;
+        }
+        self.script_inbox.push(ScriptMessage {
+            topic: topic.to_string(),
+            payload: payload.to_vec(),
+        });
+    }
+
+    async fn route(&mut self, publish: Publish) {
         let for_scripts = lock(&self.subscriptions)
             .iter()
             .any(|filter| rumqttc::matches(&publish.topic, filter));
@@ -684,10 +722,7 @@ impl Router {
                 .strip_prefix(self.topics.prefix())
                 .and_then(|r| r.strip_prefix('/'))
             {
-                self.bus.publish(Event::Mqtt {
-                    topic: relative.to_string(),
-                    payload: publish.payload.to_vec(),
-                });
+                self.for_scripts(relative, &publish.payload);
             }
         }
         if publish.topic == self.topics.discovery_manifest() {

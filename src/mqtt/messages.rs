@@ -459,6 +459,24 @@ mod tests {
     }
 
     #[test]
+    fn seconds_too_large_for_a_duration_are_refused_not_a_panic() {
+        for payload in [
+            r#"{"state":"ON","seconds":1e19}"#,
+            r#"{"state":"ON","seconds":1e308}"#,
+            r#"{"state":"ON","seconds":-1}"#,
+            r#"{"state":"ON","seconds":604801}"#,
+        ] {
+            let refused = parse_output_command(payload.as_bytes());
+            assert!(
+                refused
+                    .as_ref()
+                    .is_err_and(|e| e.contains("at most 604800")),
+                "{payload}: {refused:?}"
+            );
+        }
+    }
+
+    #[test]
     fn plain_output_commands_ignore_case_and_white_space() {
         assert_eq!(parse_output_command(b"ON"), Ok(set(true, None)));
         assert_eq!(parse_output_command(b" off\n"), Ok(set(false, None)));

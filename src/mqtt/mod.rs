@@ -8,6 +8,7 @@
 mod bridge;
 pub mod cli;
 pub mod discovery;
+pub mod inbox;
 mod messages;
 mod topics;
 
@@ -81,9 +82,16 @@ pub struct MqttHandle {
     connects: mpsc::Sender<ConnectRequest>,
     subscriptions: Subscriptions,
     connected: Arc<AtomicBool>,
+    script_inbox: inbox::ScriptInbox,
 }
 
 impl MqttHandle {
+    /// Where messages on the scripts' subscriptions wait for the script task (its one
+    /// consumer): bounded, see [`inbox`].
+    pub fn script_inbox(&self) -> inbox::ScriptInbox {
+        self.script_inbox.clone()
+    }
+
     /// True while connected to the broker (and the state has been re-published).
     pub fn connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
@@ -128,8 +136,36 @@ impl MqttHandle {
         answer.await.map_err(|_| MqttError::Stopped)?
     }
 
+    /// Publishes like [`MqttHandle::publish`] and waits (at most 3 s) until the bridge has
+    /// handed the message to the connection, so that a shutdown right after it still sends it.
+    /// Errors are logged: this is for last words, which nobody can act on.
+    pub async fn publish_flushed(&self, topic_suffix: &str, payload: Vec<u8>, retain: bool) {
+        const FLUSH_WAIT: Duration = Duration::from_secs(3);
+        let sent = async {
+            self.publish(topic_suffix, payload, retain).await?;
+            // Requests are served in order: the answer comes after the publish was handed on.
+            self.ping().await
+        };
+        match tokio::time::timeout(FLUSH_WAIT, sent).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(topic = topic_suffix, error = %e, "MQTT publish failed"),
+            Err(_) => tracing::warn!(topic = topic_suffix, "MQTT publish not flushed in time"),
+        }
+    }
+
+    /// Resolves when the bridge's publisher has come round to answer: proves it is not stuck.
+    /// While the broker is away a publish may wait for the reconnect, and so does this.
+    pub async fn ping(&self) -> Result<(), MqttError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request::Ping(reply))
+            .await
+            .map_err(|_| MqttError::Stopped)?;
+        answer.await.map_err(|_| MqttError::Stopped)
+    }
+
     /// Delivers messages on `<p>/<topic_filter_suffix>` (`+` and `#` allowed as whole levels)
-    /// to the bus as `Event::Mqtt` with the topic relative to `<p>`; renewed on every
+    /// to [`MqttHandle::script_inbox`] with the topic relative to `<p>`; renewed on every
     /// reconnect.
     pub async fn subscribe(&self, topic_filter_suffix: &str) -> Result<(), MqttError> {
         check_filter_suffix(topic_filter_suffix).map_err(MqttError::InvalidTopic)?;
@@ -418,7 +454,7 @@ pub fn topics_for(cfg: &Config) -> Topics {
 /// Starts the bridge for the gateway configured by `cfg` (its `mqtt` section, device id,
 /// outputs and inputs for discovery). It subscribes to `bus` before returning (no event is
 /// missed), publishes state and events, forwards commands from the broker to `commands`, puts
-/// messages for script subscriptions on `bus`, and runs until `shutdown` resolves: then it
+/// messages for script subscriptions in the handle's script inbox, and runs until `shutdown` resolves: then it
 /// publishes `offline` and disconnects. Aborting the returned task drops the connection without
 /// a goodbye, so the broker publishes the will.
 pub fn spawn(
@@ -451,19 +487,22 @@ pub fn spawn(
     let (connects_tx, connect_rx) = mpsc::channel(HANDLE_QUEUE);
     let connected = Arc::new(AtomicBool::new(false));
     let subscriptions = Subscriptions::default();
+    let (script_tx, script_inbox) = inbox::inbox(mqtt.script_queue_len);
     let handle = MqttHandle {
         topics: topics.clone(),
         requests: requests_tx.clone(),
         connects: connects_tx,
         subscriptions: subscriptions.clone(),
         connected: connected.clone(),
+        script_inbox,
     };
     let parts = bridge::Parts {
         client,
         eventloop,
         topics,
-        bus: bus.clone(),
         bus_rx: bus.subscribe(),
+        script_inbox: script_tx,
+        max_payload_bytes: mqtt.max_payload_bytes,
         requests_rx,
         requests_tx,
         connect_rx,

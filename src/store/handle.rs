@@ -13,18 +13,44 @@ use std::collections::{BTreeMap, HashMap};
 use std::thread::JoinHandle;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
     CallRow, DispatchCommit, InboxInsert, InboxRow, KvChange, NewInboxSms, NewOutboxSms, NewPart,
-    OutboxRow, OutboxStatus, PartInsert, Store, StoreError,
+    OutboxRow, OutboxStatus, PartInsert, Pruned, Store, StoreError,
 };
 
 /// Requests waiting for the store thread before senders wait their turn.
 const QUEUE_DEPTH: usize = 64;
 
-/// One unit of work: runs a `Store` method and sends its result on the oneshot it captured.
-type Job = Box<dyn FnOnce(&mut Store) + Send>;
+/// One unit of work: runs a `Store` method and returns what the result tells about the file,
+/// and the delivery of the result on the oneshot it captured. The thread records the health
+/// first, so a caller that sees an error also sees it in [`StoreHandle::health`].
+type Job = Box<dyn FnOnce(&mut Store) -> (Verdict, Reply) + Send>;
+
+/// Sends a job's result to its caller.
+type Reply = Box<dyn FnOnce() + Send>;
+
+/// What one job's result says about the store's health.
+enum Verdict {
+    /// It succeeded.
+    Fine,
+    /// It failed for a reason that says nothing about the file (a row not found, a cap).
+    Neutral,
+    /// The file has a problem that may pass (disk full, locked, read-only).
+    Problem(String),
+    /// The file cannot be used any more: the thread ends.
+    Fatal(String),
+}
+
+/// The store's health, as the store thread last saw it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreHealth {
+    /// What is wrong, in words with help; `None` while writes succeed.
+    pub problem: Option<String>,
+    /// True once the thread has ended because of `problem` (or a panic).
+    pub fatal: bool,
+}
 
 enum Request {
     Run(Job),
@@ -40,6 +66,7 @@ enum Request {
 #[derive(Debug, Clone)]
 pub struct StoreHandle {
     requests: mpsc::Sender<Request>,
+    health: watch::Receiver<StoreHealth>,
 }
 
 impl std::fmt::Debug for Request {
@@ -54,14 +81,57 @@ impl std::fmt::Debug for Request {
 /// Starts the thread that owns `store`. It ends, dropping the store (which closes the file),
 /// when every handle is dropped or [`StoreHandle::shutdown`] is called, after finishing the
 /// requests queued before that.
+///
+/// It also ends when a request finds the file unusable ([`StoreError::is_fatal`]: damaged,
+/// moved away, failing disk) or a request panics; [`StoreHealth::fatal`] then says why, and
+/// [`StoreHandle::closed`] resolves, so the gateway can stop and be restarted rather than
+/// fail every SMS one by one.
 pub fn spawn(store: Store) -> (StoreHandle, JoinHandle<()>) {
     let (requests, mut queue) = mpsc::channel(QUEUE_DEPTH);
+    let (health_tx, health) = watch::channel(StoreHealth::default());
     let run = move || {
         let mut store = store;
         while let Some(request) = queue.blocking_recv() {
-            match request {
-                Request::Run(job) => job(&mut store),
+            let job = match request {
+                Request::Run(job) => job,
                 Request::Shutdown => break,
+            };
+            let writes = store.writes_begun;
+            // A panic is a bug in one request; it must not leave the gateway running on a
+            // store that no longer answers.
+            let (verdict, reply) =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut store)))
+                    .unwrap_or_else(|panic| {
+                        let why = format!("the store thread panicked: {}", panic_text(&panic));
+                        // The caller's oneshot went down with the job: it sees `Closed`.
+                        let nothing: Reply = Box::new(|| {});
+                        (Verdict::Fatal(why), nothing)
+                    });
+            let wrote = store.writes_begun != writes;
+            let fatal = matches!(verdict, Verdict::Fatal(_));
+            health_tx.send_if_modified(|h| match verdict {
+                // Reads succeed on a full or read-only disk: only a write proves it healed.
+                Verdict::Fine if wrote && h.problem.is_some() => {
+                    tracing::info!("store: writes succeed again");
+                    h.problem = None;
+                    true
+                }
+                Verdict::Fine | Verdict::Neutral => false,
+                Verdict::Problem(p) => {
+                    let changed = h.problem.as_ref() != Some(&p);
+                    h.problem = Some(p);
+                    changed
+                }
+                Verdict::Fatal(p) => {
+                    tracing::error!(error = %p, "store: the file cannot be used any more; the store stops");
+                    h.problem = Some(p);
+                    h.fatal = true;
+                    true
+                }
+            });
+            reply();
+            if fatal {
+                break;
             }
         }
         tracing::debug!("store thread ends");
@@ -75,7 +145,16 @@ pub fn spawn(store: Store) -> (StoreHandle, JoinHandle<()>) {
         Ok(thread) => thread,
         Err(e) => panic!("cannot start the store thread: {e}"),
     };
-    (StoreHandle { requests }, thread)
+    (StoreHandle { requests, health }, thread)
+}
+
+/// The message of a caught panic.
+pub fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 impl StoreHandle {
@@ -86,14 +165,35 @@ impl StoreHandle {
     {
         let (reply, answer) = oneshot::channel();
         let job: Job = Box::new(move |store| {
-            // The caller may have stopped waiting; the work is done regardless.
-            let _ = reply.send(work(store));
+            let result = work(store);
+            let verdict = match &result {
+                Ok(_) => Verdict::Fine,
+                Err(e) if e.is_fatal() => Verdict::Fatal(e.to_string()),
+                Err(e) => e
+                    .health_problem()
+                    .map_or(Verdict::Neutral, Verdict::Problem),
+            };
+            let deliver: Reply = Box::new(move || {
+                // The caller may have stopped waiting; the work is done regardless.
+                let _ = reply.send(result);
+            });
+            (verdict, deliver)
         });
         self.requests
             .send(Request::Run(job))
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The store's health, updated after every request.
+    pub fn health(&self) -> watch::Receiver<StoreHealth> {
+        self.health.clone()
+    }
+
+    /// Resolves when the store thread has ended (shut down, or stopped on a fatal error).
+    pub async fn closed(&self) {
+        self.requests.closed().await
     }
 
     /// Ends the store thread after the requests queued before this one; later calls on any
@@ -318,6 +418,16 @@ impl StoreHandle {
         let (from, action) = (from.map(String::from), action.to_string());
         self.call(move |s| s.call_log(from.as_deref(), started_at, ended_at, &action))
             .await
+    }
+
+    /// See [`Store::prune`].
+    pub async fn prune(&self, older_than: DateTime<Utc>) -> Result<Pruned, StoreError> {
+        self.call(move |s| s.prune(older_than)).await
+    }
+
+    /// See [`Store::ping`].
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.call(Store::ping).await
     }
 
     /// See [`Store::calls_recent`].

@@ -12,6 +12,8 @@
 //! Phone numbers are compared as stored: callers pass them normalised by [`crate::phone`].
 
 mod attempts;
+#[cfg(test)]
+mod fault_tests;
 mod handle;
 mod schema;
 #[cfg(test)]
@@ -29,7 +31,7 @@ use crate::bus::SenderKind;
 use crate::config::SmsConfig;
 
 pub use attempts::DispatchAttempt;
-pub use handle::{spawn, StoreHandle};
+pub use handle::{panic_text, spawn, StoreHandle, StoreHealth};
 
 /// What a concatenated message shows where a part never arrived.
 pub const MISSING_PART_MARKER: &str = "[…]";
@@ -99,9 +101,64 @@ pub enum StoreError {
         /// Why.
         source: rusqlite::Error,
     },
-    /// An SQLite operation failed (disk full, I/O error, a stored value of the wrong type).
+    /// The disk (or file system) holding the store is full (`SQLITE_FULL`).
+    #[error(
+        "the store's disk is full (help: free space on the file system of store.path; lower \
+         store.retain_days to keep less history)"
+    )]
+    DiskFull {
+        /// As SQLite reports it.
+        source: rusqlite::Error,
+    },
+    /// Another process holds the database lock longer than the busy timeout
+    /// (`SQLITE_BUSY` / `SQLITE_LOCKED`).
+    #[error(
+        "the store is locked by another process (help: close any sqlite3 shell, backup or second \
+         gsmgw that has the file open)"
+    )]
+    Busy {
+        /// As SQLite reports it.
+        source: rusqlite::Error,
+    },
+    /// The file is damaged (`SQLITE_CORRUPT`, or `PRAGMA quick_check` found problems).
+    #[error(
+        "the store is corrupt: {detail} (help: stop gsmgw and recover the file with sqlite3's \
+         .recover, see README \"Store recovery\")"
+    )]
+    Corrupt {
+        /// What SQLite found.
+        detail: String,
+    },
+    /// The file or its directory cannot be written (permissions, a read-only mount).
+    #[error(
+        "the store is read-only (help: check that the gsmgw user can write the file, its -wal and \
+         -shm files and their directory, and that the file system is mounted read-write)"
+    )]
+    ReadOnly {
+        /// As SQLite reports it.
+        source: rusqlite::Error,
+    },
+    /// The file was deleted, renamed or replaced while open: writes cannot reach it any more.
+    #[error(
+        "the store file was moved or deleted while gsmgw had it open (help: restart gsmgw; \
+         restore the file if it was removed by mistake)"
+    )]
+    Moved {
+        /// As SQLite reports it.
+        source: rusqlite::Error,
+    },
+    /// Reading or writing the file failed in the operating system (`SQLITE_IOERR`).
+    #[error(
+        "disk I/O error on the store (help: check the disk or SD card, e.g. `dmesg`; a failing \
+         card corrupts files)"
+    )]
+    Io {
+        /// As SQLite reports it.
+        source: rusqlite::Error,
+    },
+    /// Any other SQLite failure (a stored value of the wrong type, a bug).
     #[error("store: SQLite operation failed")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
     /// An outgoing SMS would exceed a cap from `[sms]`; it is recorded as failed with the
     /// reason (row `id`), not sent.
     #[error("outgoing SMS {id} not sent: {reason}")]
@@ -154,6 +211,71 @@ pub enum StoreError {
     /// The store thread has ended (shut down, or every handle was dropped); nothing was done.
     #[error("the store is closed")]
     Closed,
+}
+
+/// `SQLITE_READONLY_DBMOVED`: the extended code for a file that was moved or unlinked.
+const READONLY_DBMOVED: std::os::raw::c_int = 1032;
+
+impl From<rusqlite::Error> for StoreError {
+    /// Sorts SQLite's error by cause, so that the message (and the health state) says what is
+    /// wrong: a full disk, a lock, damage, a read-only file and failing hardware each need a
+    /// different fix.
+    fn from(source: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        let extended = source.sqlite_error().map(|e| e.extended_code);
+        match source.sqlite_error_code() {
+            Some(ErrorCode::DiskFull) => StoreError::DiskFull { source },
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+                StoreError::Busy { source }
+            }
+            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => StoreError::Corrupt {
+                detail: source.to_string(),
+            },
+            Some(ErrorCode::ReadOnly) if extended == Some(READONLY_DBMOVED) => {
+                StoreError::Moved { source }
+            }
+            Some(ErrorCode::ReadOnly) => StoreError::ReadOnly { source },
+            Some(ErrorCode::SystemIoFailure) => StoreError::Io { source },
+            _ => StoreError::Sqlite(source),
+        }
+    }
+}
+
+impl StoreError {
+    /// True when the store cannot go on with this file: it is damaged, gone, or the disk
+    /// fails. The store thread then ends, and the gateway with it, so that systemd restarts it
+    /// and start-up (with its `quick_check`) says what is wrong. A full disk, a lock or a
+    /// read-only file may pass, and are reported in the health state instead.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Corrupt { .. } | StoreError::Moved { .. } | StoreError::Io { .. }
+        )
+    }
+
+    /// True when trying again later may succeed: a full disk can be cleared, a lock released,
+    /// a file made writable.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StoreError::DiskFull { .. } | StoreError::Busy { .. } | StoreError::ReadOnly { .. }
+        )
+    }
+
+    /// The store's health after this error: `None` when the error says nothing about the
+    /// file (a row not found, a cap, bad script data).
+    pub fn health_problem(&self) -> Option<String> {
+        match self {
+            StoreError::DiskFull { .. }
+            | StoreError::Busy { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::ReadOnly { .. }
+            | StoreError::Moved { .. }
+            | StoreError::Io { .. }
+            | StoreError::Closed => Some(self.to_string()),
+            _ => None,
+        }
+    }
 }
 
 /// How hard a commit is pushed to disk.
@@ -352,6 +474,14 @@ pub struct OutboxRow {
     pub delivery_status: Option<u8>,
 }
 
+/// What [`Store::prune`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub inbox: usize,
+    pub outbox: usize,
+    pub calls: usize,
+}
+
 /// A logged call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallRow {
@@ -369,6 +499,8 @@ pub struct Store {
     conn: Connection,
     limits: SmsConfig,
     durability: Option<Durability>,
+    /// Write transactions begun: tells the store thread whether a request wrote.
+    writes_begun: u64,
 }
 
 impl std::fmt::Debug for Store {
@@ -412,9 +544,7 @@ impl Store {
         // SQLite opens lazily: a file that is not a database is only noticed by the first
         // statement, inside `init`, so every error from there names the path.
         open().map_err(|e| match e {
-            StoreError::Sqlite(source)
-                if source.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) =>
-            {
+            StoreError::Corrupt { detail } if detail.contains("not a database") => {
                 StoreError::NotADatabase {
                     path: path.to_path_buf(),
                 }
@@ -444,17 +574,20 @@ impl Store {
         // Deleted and overwritten content (an inbox row rewritten masked, assembled parts) is
         // zeroed in the file instead of lingering in free space.
         conn.pragma_update(None, "secure_delete", true)?;
+        quick_check(&conn)?;
         schema::migrate(&mut conn, path)?;
         Ok(Store {
             conn,
             limits,
             durability: None,
+            writes_begun: 0,
         })
     }
 
     /// Starts a write transaction at the given durability. IMMEDIATE takes the write lock at
     /// once, so a concurrent reader (backup, shell) cannot make it fail half-way with BUSY.
     fn write(&mut self, durability: Durability) -> Result<Transaction<'_>, StoreError> {
+        self.writes_begun += 1;
         if self.durability != Some(durability) {
             // Must be set outside a transaction, hence here.
             self.conn
@@ -1092,6 +1225,39 @@ impl Store {
         Ok(id)
     }
 
+    // ---- retention ----
+
+    /// Deletes what is finished and older than `older_than`: inbox messages already handed
+    /// to the scripts, outbox messages sent or failed (with their parts) and logged calls.
+    /// Undelivered and queued messages are kept whatever their age.
+    pub fn prune(&mut self, older_than: DateTime<Utc>) -> Result<Pruned, StoreError> {
+        let cutoff = older_than.timestamp_millis();
+        let tx = self.write(Durability::Normal)?;
+        let inbox = tx.execute(
+            "DELETE FROM inbox WHERE delivered_at IS NOT NULL AND received_at < ?1",
+            [cutoff],
+        )?;
+        let outbox = tx.execute(
+            "DELETE FROM outbox WHERE status IN ('sent', 'failed') AND created_at < ?1",
+            [cutoff],
+        )?;
+        let calls = tx.execute("DELETE FROM calls WHERE started_at < ?1", [cutoff])?;
+        tx.commit()?;
+        Ok(Pruned {
+            inbox,
+            outbox,
+            calls,
+        })
+    }
+
+    /// A cheap query that proves the thread and the file answer (the watchdog's probe).
+    pub fn ping(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("SELECT 1")?
+            .query_row([], |_| Ok(()))?;
+        Ok(())
+    }
+
     /// The last `limit` calls, newest first.
     pub fn calls_recent(&mut self, limit: u32) -> Result<Vec<CallRow>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
@@ -1189,6 +1355,32 @@ impl PartGroup {
         )?;
         Ok(id)
     }
+}
+
+/// `PRAGMA quick_check`: finds damaged pages and broken b-trees (not index contents) in time
+/// linear in the file size, so start-up refuses a damaged file with a clear error instead of
+/// failing SMS one by one later.
+fn quick_check(conn: &Connection) -> Result<(), StoreError> {
+    /// Enough problems to recognise the damage; the full list is in `sqlite3 FILE
+    /// 'PRAGMA integrity_check'`.
+    const SHOWN: usize = 3;
+    let mut stmt = conn.prepare("PRAGMA quick_check")?;
+    let found = stmt
+        .query_map([], |row| row.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    if found.len() == 1 && found[0] == "ok" {
+        return Ok(());
+    }
+    let mut detail = found
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if found.len() > SHOWN {
+        detail.push_str(&format!(" (and {} more)", found.len() - SHOWN));
+    }
+    Err(StoreError::Corrupt { detail })
 }
 
 /// [`StoreError::InvalidJson`] unless `value` is JSON.
