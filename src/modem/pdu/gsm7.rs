@@ -105,6 +105,18 @@ pub fn decode(septets: &[u8]) -> String {
     out
 }
 
+/// The character that `ESCAPE` followed by the septet of `c` (a basic-table character)
+/// stands for: the extension-table one, or `c` itself when the extension table has none.
+pub fn escaped(c: char) -> char {
+    let Some(Septets::One(septet)) = char_to_septets(c) else {
+        return c;
+    };
+    EXTENSION
+        .iter()
+        .find(|(code, _)| *code == septet)
+        .map_or(c, |(_, e)| *e)
+}
+
 fn basic_char(septet: u8) -> char {
     match BASIC.get(usize::from(septet & 0x7F)) {
         // A double escape has no meaning; a space keeps the text readable.

@@ -67,6 +67,8 @@ pub struct Deliver {
     pub class: Option<u8>,
     /// Concatenation, when this is one part of a long message.
     pub concat: Option<Concat>,
+    /// The destination application port (UDH element 4 or 5), as WAP push (2948) uses.
+    pub port: Option<u16>,
     /// TP-PID.
     pub pid: u8,
     /// TP-DCS as received.
@@ -289,6 +291,7 @@ fn decode_deliver(r: &mut Reader, smsc: Option<String>, fo: u8) -> Result<Delive
         data: ud.data,
         class: scheme.class,
         concat: ud.concat,
+        port: ud.port,
         pid,
         dcs,
     })
@@ -390,6 +393,7 @@ struct UserData {
     text: String,
     data: Vec<u8>,
     concat: Option<Concat>,
+    port: Option<u16>,
 }
 
 /// A cursor over the PDU octets whose every read is bounds-checked.
@@ -495,7 +499,7 @@ impl<'a> Reader<'a> {
                 present,
             })?;
         self.pos += needed;
-        let (header_len, concat) = if has_header {
+        let (header_len, Header { concat, port }) = if has_header {
             let udhl = usize::from(*ud.first().ok_or(PduError::MissingUserDataHeader)?);
             let header = ud.get(1..=udhl).ok_or(PduError::HeaderTooLong {
                 udh_len: udhl + 1,
@@ -503,8 +507,12 @@ impl<'a> Reader<'a> {
             })?;
             (udhl + 1, parse_header(header)?)
         } else {
-            (0, None)
+            (0, Header::default())
         };
+        // A part of a longer message may end or start with half of something (a UTF-16
+        // surrogate, a GSM escape) whose other half is in the next part; it is kept as a
+        // marker that `join_split_units` completes once the parts are put together.
+        let is_part = concat.is_some_and(|c| c.total > 1);
         let (text, data) = match encoding {
             Encoding::Gsm7 => {
                 let header_septets = (header_len * 8).div_ceil(7);
@@ -515,12 +523,31 @@ impl<'a> Reader<'a> {
                         udh_len: header_len,
                         available: needed,
                     })?;
-                (gsm7::decode(body), Vec::new())
+                let text = match body.split_last() {
+                    Some((&last, head)) if is_part && last & 0x7F == gsm7::ESCAPE => {
+                        // An odd count of escapes before it means this one is dangling.
+                        let mut text = gsm7::decode(head);
+                        let run = head.iter().rev().take_while(|s| *s & 0x7F == gsm7::ESCAPE);
+                        if run.count() % 2 == 0 {
+                            text.push(SPLIT_ESCAPE);
+                        } else {
+                            text = gsm7::decode(body);
+                        }
+                        text
+                    }
+                    _ => gsm7::decode(body),
+                };
+                (text, Vec::new())
             }
-            Encoding::Ucs2 => (
-                decode_ucs2(ud.get(header_len..).unwrap_or_default()),
-                Vec::new(),
-            ),
+            Encoding::Ucs2 => {
+                let body = ud.get(header_len..).unwrap_or_default();
+                let text = if is_part {
+                    decode_ucs2_part(body)
+                } else {
+                    decode_ucs2(body)
+                };
+                (text, Vec::new())
+            }
             Encoding::EightBit => {
                 let body = ud.get(header_len..).unwrap_or_default();
                 (
@@ -529,13 +556,28 @@ impl<'a> Reader<'a> {
                 )
             }
         };
-        Ok(UserData { text, data, concat })
+        Ok(UserData {
+            text,
+            data,
+            concat,
+            port,
+        })
     }
 }
 
-/// Reads the information elements of a user data header, keeping the concatenation one.
-fn parse_header(header: &[u8]) -> Result<Option<Concat>, PduError> {
+/// What the driver uses of a user data header.
+#[derive(Debug, Default)]
+struct Header {
+    concat: Option<Concat>,
+    /// Destination application port.
+    port: Option<u16>,
+}
+
+/// Reads the information elements of a user data header, keeping the concatenation and
+/// application port ones.
+fn parse_header(header: &[u8]) -> Result<Header, PduError> {
     let mut concat = None;
+    let mut port = None;
     let mut rest = header;
     while let [iei, len, tail @ ..] = rest {
         let len = usize::from(*len);
@@ -544,6 +586,11 @@ fn parse_header(header: &[u8]) -> Result<Option<Concat>, PduError> {
             length: len,
             available: tail.len(),
         })?;
+        match (*iei, data) {
+            (0x04, &[dest, _src]) => port = Some(u16::from(dest)),
+            (0x05, &[hi, lo, _, _]) => port = Some(u16::from_be_bytes([hi, lo])),
+            _ => {}
+        }
         let element = match (*iei, data) {
             (0x00, &[reference, total, seq]) => Some((u16::from(reference), total, seq)),
             (0x08, &[hi, lo, total, seq]) => Some((u16::from_be_bytes([hi, lo]), total, seq)),
@@ -575,7 +622,82 @@ fn parse_header(header: &[u8]) -> Result<Option<Concat>, PduError> {
             available: 0,
         });
     }
-    Ok(concat)
+    Ok(Header { concat, port })
+}
+
+/// Stands for the UTF-16 surrogate `SPLIT_SURROGATE_BASE + (unit - 0xD800)` that a part
+/// ends or starts with (a private-use plane-16 code point, which no SMS carries).
+const SPLIT_SURROGATE_BASE: u32 = 0x10_F000;
+/// Stands for a GSM escape septet that ends a part; the next part's first septet completes it.
+const SPLIT_ESCAPE: char = '\u{10F800}';
+
+/// UCS-2/UTF-16 of one part of a concatenated message: an unpaired surrogate becomes a
+/// marker for [`join_split_units`] instead of U+FFFD.
+fn decode_ucs2_part(bytes: &[u8]) -> String {
+    let units = bytes.chunks_exact(2).map(|pair| {
+        u16::from_be_bytes([
+            pair.first().copied().unwrap_or(0),
+            pair.get(1).copied().unwrap_or(0),
+        ])
+    });
+    let mut text: String = char::decode_utf16(units)
+        .map(|c| match c {
+            Ok(c) => c,
+            Err(e) => {
+                let offset = u32::from(e.unpaired_surrogate()) - 0xD800;
+                char::from_u32(SPLIT_SURROGATE_BASE + offset).unwrap_or(char::REPLACEMENT_CHARACTER)
+            }
+        })
+        .collect();
+    if bytes.len() % 2 == 1 {
+        text.push(char::REPLACEMENT_CHARACTER);
+    }
+    text
+}
+
+/// The surrogate a marker of [`decode_ucs2_part`] stands for.
+fn split_surrogate(c: char) -> Option<u16> {
+    let offset = u32::from(c).checked_sub(SPLIT_SURROGATE_BASE)?;
+    (offset < 0x800).then(|| 0xD800 + offset as u16)
+}
+
+/// Joins what the parts of a concatenated message left split: a high and a low surrogate
+/// marker in a row become their character (an emoji across a part boundary), an escape
+/// marker takes the next character from the extension table; markers left alone (the other
+/// part is missing) become U+FFFD, or a space for an escape, as within one part. Text
+/// without markers is returned unchanged, so this is applied to every assembled message.
+pub fn join_split_units(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == SPLIT_ESCAPE {
+            match chars.peek().copied() {
+                Some(next) if split_surrogate(next).is_none() && next != SPLIT_ESCAPE => {
+                    chars.next();
+                    out.push(gsm7::escaped(next));
+                }
+                _ => out.push(' '),
+            }
+            continue;
+        }
+        let Some(unit) = split_surrogate(c) else {
+            out.push(c);
+            continue;
+        };
+        let low = chars.peek().copied().and_then(split_surrogate);
+        match (unit, low) {
+            (0xD800..=0xDBFF, Some(low @ 0xDC00..=0xDFFF)) => {
+                chars.next();
+                let joined = char::decode_utf16([unit, low])
+                    .next()
+                    .and_then(Result::ok)
+                    .unwrap_or(char::REPLACEMENT_CHARACTER);
+                out.push(joined);
+            }
+            _ => out.push(char::REPLACEMENT_CHARACTER),
+        }
+    }
+    out
 }
 
 fn decode_ucs2(bytes: &[u8]) -> String {
@@ -1092,6 +1214,90 @@ pub fn decode_ussd(text: &str, dcs: Option<u8>) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// An SMS-DELIVER part built octet by octet (not with our encoder): from +4477..., UCS-2
+    /// or 7-bit user data `ud` after a concatenation header for part `seq` of `total`.
+    fn hand_made_part(dcs: u8, seq: u8, total: u8, udl: u8, body: &[u8]) -> String {
+        let mut tpdu = vec![
+            0x44, 0x0C, 0x91, 0x44, 0x77, 0x00, 0x09, 0x21, 0x43, 0x00, dcs,
+        ];
+        tpdu.extend_from_slice(&[0x42, 0x10, 0x21, 0x31, 0x54, 0x80, 0x00]);
+        tpdu.push(udl);
+        tpdu.extend_from_slice(&[0x05, 0x00, 0x03, 0x2A, total, seq]);
+        tpdu.extend_from_slice(body);
+        format!("00{}", hex::encode_upper(tpdu))
+    }
+
+    fn part_text(hex: &str) -> String {
+        match super::decode(hex, true) {
+            Ok(super::Pdu::Deliver(d)) => d.text,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_emoji_split_across_two_ucs2_parts_is_joined_whole() {
+        // U+1F600 is D83D DE00 in UTF-16: the high half ends part 1, the low half starts part 2.
+        let one = hand_made_part(0x08, 1, 2, 6 + 4, &[0x00, 0x41, 0xD8, 0x3D]);
+        let two = hand_made_part(0x08, 2, 2, 6 + 4, &[0xDE, 0x00, 0x00, 0x42]);
+        let joined = super::join_split_units(&(part_text(&one) + &part_text(&two)));
+        assert_eq!(joined, "A\u{1F600}B");
+        // Without its other half the marker is a replacement character, not private-use junk.
+        assert_eq!(super::join_split_units(&part_text(&one)), "A\u{FFFD}");
+        assert_eq!(super::join_split_units(&part_text(&two)), "\u{FFFD}B");
+    }
+
+    #[test]
+    fn a_gsm_escape_that_ends_a_part_takes_the_next_parts_first_character() {
+        // Part 1: 'a' then ESC; part 2: 'e' (0x65, which after ESC is the euro sign) then 'b'.
+        // With a 6-octet header the text starts at septet 7 (one fill bit).
+        let pack = |septets: &[u8]| {
+            let mut all = vec![0u8; 7];
+            all.extend_from_slice(septets);
+            let mut out = vec![0u8; (all.len() * 7).div_ceil(8)];
+            for (i, s) in all.iter().enumerate() {
+                for bit in 0..7 {
+                    if s & (1 << bit) != 0 {
+                        let pos = i * 7 + bit;
+                        out[pos / 8] |= 1 << (pos % 8);
+                    }
+                }
+            }
+            out.split_off(6)
+        };
+        let one = hand_made_part(0x00, 1, 2, 9, &pack(&[0x61, 0x1B]));
+        let two = hand_made_part(0x00, 2, 2, 9, &pack(&[0x65, 0x62]));
+        let joined = super::join_split_units(&(part_text(&one) + &part_text(&two)));
+        assert_eq!(joined, "a\u{20AC}b");
+    }
+
+    #[test]
+    fn text_without_split_markers_is_unchanged_by_joining() {
+        for text in ["", "plain", "\u{1F600} whole", "\u{FFFD}", "\u{10FFFD}"] {
+            assert_eq!(super::join_split_units(text), text);
+        }
+    }
+
+    #[test]
+    fn the_destination_port_of_a_wap_push_is_read() {
+        // 8-bit data with a 16-bit application port header (IEI 5) to port 2948 (WAP push).
+        let mut tpdu = vec![
+            0x44, 0x0C, 0x91, 0x44, 0x77, 0x00, 0x09, 0x21, 0x43, 0x00, 0x04,
+        ];
+        tpdu.extend_from_slice(&[0x42, 0x10, 0x21, 0x31, 0x54, 0x80, 0x00]);
+        tpdu.extend_from_slice(&[
+            0x0A, 0x06, 0x05, 0x04, 0x0B, 0x84, 0x23, 0xF0, 0x01, 0x06, 0x00,
+        ]);
+        let hex = format!("00{}", hex::encode_upper(tpdu));
+        match super::decode(&hex, true) {
+            Ok(super::Pdu::Deliver(d)) => {
+                assert_eq!(d.port, Some(2948));
+                assert_eq!(d.encoding, super::Encoding::EightBit);
+                assert_eq!(d.data, [0x01, 0x06, 0x00]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     use super::*;
 
     fn ts(s: &str) -> DateTime<FixedOffset> {
