@@ -27,6 +27,22 @@ pub struct IncomingSms {
     pub incomplete: bool,
 }
 
+/// A received SMS that carries data, not text (8-bit coding: a WAP push, OTA settings).
+/// It goes to MQTT and the log, never to plugins as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingData {
+    /// The inbox row id (the row keeps the data as upper-case hex).
+    pub id: i64,
+    /// The sender, normalised as for [`IncomingSms`].
+    pub from: String,
+    /// The user data after the header; all parts of a concatenated message joined.
+    pub data: Vec<u8>,
+    /// The destination application port, when the message has one (2948: WAP push).
+    pub port: Option<u16>,
+    /// The service centre time stamp.
+    pub time: Option<DateTime<FixedOffset>>,
+}
+
 /// An incoming call. `id` is unique for the lifetime of the process, so a late command for an
 /// old call can be recognised and ignored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,6 +172,8 @@ pub enum AlarmAction {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     SmsReceived(IncomingSms),
+    /// An 8-bit data SMS: see [`IncomingData`].
+    DataSmsReceived(IncomingData),
     SmsStatus(SmsStatus),
     CallRinging(Call),
     CallEnded(Call),

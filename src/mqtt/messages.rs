@@ -69,6 +69,18 @@ pub fn for_event(topics: &Topics, event: &Event, publish_imei: bool) -> Option<O
                 "id": sms.id,
             }),
         ),
+        Event::DataSmsReceived(sms) => Outgoing::event(
+            topics.sms_received(),
+            &json!({
+                "event_type": "received",
+                "from": sms.from,
+                "binary": true,
+                "data": hex::encode_upper(&sms.data),
+                "port": sms.port,
+                "time": sms.time.map(|t| t.to_rfc3339()),
+                "id": sms.id,
+            }),
+        ),
         Event::CallRinging(call) => Outgoing::event(
             topics.call(),
             &json!({ "event_type": "ringing", "from": call.from }),
