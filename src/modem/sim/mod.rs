@@ -244,6 +244,17 @@ impl SimHandle {
         self.with_modem(|m| m.reboot());
     }
 
+    /// The module restarts and its boot URCs are lost (sent while nobody listened): only its
+    /// settings show it.
+    pub fn reboot_silently(&self) {
+        self.with_modem(|m| m.reboot_silently());
+    }
+
+    /// The `+CNMI` values in force.
+    pub fn cnmi(&self) -> [u8; 5] {
+        self.inner.shared.modem().cnmi()
+    }
+
     /// Sends bytes to the gateway as they are (noise, vendor URCs).
     pub fn send_raw(&self, bytes: &[u8]) {
         self.with_modem(|m| m.send_raw(bytes));

@@ -772,6 +772,14 @@ impl SimulatedModem {
         after_ok.extend(urcs);
     }
 
+    pub(super) fn reboot_silently(&mut self) {
+        self.restart();
+    }
+
+    pub(super) fn cnmi(&self) -> [u8; 5] {
+        self.settings.cnmi
+    }
+
     /// The module restarts on its own (brown-out, watchdog) while the port stays open.
     pub(super) fn reboot(&mut self) {
         for urc in self.restart() {
