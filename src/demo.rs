@@ -23,13 +23,21 @@ commands:
   sms <from> <text>        an SMS arrives, e.g.  sms +447700900123 STATUS
   call <from|withheld>     a call rings (again every 3 s until rejected, answered or hung up)
   hangup                   the caller hangs up
+  reboot                   the modem restarts with the port open (settings lost)
   input <name> on|off      flip a simulated input, e.g.  input door on
   state                    outputs, inputs and modem
   help                     this text
   quit                     stop (Ctrl-D and Ctrl-C too)";
 
 /// Runs the demo until the user quits.
-pub async fn run(config: Option<PathBuf>, mqtt_port: u16) -> anyhow::Result<()> {
+/// `modem` names the module profile the simulated modem follows (`sim800`, `ec25`, ...).
+pub async fn run(config: Option<PathBuf>, mqtt_port: u16, modem: &str) -> anyhow::Result<()> {
+    let Some(profile) = crate::modem::profiles::by_id(modem) else {
+        anyhow::bail!(
+            "no modem profile {modem:?} (help: one of {})",
+            crate::modem::profiles::ids().join(", ")
+        );
+    };
     let mut cfg = match &config {
         Some(path) => Config::load(path)?,
         None if std::path::Path::new("config/demo.toml").is_file() => {
@@ -59,14 +67,18 @@ pub async fn run(config: Option<PathBuf>, mqtt_port: u16) -> anyhow::Result<()> 
         );
     }
 
-    let (sim, sim_events) =
-        SimModem::start(SimConfig::default()).context("starting the simulated modem")?;
+    let (sim, sim_events) = SimModem::start(SimConfig {
+        profile,
+        ..SimConfig::default()
+    })
+    .context("starting the simulated modem")?;
     cfg.modem.port = sim.path().to_path_buf();
     let (backend, sim_gpio) = gpio::sim_backend(&cfg);
     let prefix = cfg.mqtt.topic_prefix(&cfg.gateway.device_id);
 
     println!(
-        "gsmgw demo: simulated modem on {}, MQTT on {}",
+        "gsmgw demo: simulated {} on {}, MQTT on {}",
+        profile.name,
         sim.path().display(),
         cfg.mqtt.url
     );
@@ -161,6 +173,10 @@ async fn console(
                 );
                 call_active.store(true, Ordering::SeqCst);
                 tokio::spawn(keep_ringing(sim.clone(), from, call_active.clone()));
+            }
+            "reboot" => {
+                sim.reboot();
+                println!("→ the modem restarted; the gateway should set it up again");
             }
             "hangup" => {
                 call_active.store(false, Ordering::SeqCst);

@@ -33,6 +33,10 @@ enum Cmd {
         /// The first port to try for the embedded MQTT broker.
         #[arg(long, default_value_t = 1883)]
         mqtt_port: u16,
+        /// The module the simulated modem behaves as: generic, sim800, sim900, sim7600,
+        /// a7670, ec25, e3372, e173.
+        #[arg(long, default_value = "generic")]
+        modem: String,
     },
     /// Validate the config and compile every script.
     Check {
@@ -126,8 +130,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Demo { config, mqtt_port } => {
-            runtime()?.block_on(gsmgw::demo::run(config, mqtt_port))?;
+        Cmd::Demo {
+            config,
+            mqtt_port,
+            modem,
+        } => {
+            runtime()?.block_on(gsmgw::demo::run(config, mqtt_port, &modem))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Check { config } => Ok(check(&config)),
