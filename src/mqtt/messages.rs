@@ -606,6 +606,26 @@ mod tests {
     }
 
     #[test]
+    fn a_data_sms_is_published_as_hex_with_a_binary_flag_and_no_text() {
+        let t = Topics::new("g/d");
+        let data = crate::bus::IncomingData {
+            id: 9,
+            from: "+4470".into(),
+            data: vec![0x01, 0x06, 0xC4],
+            port: Some(2948),
+            time: None,
+        };
+        let out = for_event(&t, &Event::DataSmsReceived(data), false)
+            .unwrap_or_else(|| Outgoing::state(String::new(), ""));
+        assert_eq!(out.topic, "g/d/sms/received");
+        assert!(!out.retain);
+        assert_eq!(
+            json_of(&out),
+            json!({"event_type":"received","from":"+4470","binary":true,"data":"0106C4","port":2948,"time":null,"id":9})
+        );
+    }
+
+    #[test]
     fn sms_and_call_events_are_json_and_not_retained() {
         let t = Topics::new("g/d");
         let time = chrono::DateTime::parse_from_rfc3339("2024-05-01T10:00:00+02:00").ok();

@@ -1120,6 +1120,63 @@ mod tests {
         assert_eq!(tpdu_octets("zz"), 1);
     }
 
+    fn exchange(modem: &mut SimulatedModem, line: &str) -> String {
+        modem.receive(line.as_bytes());
+        modem.receive(b"\r");
+        String::from_utf8_lossy(&modem.take_output()).into_owned()
+    }
+
+    fn sim(id: &str) -> SimulatedModem {
+        let profile = crate::modem::profiles::by_id(id).expect("profile");
+        SimulatedModem::new(SimConfig {
+            profile,
+            echo: false,
+            ..SimConfig::default()
+        })
+    }
+
+    #[test]
+    fn a_sim800_refuses_stored_reports_as_its_manual_says() {
+        let mut m = sim("sim800");
+        exchange(&mut m, "AT+CMEE=1");
+        assert_eq!(
+            exchange(&mut m, "AT+CNMI=?"),
+            "\r\n+CNMI: (0-3),(0-3),(0,2),(0,1),(0,1)\r\n\r\nOK\r\n"
+        );
+        assert!(exchange(&mut m, "AT+CNMI=2,1,0,2,0").contains("+CMS ERROR: 302"));
+        assert_eq!(m.cnmi(), [2, 1, 0, 0, 0], "a refused value changes nothing");
+        assert!(exchange(&mut m, "AT+CNMI=2,1,0,1,0").ends_with("OK\r\n"));
+        assert_eq!(m.cnmi(), [2, 1, 0, 1, 0]);
+        assert!(exchange(&mut m, "AT+CGMM").contains("SIMCOM_SIM800C"));
+    }
+
+    #[test]
+    fn an_ec25_files_reports_in_sr_and_lists_them_only_from_there() {
+        let mut m = sim("ec25");
+        exchange(&mut m, "AT+CNMI=2,1,0,2,0");
+        m.delivery_report("+447700900123", 7);
+        let out = String::from_utf8_lossy(&m.take_output()).into_owned();
+        assert!(out.contains("+CDSI: \"SR\",1"), "{out}");
+        assert!(!exchange(&mut m, "AT+CMGL=4").contains("+CMGL:"));
+        assert!(exchange(&mut m, "AT+CPMS=\"SR\"").contains("+CPMS: 1,20"));
+        assert!(exchange(&mut m, "AT+CMGL=4").contains("+CMGL: 1,"));
+        assert!(exchange(&mut m, "AT+CPMS=\"XX\"").contains("ERROR"));
+    }
+
+    #[test]
+    fn a_reboot_restores_power_on_settings_and_sends_the_boot_urcs() {
+        let mut m = sim("e3372");
+        exchange(&mut m, "AT+CLIP=1");
+        exchange(&mut m, "AT+CNMI=2,1,0,2,0");
+        m.reboot();
+        let out = String::from_utf8_lossy(&m.take_output()).into_owned();
+        assert_eq!(out, "\r\n^SYSSTART\r\n\r\n+CPIN: READY\r\n");
+        assert_eq!(m.cnmi(), [0, 0, 0, 0, 0]);
+        assert!(exchange(&mut m, "AT+CLIP?").contains("+CLIP: 0,1"));
+        // Echo is back on after a restart.
+        assert!(exchange(&mut m, "AT").starts_with("AT\r"));
+    }
+
     #[test]
     fn garbage_command_lines_do_not_panic() {
         let mut modem = SimulatedModem::new(SimConfig::default());
