@@ -1,6 +1,9 @@
 //! The SMS PDU codec (3GPP TS 23.040 / 23.038): SMS-DELIVER, SMS-SUBMIT and SMS-STATUS-REPORT,
 //! the GSM 7-bit default alphabet with its extension table, UCS-2 (surrogate pairs included),
-//! 8-bit data, and concatenation through the user data header.
+//! 8-bit data, and concatenation through the user data header. Received 7-bit text follows
+//! the national language tables the header selects (elements 0x24/0x25: Turkish, Spanish,
+//! Portuguese; other languages fall back to the default tables); outgoing text always uses
+//! the default ones.
 //!
 //! Decoding is strict about lengths (a PDU that announces more than it holds is an error, so a
 //! truncated part is never mistaken for a complete one) and lenient about content that real
@@ -499,7 +502,15 @@ impl<'a> Reader<'a> {
                 present,
             })?;
         self.pos += needed;
-        let (header_len, Header { concat, port }) = if has_header {
+        let (
+            header_len,
+            Header {
+                concat,
+                port,
+                single,
+                locking,
+            },
+        ) = if has_header {
             let udhl = usize::from(*ud.first().ok_or(PduError::MissingUserDataHeader)?);
             let header = ud.get(1..=udhl).ok_or(PduError::HeaderTooLong {
                 udh_len: udhl + 1,
@@ -526,16 +537,16 @@ impl<'a> Reader<'a> {
                 let text = match body.split_last() {
                     Some((&last, head)) if is_part && last & 0x7F == gsm7::ESCAPE => {
                         // An odd count of escapes before it means this one is dangling.
-                        let mut text = gsm7::decode(head);
+                        let mut text = gsm7::decode_national(head, locking, single);
                         let run = head.iter().rev().take_while(|s| *s & 0x7F == gsm7::ESCAPE);
                         if run.count() % 2 == 0 {
                             text.push(SPLIT_ESCAPE);
                         } else {
-                            text = gsm7::decode(body);
+                            text = gsm7::decode_national(body, locking, single);
                         }
                         text
                     }
-                    _ => gsm7::decode(body),
+                    _ => gsm7::decode_national(body, locking, single),
                 };
                 (text, Vec::new())
             }
@@ -571,6 +582,10 @@ struct Header {
     concat: Option<Concat>,
     /// Destination application port.
     port: Option<u16>,
+    /// National language single shift table (element 0x24).
+    single: Option<gsm7::Language>,
+    /// National language locking shift table (element 0x25).
+    locking: Option<gsm7::Language>,
 }
 
 /// Reads the information elements of a user data header, keeping the concatenation and
@@ -578,6 +593,8 @@ struct Header {
 fn parse_header(header: &[u8]) -> Result<Header, PduError> {
     let mut concat = None;
     let mut port = None;
+    let mut single = None;
+    let mut locking = None;
     let mut rest = header;
     while let [iei, len, tail @ ..] = rest {
         let len = usize::from(*len);
@@ -589,6 +606,8 @@ fn parse_header(header: &[u8]) -> Result<Header, PduError> {
         match (*iei, data) {
             (0x04, &[dest, _src]) => port = Some(u16::from(dest)),
             (0x05, &[hi, lo, _, _]) => port = Some(u16::from_be_bytes([hi, lo])),
+            (0x24, &[id]) => single = gsm7::Language::from_id(id),
+            (0x25, &[id]) => locking = gsm7::Language::from_id(id),
             _ => {}
         }
         let element = match (*iei, data) {
@@ -622,7 +641,12 @@ fn parse_header(header: &[u8]) -> Result<Header, PduError> {
             available: 0,
         });
     }
-    Ok(Header { concat, port })
+    Ok(Header {
+        concat,
+        port,
+        single,
+        locking,
+    })
 }
 
 /// Stands for the UTF-16 surrogate `SPLIT_SURROGATE_BASE + (unit - 0xD800)` that a part
@@ -1268,6 +1292,102 @@ mod tests {
         let two = hand_made_part(0x00, 2, 2, 9, &pack(&[0x65, 0x62]));
         let joined = super::join_split_units(&(part_text(&one) + &part_text(&two)));
         assert_eq!(joined, "a\u{20AC}b");
+    }
+
+    /// The 7-bit user data of one of oFono's `unit/test-sms.c` charset vectors (an
+    /// SMS-SUBMIT with an empty SMSC field, 11-digit address, no header), unpacked.
+    fn ofono_septets(pdu: &str) -> Vec<u8> {
+        let octets = hex::decode(pdu).expect("hex");
+        let udl = usize::from(octets[13]);
+        super::gsm7::unpack(&octets[14..], 0, udl)
+    }
+
+    /// Every septet of the basic table, in order (the escape position holds a space).
+    const OFONO_ALL_SEPTETS: &str = concat!(
+        "0001000B915310101010100000808080604028180E888462C168381E9088",
+        "6442A9582E988C06C4E9783EA09068442A994EA8946AC56AB95EB0986C46",
+        "ABD96EB89C6EC7EBF97EC0A070482C1A8FC8A472C96C3A9FD0A8744AAD5A",
+        "AFD8AC76CBED7ABFE0B0784C2E9BCFE8B47ACD6EBBDFF0B87C4EAFDBEFF8",
+        "BC7ECFEFFBFF",
+    );
+
+    #[test]
+    fn national_locking_shift_tables_decode_ofonos_vectors() {
+        use super::gsm7::{decode_national, Language};
+        let septets = ofono_septets(OFONO_ALL_SEPTETS);
+        assert_eq!(septets.len(), 128);
+        assert!(!septets.contains(&super::gsm7::ESCAPE));
+        let turkish = "@£$¥€éùıòÇ\nĞğ\rÅåΔ_ΦΓΛΩΠΨΣΘΞ ŞşßÉ !\"#¤%&'()*+,-./0123456789:;<=>?İABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§çabcdefghijklmnopqrstuvwxyzäöñüà";
+        assert_eq!(
+            decode_national(&septets, Some(Language::Turkish), None),
+            turkish
+        );
+        let portuguese = "@£$¥êéúíóç\nÔô\rÁáΔ_ªÇÀ∞^\\€Ó| ÂâÊÉ !\"#º%&'()*+,-./0123456789:;<=>?ÍABCDEFGHIJKLMNOPQRSTUVWXYZÃÕÚÜ§~abcdefghijklmnopqrstuvwxyzãõ`üà";
+        assert_eq!(
+            decode_national(&septets, Some(Language::Portuguese), None),
+            portuguese
+        );
+        // Spanish has no locking shift table: the default one stays.
+        assert_eq!(
+            decode_national(&septets, Some(Language::Spanish), None),
+            super::gsm7::decode(&septets)
+        );
+    }
+
+    #[test]
+    fn national_single_shift_tables_decode_ofonos_vectors() {
+        use super::gsm7::{decode_national, Language};
+        let cases = [
+            (
+                "0001000B9153101010101000001A1BC586B2416D529BD786B7E96D7C1BE002C8011318870E",
+                Language::Turkish,
+                Some(Language::Turkish),
+                "\u{c}^{}\\[~]|ĞİŞç€ğış",
+            ),
+            (
+                "0001000B915310101010100000269BC446B1A16C509BD4E6B5E16D7A1BDF06B8096E929BE7A6BA096FCA9BF4E6BDA903",
+                Language::Spanish,
+                Some(Language::Spanish),
+                "ç\u{c}^{}\\[~]|ÁÍÓÚá€íóú",
+            ),
+            (
+                "0001000B91531010101010000031 84C446B160381E1BC96662D9543696CD6583D9643C1BD42675D9F0C01B9F8602CC74B75C0EE68030ECF91D",
+                Language::Portuguese,
+                Some(Language::Portuguese),
+                "êç\u{c}ÔôÁáΦΓ^ΩΠΨΣΘÊ{}\\[~]|ÀÍÓÚÃÕÂ€íóúãõâ",
+            ),
+        ];
+        for (pdu, single, locking, expected) in cases {
+            let septets = ofono_septets(&pdu.replace(' ', ""));
+            assert_eq!(
+                decode_national(&septets, locking, Some(single)),
+                expected,
+                "{single:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_user_data_header_selects_the_national_tables() {
+        // oFono's Turkish single-shift vector, sent with the header a network would add:
+        // element 0x24 (single shift) and 0x25 (locking shift), both Turkish (1). Seven header
+        // octets are exactly eight septets, so the text needs no fill bits.
+        let septets = ofono_septets(
+            "0001000B9153101010101000001A1BC586B2416D529BD786B7E96D7C1BE002C8011318870E",
+        );
+        let with_language = |id: u8| {
+            let mut tpdu = vec![
+                0x44, 0x0C, 0x91, 0x44, 0x77, 0x00, 0x09, 0x21, 0x43, 0x00, 0x00,
+            ];
+            tpdu.extend_from_slice(&[0x42, 0x10, 0x21, 0x31, 0x54, 0x80, 0x00]);
+            tpdu.push(8 + septets.len() as u8);
+            tpdu.extend_from_slice(&[0x06, 0x24, 0x01, id, 0x25, 0x01, id]);
+            tpdu.extend_from_slice(&super::gsm7::pack(&septets, 0));
+            format!("00{}", hex::encode_upper(tpdu))
+        };
+        assert_eq!(part_text(&with_language(1)), "\u{c}^{}\\[~]|ĞİŞç€ğış");
+        // An identifier without tables here (13, Urdu) keeps the default tables.
+        assert_eq!(part_text(&with_language(13)), super::gsm7::decode(&septets));
     }
 
     #[test]
