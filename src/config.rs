@@ -154,6 +154,9 @@ pub struct SmsConfig {
     /// Seconds to wait for the missing parts of a concatenated SMS before delivering what
     /// arrived, with markers.
     pub concat_timeout_s: u64,
+    /// A national language (`"turkish"`, `"spanish"`, `"portuguese"`) whose GSM 7-bit tables
+    /// outgoing text may use when that needs fewer parts than UCS-2.
+    pub national_language: Option<String>,
 }
 
 impl Default for SmsConfig {
@@ -166,6 +169,7 @@ impl Default for SmsConfig {
             send_attempts: 3,
             delivery_reports: false,
             concat_timeout_s: 3600,
+            national_language: None,
         }
     }
 }
@@ -690,6 +694,14 @@ impl Config {
         for (i, cmd) in self.modem.init.iter().enumerate() {
             if let Some(why) = init_command_problem(cmd) {
                 bad(&format!("modem.init[{i}]"), format!("{cmd:?} {why}"));
+            }
+        }
+        if let Some(lang) = &self.sms.national_language {
+            if crate::modem::pdu::Language::from_name(lang).is_none() {
+                bad(
+                    "sms.national_language",
+                    format!("{lang:?} must be \"turkish\", \"spanish\" or \"portuguese\""),
+                );
             }
         }
         if self.sms.send_attempts == 0 {

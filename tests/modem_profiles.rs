@@ -62,6 +62,7 @@ async fn start(profile: &'static Profile, modem: ModemConfig, delivery_reports: 
         country_code: Some("44".into()),
         delivery_reports,
         concat_timeout: Duration::from_secs(3600),
+        national_language: None,
         power_key: None,
     };
     let mut stop_wait = stop_rx.clone();

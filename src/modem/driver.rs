@@ -209,6 +209,8 @@ pub struct DriverOptions {
     pub delivery_reports: bool,
     /// How long the parts of a concatenated SMS wait for the rest (`sms.concat_timeout_s`).
     pub concat_timeout: Duration,
+    /// National 7-bit tables outgoing text may use (`sms.national_language`).
+    pub national_language: Option<pdu::Language>,
     /// Presses the modem's power key (`modem.power_key`); `None` when none is wired.
     pub power_key: Option<PowerKey>,
 }
@@ -222,6 +224,11 @@ impl DriverOptions {
             country_code: cfg.country_code().map(str::to_string),
             delivery_reports: cfg.sms.delivery_reports,
             concat_timeout: Duration::from_secs(cfg.sms.concat_timeout_s),
+            national_language: cfg
+                .sms
+                .national_language
+                .as_deref()
+                .and_then(pdu::Language::from_name),
             power_key: None,
         }
     }
@@ -250,6 +257,7 @@ pub fn spawn(
         country_code: opts.country_code,
         delivery_reports: opts.delivery_reports,
         concat_timeout: opts.concat_timeout,
+        national_language: opts.national_language,
         power_key: opts.power_key,
         last_power_press: None,
         ussd: None,
@@ -328,6 +336,7 @@ struct Driver {
     country_code: Option<String>,
     delivery_reports: bool,
     concat_timeout: Duration,
+    national_language: Option<pdu::Language>,
     power_key: Option<PowerKey>,
     last_power_press: Option<Instant>,
     ussd: Option<PendingUssd>,
@@ -1630,6 +1639,7 @@ impl Driver {
             let opts = SubmitOptions {
                 reference: (row.id % 256) as u16,
                 status_report: self.delivery_reports,
+                national: self.national_language,
                 ..Default::default()
             };
             let parts = match pdu::encode_submit(&row.to, &row.text, &opts) {

@@ -416,3 +416,47 @@ pub fn decode_national(
     }
     out
 }
+
+impl Language {
+    /// The national language identifier of TS 23.038 §6.2.1.2.4.
+    pub fn id(self) -> u8 {
+        match self {
+            Language::Turkish => 1,
+            Language::Spanish => 2,
+            Language::Portuguese => 3,
+        }
+    }
+
+    /// The language for a config value: its English name or ISO 639-1 code.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "turkish" | "tr" => Some(Language::Turkish),
+            "spanish" | "es" => Some(Language::Spanish),
+            "portuguese" | "pt" => Some(Language::Portuguese),
+            _ => None,
+        }
+    }
+
+    /// Whether TS 23.038 defines a locking shift table for it (Spanish has none).
+    pub fn has_locking_table(self) -> bool {
+        self != Language::Spanish
+    }
+}
+
+/// The septets for `c` with national tables: one from the locking table, or `ESCAPE` + one
+/// from the single shift table.
+pub fn char_to_septets_national(
+    c: char,
+    locking: Option<Language>,
+    single: Option<Language>,
+) -> Option<Septets> {
+    if c != '\u{1B}' {
+        if let Some(s) = (0u8..128).find(|&s| s != ESCAPE && locking_char(locking, s) == c) {
+            return Some(Septets::One(s));
+        }
+    }
+    (0u8..128)
+        .filter(|&s| s != ESCAPE)
+        .find(|&s| single_shift_char(single, s) == Some(c))
+        .map(Septets::Two)
+}

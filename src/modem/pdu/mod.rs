@@ -11,6 +11,8 @@
 
 mod gsm7;
 
+pub use gsm7::Language;
+
 use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, TimeZone, Timelike};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -826,6 +828,9 @@ pub struct SubmitOptions {
     pub class: Option<u8>,
     /// Send UCS-2 even when the text fits the GSM 7-bit alphabet.
     pub force_ucs2: bool,
+    /// A national language whose 7-bit tables may carry text the default alphabet cannot
+    /// (`sms.national_language`); used only when that takes fewer parts than UCS-2.
+    pub national: Option<Language>,
 }
 
 /// One SMS-SUBMIT part, ready for `AT+CMGS=<tpdu_len>` followed by `hex`.
@@ -852,7 +857,7 @@ pub fn encode_submit(
 ) -> Result<Vec<EncodedPart>, PduError> {
     let class = check_class(opts.class)?;
     let address = encode_number(to)?;
-    let body = split_text(text, opts.force_ucs2, opts.reference)?;
+    let body = split_text(text, opts.force_ucs2, opts.reference, opts.national)?;
     let mut first_octet = 0x01; // SMS-SUBMIT, no validity period
     if opts.status_report {
         first_octet |= 0x20;
@@ -891,7 +896,7 @@ pub fn encode_deliver(
         Ok(address) => address,
         Err(_) => encode_alphanumeric(from)?,
     };
-    let body = split_text(text, false, reference)?;
+    let body = split_text(text, false, reference, None)?;
     let dcs = data_coding_scheme(body.encoding, None);
     let scts = encode_timestamp(timestamp);
     Ok(body
@@ -1024,53 +1029,54 @@ struct BodyPart {
 
 /// Chooses the alphabet and cuts `text` into parts, each character whole (an escape sequence
 /// or a surrogate pair never straddles two parts).
-fn split_text(text: &str, force_ucs2: bool, reference: u16) -> Result<EncodedBody, PduError> {
+fn split_text(
+    text: &str,
+    force_ucs2: bool,
+    reference: u16,
+    national: Option<Language>,
+) -> Result<EncodedBody, PduError> {
+    // The user data header of a part: its length octet and the concatenation element.
     let header_len = if reference > 255 { 7 } else { 6 };
-    let gsm = if force_ucs2 {
+    let default_gsm = if force_ucs2 {
         None
     } else {
         text.chars()
             .map(gsm7::char_to_septets)
             .collect::<Option<Vec<_>>>()
     };
-    let (encoding, chunks): (Encoding, Vec<Vec<u8>>) = match gsm {
-        Some(chars) => {
-            let total: usize = chars.iter().map(|s| s.len()).sum();
-            let limit = if total <= GSM7_SINGLE {
-                GSM7_SINGLE
-            } else {
-                (UD_OCTETS - header_len) * 8 / 7
-            };
-            let mut chunks = vec![Vec::new()];
-            for septets in chars {
-                if chunks.last().map_or(0, Vec::len) + septets.len() > limit {
-                    chunks.push(Vec::new());
-                }
-                if let Some(chunk) = chunks.last_mut() {
-                    septets.push_to(chunk);
-                }
-            }
-            (Encoding::Gsm7, chunks)
-        }
+    let (encoding, chunks, language_elements) = match default_gsm {
+        Some(chars) => (
+            Encoding::Gsm7,
+            chunk_gsm7(&chars, &[], header_len),
+            Vec::new(),
+        ),
         None => {
-            let total = text.encode_utf16().count();
-            let limit = if total <= UCS2_SINGLE {
-                UCS2_SINGLE
-            } else {
-                (UD_OCTETS - header_len) / 2
-            };
-            let mut chunks: Vec<Vec<u8>> = vec![Vec::new()];
-            let mut buf = [0u16; 2];
-            for c in text.chars() {
-                let units = c.encode_utf16(&mut buf);
-                if chunks.last().map_or(0, Vec::len) / 2 + units.len() > limit {
-                    chunks.push(Vec::new());
-                }
-                if let Some(chunk) = chunks.last_mut() {
-                    chunk.extend(units.iter().flat_map(|u| u.to_be_bytes()));
+            let mut best = (Encoding::Ucs2, chunk_ucs2(text, header_len), Vec::new());
+            let tables = national
+                .filter(|_| !force_ucs2)
+                .map(|lang| {
+                    let mut t = vec![(None, Some(lang))];
+                    if lang.has_locking_table() {
+                        t.push((Some(lang), Some(lang)));
+                    }
+                    t
+                })
+                .unwrap_or_default();
+            for (locking, single) in tables {
+                let Some(chars) = text
+                    .chars()
+                    .map(|c| gsm7::char_to_septets_national(c, locking, single))
+                    .collect::<Option<Vec<_>>>()
+                else {
+                    continue;
+                };
+                let elements = language_elements(locking, single);
+                let chunks = chunk_gsm7(&chars, &elements, header_len);
+                if chunks.len() < best.1.len() {
+                    best = (Encoding::Gsm7, chunks, elements);
                 }
             }
-            (Encoding::Ucs2, chunks)
+            best
         }
     };
     let total = u8::try_from(chunks.len()).map_err(|_| PduError::TooManyParts {
@@ -1080,11 +1086,84 @@ fn split_text(text: &str, force_ucs2: bool, reference: u16) -> Result<EncodedBod
         .into_iter()
         .zip(1u8..)
         .map(|(chunk, seq)| {
-            let header = (total > 1).then(|| concat_header(reference, total, seq));
+            let mut elements = Vec::new();
+            if total > 1 {
+                elements.extend_from_slice(
+                    concat_header(reference, total, seq)
+                        .get(1..)
+                        .unwrap_or_default(),
+                );
+            }
+            elements.extend_from_slice(&language_elements);
+            let header = (!elements.is_empty()).then(|| {
+                let mut header = vec![u8::try_from(elements.len()).unwrap_or(u8::MAX)];
+                header.extend(elements);
+                header
+            });
             body_part(encoding, header, &chunk)
         })
         .collect();
     Ok(EncodedBody { encoding, parts })
+}
+
+/// The header elements that select national tables: 0x24 (single shift), 0x25 (locking).
+fn language_elements(locking: Option<Language>, single: Option<Language>) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Some(lang) = single {
+        out.extend_from_slice(&[0x24, 0x01, lang.id()]);
+    }
+    if let Some(lang) = locking {
+        out.extend_from_slice(&[0x25, 0x01, lang.id()]);
+    }
+    out
+}
+
+/// Septets in parts; every part also carries `elements` in its header, and an escape pair is
+/// never split.
+fn chunk_gsm7(chars: &[gsm7::Septets], elements: &[u8], header_len: usize) -> Vec<Vec<u8>> {
+    let total: usize = chars.iter().map(|s| s.len()).sum();
+    let single_limit = if elements.is_empty() {
+        GSM7_SINGLE
+    } else {
+        (UD_OCTETS - 1 - elements.len()) * 8 / 7
+    };
+    let limit = if total <= single_limit {
+        single_limit
+    } else {
+        (UD_OCTETS - header_len - elements.len()) * 8 / 7
+    };
+    let mut chunks = vec![Vec::new()];
+    for septets in chars {
+        if chunks.last().map_or(0, Vec::len) + septets.len() > limit {
+            chunks.push(Vec::new());
+        }
+        if let Some(chunk) = chunks.last_mut() {
+            septets.push_to(chunk);
+        }
+    }
+    chunks
+}
+
+/// UTF-16BE in parts; a surrogate pair is never split.
+fn chunk_ucs2(text: &str, header_len: usize) -> Vec<Vec<u8>> {
+    let total = text.encode_utf16().count();
+    let limit = if total <= UCS2_SINGLE {
+        UCS2_SINGLE
+    } else {
+        (UD_OCTETS - header_len) / 2
+    };
+    let mut chunks: Vec<Vec<u8>> = vec![Vec::new()];
+    let mut buf = [0u16; 2];
+    for c in text.chars() {
+        let units = c.encode_utf16(&mut buf);
+        if chunks.last().map_or(0, Vec::len) / 2 + units.len() > limit {
+            chunks.push(Vec::new());
+        }
+        if let Some(chunk) = chunks.last_mut() {
+            chunk.extend(units.iter().flat_map(|u| u.to_be_bytes()));
+        }
+    }
+    chunks
 }
 
 fn concat_header(reference: u16, total: u8, seq: u8) -> Vec<u8> {
@@ -1388,6 +1467,84 @@ mod tests {
         assert_eq!(part_text(&with_language(1)), "\u{c}^{}\\[~]|ĞİŞç€ğış");
         // An identifier without tables here (13, Urdu) keeps the default tables.
         assert_eq!(part_text(&with_language(13)), super::gsm7::decode(&septets));
+    }
+
+    #[test]
+    fn the_national_encoder_gives_ofonos_septets() {
+        use super::gsm7::{char_to_septets_national, Language};
+        let cases = [
+            (
+                "0001000B9153101010101000001A1BC586B2416D529BD786B7E96D7C1BE002C8011318870E",
+                Some(Language::Turkish),
+                Language::Turkish,
+                "\u{c}^{}\\[~]|ĞİŞç€ğış",
+            ),
+            (
+                "0001000B915310101010100000269BC446B1A16C509BD4E6B5E16D7A1BDF06B8096E929BE7A6BA096FCA9BF4E6BDA903",
+                None,
+                Language::Spanish,
+                "ç\u{c}^{}\\[~]|ÁÍÓÚá€íóú",
+            ),
+            (
+                "0001000B9153101010101000003184C446B160381E1BC96662D9543696CD6583D9643C1BD42675D9F0C01B9F8602CC74B75C0EE68030ECF91D",
+                Some(Language::Portuguese),
+                Language::Portuguese,
+                "êç\u{c}ÔôÁáΦΓ^ΩΠΨΣΘÊ{}\\[~]|ÀÍÓÚÃÕÂ€íóúãõâ",
+            ),
+        ];
+        for (pdu, locking, single, text) in cases {
+            let mut septets = Vec::new();
+            for c in text.chars() {
+                char_to_septets_national(c, locking, Some(single))
+                    .unwrap_or_else(|| panic!("{c:?} in {single:?}"))
+                    .push_to(&mut septets);
+            }
+            assert_eq!(septets, ofono_septets(pdu), "{single:?}");
+        }
+    }
+
+    #[test]
+    fn national_tables_are_used_only_when_they_save_parts() {
+        use super::{decode, encode_submit, Encoding, Language, Pdu, SubmitOptions};
+        let turkish = SubmitOptions {
+            national: Some(Language::Turkish),
+            ..Default::default()
+        };
+        let submit = |hex: &str| match decode(hex, true) {
+            Ok(Pdu::Submit(s)) => s,
+            other => panic!("{other:?}"),
+        };
+        // 80 characters with ş/ğ/ı: two UCS-2 parts, or one part with the Turkish tables.
+        let text = "Kapı açıldı, ışıklar yandı; şimdi güvenlik sistemi devrede. Ağ bağlantısı iyi.";
+        assert!(text.chars().count() > 70);
+        let parts = encode_submit("+447700900123", text, &turkish).expect("encodes");
+        assert_eq!(parts.len(), 1);
+        let s = submit(&parts[0].hex);
+        assert_eq!((s.encoding, s.text.as_str()), (Encoding::Gsm7, text));
+        let plain = encode_submit("+447700900123", text, &SubmitOptions::default()).unwrap();
+        assert_eq!(plain.len(), 2);
+        // Text the default alphabet carries gets no language header.
+        let parts = encode_submit("+447700900123", "plain text", &turkish).unwrap();
+        assert_eq!(
+            parts,
+            encode_submit("+447700900123", "plain text", &SubmitOptions::default()).unwrap()
+        );
+        // A short text that UCS-2 fits in one part as well stays UCS-2.
+        let parts = encode_submit("+447700900123", "şık", &turkish).unwrap();
+        assert_eq!(submit(&parts[0].hex).encoding, Encoding::Ucs2);
+        // Long Turkish text over several parts: each part has the concatenation and the
+        // language elements, and the parts join to the text.
+        let long = text.repeat(4);
+        let parts = encode_submit("+447700900123", &long, &turkish).unwrap();
+        let ucs2 = encode_submit("+447700900123", &long, &SubmitOptions::default()).unwrap();
+        assert!(
+            parts.len() < ucs2.len(),
+            "{} vs {}",
+            parts.len(),
+            ucs2.len()
+        );
+        let joined: String = parts.iter().map(|p| submit(&p.hex).text).collect();
+        assert_eq!(joined, long);
     }
 
     #[test]
