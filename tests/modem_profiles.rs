@@ -383,3 +383,39 @@ async fn a_wap_push_reaches_the_bus_as_data_and_never_as_text() {
     );
     rig.shutdown().await;
 }
+
+/// A module whose `AT+CNMI?` reports `<mode>` 1 whatever was set.
+static REPORTS_OTHER_MODE: Profile = Profile {
+    id: "reports-other-mode",
+    cnmi_reported_mode: Some(1),
+    ..profiles::GENERIC
+};
+
+#[tokio::test]
+async fn a_modem_that_reports_its_setting_differently_is_not_reinitialised_by_every_poll() {
+    let mut rig = start(
+        &REPORTS_OTHER_MODE,
+        ModemConfig {
+            poll_interval_s: 1,
+            ..ModemConfig::default()
+        },
+        false,
+    )
+    .await;
+    while rig.sim_events.try_recv().is_ok() {}
+    let mut polls = 0;
+    let mut sets = Vec::new();
+    within(15, "three polls", async {
+        while polls < 3 {
+            match rig.sim_events.recv().await {
+                Some(SimEvent::Command(c)) if c == "AT+CNMI?" => polls += 1,
+                Some(SimEvent::Command(c)) if c.starts_with("AT+CNMI=") => sets.push(c),
+                Some(_) => {}
+                None => panic!("the simulated modem stopped"),
+            }
+        }
+    })
+    .await;
+    assert!(sets.is_empty(), "re-initialised: {sets:?}");
+    rig.shutdown().await;
+}

@@ -278,6 +278,7 @@ pub fn spawn(
         send_retry_at: None,
         send_backoff: Duration::from_secs(5),
         cnmi: None,
+        cnmi_watch: None,
         storage: None,
         read_mem: None,
         reinit_at: None,
@@ -362,6 +363,9 @@ struct Driver {
     send_backoff: Duration,
     /// The `+CNMI` setting the modem took at init; the poll checks that it still holds.
     cnmi: Option<Cnmi>,
+    /// What `AT+CNMI?` answered right after init: later answers must match it. (Some modems
+    /// report a value differently from how it was set; that must not look like a reset.)
+    cnmi_watch: Option<Cnmi>,
     /// The storages chosen at init (`None`: the modem's own default).
     storage: Option<StorageChoice>,
     /// What `AT+CPMS` last selected for reading, when known.
@@ -848,6 +852,7 @@ impl Driver {
     /// takes (`modem.cnmi` first when set), stepping down one refusal at a time.
     async fn choose_indications(&mut self) -> Result<(), CmdError> {
         self.cnmi = None;
+        self.cnmi_watch = None;
         let answer = match self.simple("AT+CNMI=?").await {
             Ok(resp) => resp
                 .lines
@@ -1070,20 +1075,32 @@ impl Driver {
             }
             Err(e) => return Err(e),
         };
-        if let Some(found) = found {
-            // <bm> and <bfr> do not decide whether anything arrives; some modems report them
-            // differently from how they were set.
-            let same = found.mode() == expected.mode()
-                && found.mt() == expected.mt()
-                && found.ds() == expected.ds();
-            if !same {
+        let Some(found) = found else {
+            return Ok(());
+        };
+        let Some(watch) = self.cnmi_watch else {
+            // The first answer after init is the reference.
+            if found.mt() != expected.mt() || found.mode() != expected.mode() {
                 tracing::warn!(
-                    expected = %expected,
-                    found = %found,
-                    "the modem's new-SMS indications changed (it reset?)"
+                    set = %expected,
+                    reported = %found,
+                    "the modem reports other new-SMS indications than it accepted: {}",
+                    found.describe()
                 );
-                self.reinit_at = Some(Instant::now());
             }
+            self.cnmi_watch = Some(found);
+            return Ok(());
+        };
+        // <bm> and <bfr> do not decide whether anything arrives.
+        let same =
+            found.mode() == watch.mode() && found.mt() == watch.mt() && found.ds() == watch.ds();
+        if !same {
+            tracing::warn!(
+                expected = %watch,
+                found = %found,
+                "the modem's new-SMS indications changed (it reset?)"
+            );
+            self.reinit_at = Some(Instant::now());
         }
         Ok(())
     }

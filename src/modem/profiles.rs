@@ -44,6 +44,8 @@ pub struct Profile {
     pub voice: bool,
     /// Extra commands the module accepts that the quirk table may send.
     pub accepts: &'static [&'static str],
+    /// `AT+CNMI?` reports this `<mode>` whatever was set (firmware that normalises it).
+    pub cnmi_reported_mode: Option<u8>,
 }
 
 /// 3GPP TS 27.005 without vendor limits: every `+CNMI` value the standard defines.
@@ -63,6 +65,7 @@ pub const GENERIC: Profile = Profile {
     boot_urcs: &["RDY", "+CFUN: 1", "+CPIN: READY", "Call Ready", "SMS Ready"],
     voice: true,
     accepts: &[],
+    cnmi_reported_mode: None,
 };
 
 /// Every profile the simulated modem can take, [`GENERIC`] first.
@@ -87,6 +90,7 @@ pub static PROFILES: &[Profile] = &[
         boot_urcs: &["RDY", "+CFUN: 1", "+CPIN: READY", "Call Ready", "SMS Ready"],
         voice: true,
         accepts: &[],
+        cnmi_reported_mode: None,
     },
     Profile {
         id: "sim900",
@@ -105,6 +109,7 @@ pub static PROFILES: &[Profile] = &[
         boot_urcs: &["RDY", "+CFUN: 1", "+CPIN: READY", "Call Ready"],
         voice: true,
         accepts: &[],
+        cnmi_reported_mode: None,
     },
     Profile {
         id: "sim7600",
@@ -129,6 +134,7 @@ pub static PROFILES: &[Profile] = &[
         boot_urcs: &["RDY", "+CPIN: READY", "SMS DONE", "PB DONE"],
         voice: true,
         accepts: &[],
+        cnmi_reported_mode: None,
     },
     Profile {
         id: "a7670",
@@ -151,6 +157,7 @@ pub static PROFILES: &[Profile] = &[
         boot_urcs: &["*ATREADY: 1", "+CPIN: READY", "SMS DONE", "PB DONE"],
         voice: true,
         accepts: &[],
+        cnmi_reported_mode: None,
     },
     Profile {
         id: "ec25",
@@ -178,6 +185,7 @@ pub static PROFILES: &[Profile] = &[
         ],
         voice: true,
         accepts: &[],
+        cnmi_reported_mode: None,
     },
     Profile {
         id: "e3372",
@@ -203,6 +211,7 @@ pub static PROFILES: &[Profile] = &[
         boot_urcs: &["^SYSSTART", "+CPIN: READY"],
         voice: false,
         accepts: &["^CURC"],
+        cnmi_reported_mode: None,
     },
     Profile {
         id: "e173",
@@ -227,6 +236,7 @@ pub static PROFILES: &[Profile] = &[
         boot_urcs: &["^SYSSTART", "+CPIN: READY"],
         voice: true,
         accepts: &["^CURC"],
+        cnmi_reported_mode: None,
     },
 ];
 

@@ -469,6 +469,7 @@ impl SimulatedModem {
             }
             ("+CNMI", Read) => {
                 let [mode, mt, bm, ds, bfr] = self.settings.cnmi;
+                let mode = self.cfg.profile.cnmi_reported_mode.unwrap_or(mode);
                 self.info(&[&format!("+CNMI: {mode},{mt},{bm},{ds},{bfr}")]);
             }
             ("+CLIP", Set(args)) => self.settings.clip = number_arg(args, 0) == Some(1),
