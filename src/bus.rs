@@ -174,6 +174,12 @@ pub enum Event {
     SmsReceived(IncomingSms),
     /// An 8-bit data SMS: see [`IncomingData`].
     DataSmsReceived(IncomingData),
+    /// A received SMS whose dispatch failed or was cut off `lua.max_dispatch_attempts` times:
+    /// quarantined, handed to rules only, never to plugins again.
+    SmsFailed {
+        sms: IncomingSms,
+        error: String,
+    },
     SmsStatus(SmsStatus),
     CallRinging(Call),
     CallEnded(Call),

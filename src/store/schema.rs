@@ -98,6 +98,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
         action     TEXT    NOT NULL
     );
     ",
+    // 2: dispatch attempts, so that a message that crashes or stalls its dispatch is
+    // quarantined after `lua.max_dispatch_attempts` instead of being offered for ever.
+    r"
+    ALTER TABLE inbox ADD COLUMN dispatch_attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE inbox ADD COLUMN dispatch_error TEXT;
+    ALTER TABLE inbox ADD COLUMN quarantined INTEGER NOT NULL DEFAULT 0;
+    ",
 ];
 
 /// The schema version this build writes.

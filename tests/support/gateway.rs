@@ -108,6 +108,7 @@ pub async fn start_with(
         cfg,
         RunOptions {
             gpio_backend: Some(backend),
+            ..Default::default()
         },
     )
     .await

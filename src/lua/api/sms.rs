@@ -9,6 +9,7 @@ pub(crate) fn register(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
     m.set(
         "send",
         lua.create_function(move |lua, (to, text): (String, String)| {
+            c.check_sms_text(lua, "gw.sms.send", &text)?;
             let cc = c.shared().country_code.clone();
             let to = crate::phone::normalise(&to, cc.as_deref());
             if to.is_empty() {
@@ -26,6 +27,7 @@ pub(crate) fn register(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
     m.set(
         "reply",
         lua.create_function(move |lua, text: String| {
+            c.check_sms_text(lua, "gw.sms.reply", &text)?;
             let Some(to) = c.script().current.reply_to.clone() else {
                 return Err(lua_error(
                     lua,
