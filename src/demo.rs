@@ -140,6 +140,22 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             return Ok(());
         }
     };
+    // The modem probes and sets itself up first (a few dozen commands on the simulated
+    // one); a prompt before that would show a modem that is not ready yet.
+    const MODEM_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+    tokio::select! {
+        ready = tokio::time::timeout(MODEM_READY_WAIT, gateway.handles.modem.wait_ready()) => {
+            if !matches!(ready, Ok(true)) {
+                out.line("(the simulated modem is not ready yet)");
+            }
+        }
+        _ = interrupts.recv() => {
+            gateway.stop().await;
+            sim.stop();
+            let _ = std::fs::remove_dir_all(&state_dir);
+            return Ok(());
+        }
+    }
     banner(&out, &cfg, &mut events);
     let printers = [
         tokio::spawn(print_sim(sim_events, call_active.clone(), out.clone())),

@@ -195,6 +195,14 @@ impl ModemHandle {
         self.status.borrow().clone()
     }
 
+    /// Waits until the modem has been initialised (at once if it is); `false` if the modem
+    /// task ended first.
+    pub async fn wait_ready(&self) -> bool {
+        let mut status = self.status.clone();
+        let ready = status.wait_for(|s| s.ready).await.is_ok();
+        ready
+    }
+
     async fn request(&self, req: Request) -> Result<(), ModemError> {
         self.tx.send(req).await.map_err(|_| ModemError::Stopped)
     }
