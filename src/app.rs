@@ -189,6 +189,7 @@ pub async fn start(cfg: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
             .map(|row| {
                 Event::SmsReceived(crate::bus::IncomingSms {
                     id: row.id,
+                    sender_kind: row.kind(),
                     from: row.from,
                     text: row.text,
                     time: row.sent_at,
@@ -338,12 +339,13 @@ pub trait CommandSink: Sync {
     fn alarm(&self) -> &AlarmHandle;
     /// The MQTT bridge, when enabled.
     fn mqtt(&self) -> Option<&MqttHandle>;
-    /// Queues an outgoing SMS.
+    /// Queues an outgoing SMS; `priority` may use the caps' priority reserve.
     fn send_sms(
         &self,
         to: &str,
         text: &str,
         request_id: Option<&str>,
+        priority: bool,
     ) -> impl Future<Output = Result<(), String>> + Send;
     /// Rejects, answers or hangs up call `call_id`.
     fn call(
@@ -402,9 +404,15 @@ impl CommandSink for Handles {
     fn mqtt(&self) -> Option<&MqttHandle> {
         self.mqtt.as_ref()
     }
-    async fn send_sms(&self, to: &str, text: &str, request_id: Option<&str>) -> Result<(), String> {
+    async fn send_sms(
+        &self,
+        to: &str,
+        text: &str,
+        request_id: Option<&str>,
+        priority: bool,
+    ) -> Result<(), String> {
         self.modem
-            .queue_sms(to, text, request_id)
+            .queue_sms(to, text, request_id, priority)
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
@@ -445,8 +453,12 @@ pub async fn execute_on<S: CommandSink>(h: &S, cmd: Command) {
             to,
             text,
             request_id,
+            priority,
         } => {
-            if let Err(e) = h.send_sms(&to, &text, request_id.as_deref()).await {
+            if let Err(e) = h
+                .send_sms(&to, &text, request_id.as_deref(), priority)
+                .await
+            {
                 tracing::warn!(to = %to, error = %e, "SMS not queued");
             }
         }
@@ -479,16 +491,29 @@ pub async fn execute_on<S: CommandSink>(h: &S, cmd: Command) {
             None => tracing::debug!(topic = %topic, "MQTT disabled; subscription ignored"),
         },
         Command::MqttConnect { id, seconds } => h.start_mqtt_session(id, seconds),
-        Command::Alarm { action, by, code } => {
-            if let Err(e) = h
+        Command::Alarm {
+            action,
+            source,
+            by,
+            code,
+            reply,
+        } => {
+            let result = h
                 .alarm()
-                .command(action, by.as_deref(), code.as_ref())
-                .await
-            {
+                .command(action, &source, by.as_deref(), code.as_ref())
+                .await;
+            if let Err(e) = &result {
                 tracing::warn!(?action, by = by.as_deref().unwrap_or("-"), error = %e, "alarm request refused");
+            }
+            // The asking script hears the answer as an event, after the state change.
+            if let Some(id) = reply {
+                let result = result.map(|_| ()).map_err(|e| e.reason());
+                h.bus().publish(Event::AlarmResult { id, result });
             }
         }
         Command::Ussd { id, code } => h.start_ussd(id, code),
+        // The script task owns the lock-outs: it gets the request as an event.
+        Command::Unlock { number, by } => h.bus().publish(Event::UnlockRequest { number, by }),
     }
 }
 

@@ -66,6 +66,18 @@ enum Cmd {
         to: String,
         text: String,
     },
+    /// Lift the SMS lock-out of a sender (number, short code or alphanumeric ID): deletes it
+    /// from the store (enough for a stopped gateway) and, when MQTT is enabled, asks a running
+    /// gateway over `<p>/security/unlock`. Without MQTT, `systemctl reload gsmgw` (SIGHUP)
+    /// makes a running gateway re-read the store.
+    Unlock {
+        #[arg(short, long, default_value = "/etc/gsmgw/gsmgw.toml")]
+        config: PathBuf,
+        /// Seconds to wait for a running gateway's answer over MQTT.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+        sender: String,
+    },
     /// Home Assistant discovery payloads.
     Discovery {
         #[arg(short, long, default_value = "/etc/gsmgw/gsmgw.toml")]
@@ -165,6 +177,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = Config::load(&config)?;
             runtime()?.block_on(gsmgw::mqtt::cli::send(&cfg, &to, &text, timeout))
         }
+        Cmd::Unlock {
+            config,
+            timeout,
+            sender,
+        } => {
+            let cfg = Config::load(&config)?;
+            unlock(&cfg, &sender, timeout)
+        }
         Cmd::Discovery { config, print } => {
             let cfg = Config::load(&config)?;
             gsmgw::mqtt::cli::discovery(&cfg, print)
@@ -203,6 +223,48 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             }
         }
     }
+}
+
+/// `gsmgw unlock`: see [`Cmd::Unlock`].
+fn unlock(cfg: &Config, sender: &str, timeout: u64) -> anyhow::Result<ExitCode> {
+    let Some(key) = gsmgw::phone::sender_key(sender, cfg.country_code()) else {
+        eprintln!("error: give the number or sender ID to unlock");
+        return Ok(ExitCode::FAILURE);
+    };
+    let mut store = gsmgw::store::Store::open(&cfg.store.path, cfg.sms.clone())
+        .with_context(|| format!("opening the store {}", cfg.store.path.display()))?;
+    let was_saved = store
+        .kv_get(gsmgw::lua::LOCKOUT_SCOPE, &key)
+        .context("reading the lock-out")?
+        .is_some();
+    store
+        .kv_set(gsmgw::lua::LOCKOUT_SCOPE, &key, None)
+        .context("deleting the lock-out")?;
+    drop(store);
+    println!(
+        "{key}: {} in the store",
+        if was_saved {
+            "lock-out deleted"
+        } else {
+            "no saved lock-out"
+        }
+    );
+    if !cfg.mqtt.enabled {
+        println!(
+            "MQTT is off: if the gateway is running, `systemctl reload gsmgw` (SIGHUP) applies it"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    match runtime()?.block_on(gsmgw::mqtt::cli::unlock(cfg, &key, timeout)) {
+        Ok(true) => println!("{key}: unlocked in the running gateway"),
+        Ok(false) => println!(
+            "{key}: no running gateway answered over MQTT within {timeout} s; a stopped one starts unlocked"
+        ),
+        Err(e) => println!(
+            "{key}: could not reach the gateway over MQTT ({e:#}); a stopped one starts unlocked, a running one after `systemctl reload gsmgw`"
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn check(path: &std::path::Path) -> ExitCode {

@@ -200,6 +200,7 @@ impl CommandSink for SimSink {
         to: &str,
         text: &str,
         _request_id: Option<&str>,
+        _priority: bool,
     ) -> Result<(), String> {
         lock(&self.record).sms_sent.push(SentSms {
             to: to.to_string(),
@@ -475,6 +476,7 @@ impl Simulation {
             text: text.to_string(),
             time: None,
             incomplete: false,
+            sender_kind: crate::bus::SenderKind::of(from),
         }));
         Ok(())
     }

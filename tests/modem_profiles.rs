@@ -179,7 +179,7 @@ async fn sms_out_and_its_delivery_report_work_on_every_profile() {
         let mut rig = start(profile, ModemConfig::default(), true).await;
         let id = rig
             .modem
-            .queue_sms(SENDER, "reply 😀", None)
+            .queue_sms(SENDER, "reply 😀", None, false)
             .await
             .expect("queued");
         let what = format!("the SMS to go out on {}", profile.id);

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::watch::Reload;
-use super::{HostOptions, LockoutPolicy, LuaHost, World, LOCKOUT_SCOPE};
+use super::{HostOptions, LockoutPolicy, LuaHost, World, ENROLMENT_SCOPE, LOCKOUT_SCOPE};
 use crate::app::{execute_on, CommandSink};
 use crate::bus::{Command, Event, ModemStatus, ScriptKind, ScriptStatus};
 use crate::config::Config;
@@ -99,6 +99,15 @@ pub async fn spawn_scripts<S: CommandSink + Send + 'static>(
         cfg: cfg.clone(),
         sink,
     };
+    // Before the plugins load: their grants at load time must find the saved ones.
+    let enrolled = task
+        .sink
+        .store()
+        .kv_all(ENROLMENT_SCOPE)
+        .await
+        .context("reading the saved grants")?;
+    task.host.restore_enrolment(&enrolled);
+    task.host.set_security_alerts(cfg.security.alert_to.clone());
     for name in &cfg.lua.plugins {
         // Saved data that cannot be read would be overwritten by a plugin that starts empty.
         let data = task
@@ -110,9 +119,11 @@ pub async fn spawn_scripts<S: CommandSink + Send + 'static>(
         task.load_plugin(name, data).await;
     }
     task.host.set_order(&cfg.lua.plugins);
+    task.host.set_plugin_text_limit(cfg.lua.plugin_text_limit);
     task.host.set_lockout_policy(LockoutPolicy {
         failures: cfg.lua.lockout_failures,
         window: std::time::Duration::from_secs(cfg.lua.lockout_seconds),
+        global_failures: cfg.lua.global_failures,
     });
     let lockouts = task
         .sink
@@ -338,10 +349,12 @@ impl<S: CommandSink> ScriptTask<S> {
                     to,
                     text,
                     request_id,
+                    priority,
                 } => replies.push(store::NewOutboxSms {
                     to,
                     text,
                     request_id,
+                    priority,
                 }),
                 Command::KvSet { scope, key, value } => {
                     data.push(store::KvChange { scope, key, value })
@@ -438,6 +451,9 @@ impl<S: CommandSink> ScriptTask<S> {
         }
         self.sink.bus().publish(Event::Script(status));
         // What the script did while loading (top level, `init`).
+        for event in self.host.take_events() {
+            self.sink.bus().publish(event);
+        }
         for cmd in self.host.take_commands() {
             execute_on(&self.sink, cmd).await;
         }
@@ -458,6 +474,9 @@ impl<S: CommandSink> ScriptTask<S> {
             self.sink.script_errors(std::slice::from_ref(e));
         }
         self.sink.bus().publish(Event::Script(status));
+        for event in self.host.take_events() {
+            self.sink.bus().publish(event);
+        }
         for cmd in self.host.take_commands() {
             execute_on(&self.sink, cmd).await;
         }
@@ -519,6 +538,11 @@ impl<S: CommandSink> ScriptTask<S> {
         match reload {
             Reload::All => {
                 tracing::info!("reloading every script");
+                // `gsmgw unlock` on the store of a running gateway takes effect here.
+                match self.sink.store().kv_all(LOCKOUT_SCOPE).await {
+                    Ok(saved) => self.host.sync_lockouts(&saved, Instant::now().into_std()),
+                    Err(e) => tracing::error!(error = %e, "cannot re-read the lock-outs"),
+                }
                 for name in self.cfg.lua.plugins.clone() {
                     self.reload_plugin(&name).await;
                 }
@@ -549,6 +573,15 @@ impl<S: CommandSink> ScriptTask<S> {
                         error: Some(format!("{name}.lua: the file was removed; plugin unloaded")),
                     };
                     self.sink.bus().publish(Event::Script(status));
+                }
+            }
+            Reload::Library { path } => {
+                for (kind, name) in self.host.dependents(&path) {
+                    tracing::info!(script = %name, library = %path.display(), "library changed; reloading");
+                    match kind {
+                        ScriptKind::Plugin => self.reload_plugin(&name).await,
+                        ScriptKind::Rule => self.reload_rule(&name).await,
+                    }
                 }
             }
             Reload::Changed {

@@ -6,7 +6,10 @@
 //! waits until a folder has been quiet for the debounce period and then looks at each touched
 //! `*.lua` file once: there → [`Reload::Changed`], gone → [`Reload::Removed`] (a plugin is
 //! gone only when no folder of the plugin path has it: removing an override under /etc brings
-//! back the stock copy). Only the folders themselves are watched, not what is below them.
+//! back the stock copy). Only the folders and their `lib/` folders (shared helpers scripts
+//! `require`) are watched, not what is below them; a change to a library is
+//! [`Reload::Library`], which reloads the scripts that required it. A `lib/` folder created
+//! while the gateway runs is watched from the next start (or SIGHUP reloads).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +35,9 @@ pub enum Reload {
     Changed { kind: ScriptKind, name: String },
     /// The file of script `name` was deleted.
     Removed { kind: ScriptKind, name: String },
+    /// The library file `path` (in a `lib/` folder) was saved, created or deleted: the
+    /// scripts that required it are reloaded.
+    Library { path: PathBuf },
 }
 
 /// Why the folders cannot be watched.
@@ -111,7 +117,17 @@ impl ScriptWatcher {
                 None
             }
         };
-        let dirs = Folders { plugins, rules };
+        let libs: Vec<PathBuf> = plugins
+            .iter()
+            .chain(rules.as_ref())
+            .map(|d| d.join("lib"))
+            .filter(|d| d.is_dir())
+            .collect();
+        let dirs = Folders {
+            plugins,
+            rules,
+            libs,
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let classify = dirs.clone();
         let mut watcher =
@@ -127,7 +143,12 @@ impl ScriptWatcher {
                 Err(e) => tracing::warn!(error = %e, "file watcher error"),
             })
             .map_err(WatchError::Start)?;
-        for dir in dirs.plugins.iter().chain(dirs.rules.as_ref()) {
+        for dir in dirs
+            .plugins
+            .iter()
+            .chain(dirs.rules.as_ref())
+            .chain(&dirs.libs)
+        {
             watcher
                 .watch(dir, RecursiveMode::NonRecursive)
                 .map_err(|source| WatchError::Watch {
@@ -160,14 +181,17 @@ fn is_change(kind: &EventKind) -> bool {
     }
 }
 
-/// A script file that was touched: which script, and where its file is.
-type Touched = (ScriptKind, String, PathBuf);
+/// A script file that was touched: which script (`None` for a library), and where its file
+/// is.
+type Touched = (Option<ScriptKind>, String, PathBuf);
 
 #[derive(Clone)]
 struct Folders {
     /// In search order.
     plugins: Vec<PathBuf>,
     rules: Option<PathBuf>,
+    /// The `lib/` folders of both that exist.
+    libs: Vec<PathBuf>,
 }
 
 impl Folders {
@@ -181,9 +205,11 @@ impl Folders {
         let dir = path.parent()?;
         // Plugins first: when both settings name one folder, its files are plugins.
         let kind = if self.plugins.iter().any(|p| p == dir) {
-            ScriptKind::Plugin
+            Some(ScriptKind::Plugin)
         } else if self.rules.as_deref() == Some(dir) {
-            ScriptKind::Rule
+            Some(ScriptKind::Rule)
+        } else if self.libs.iter().any(|l| l == dir) {
+            None
         } else {
             return None;
         };
@@ -210,21 +236,32 @@ async fn debounce_loop(
     on_reload: impl Fn(Reload),
 ) {
     while let Some(first) = rx.recv().await {
-        // Keyed by the folder's name (`plugins`, `rules`) and the script's.
-        let mut touched: BTreeMap<(&'static str, String), (ScriptKind, PathBuf)> = BTreeMap::new();
+        // Keyed by the folder's name (`plugins`, `rules`; a library by its path) and the
+        // script's.
+        let mut touched: BTreeMap<(String, String), (Option<ScriptKind>, PathBuf)> =
+            BTreeMap::new();
+        let key = |kind: Option<ScriptKind>, name: String, path: &Path| match kind {
+            Some(kind) => (kind.topic().to_string(), name),
+            None => ("lib".to_string(), path.display().to_string()),
+        };
         let (kind, name, path) = first;
-        touched.insert((kind.topic(), name), (kind, path));
+        touched.insert(key(kind, name, &path), (kind, path));
         let mut open = true;
         while open {
             match tokio::time::timeout(debounce, rx.recv()).await {
                 Ok(Some((kind, name, path))) => {
-                    touched.insert((kind.topic(), name), (kind, path));
+                    touched.insert(key(kind, name, &path), (kind, path));
                 }
                 Ok(None) => open = false,
                 Err(_) => break,
             }
         }
         for ((_, name), (kind, path)) in touched {
+            let Some(kind) = kind else {
+                tracing::debug!(path = %path.display(), "library file changed");
+                on_reload(Reload::Library { path });
+                continue;
+            };
             // What is there once things are quiet decides: an atomic replace is a change.
             let reload = if folders.has(kind, &name, &path) {
                 Reload::Changed { kind, name }
@@ -248,6 +285,7 @@ mod tests {
         Folders {
             plugins: vec![PathBuf::from("/srv/plugins"), PathBuf::from("/usr/plugins")],
             rules: Some(PathBuf::from("/srv/rules")),
+            libs: vec![PathBuf::from("/srv/plugins/lib")],
         }
     }
 
@@ -257,22 +295,29 @@ mod tests {
         assert_eq!(
             f.script(Path::new("/srv/plugins/rtu.lua")),
             Some((
-                ScriptKind::Plugin,
+                Some(ScriptKind::Plugin),
                 "rtu".into(),
                 PathBuf::from("/srv/plugins/rtu.lua")
             ))
         );
         assert_eq!(
             f.script(Path::new("/srv/rules/night.lua")).map(|t| t.0),
-            Some(ScriptKind::Rule)
+            Some(Some(ScriptKind::Rule))
         );
+        assert_eq!(
+            f.script(Path::new("/srv/plugins/lib/words.lua"))
+                .map(|t| t.0),
+            Some(None)
+        );
+        assert_eq!(f.script(Path::new("/srv/plugins/lib/.words.lua.swp")), None);
+        assert_eq!(f.script(Path::new("/srv/rules/lib/words.lua")), None);
         assert_eq!(f.script(Path::new("/srv/plugins/.rtu.lua.swp")), None);
         assert_eq!(f.script(Path::new("/srv/plugins/rtu.lua~")), None);
         assert_eq!(f.script(Path::new("/srv/plugins/4913")), None);
         assert_eq!(f.script(Path::new("/srv/other/rtu.lua")), None);
         assert_eq!(
             f.script(Path::new("/usr/plugins/rtu.lua")).map(|t| t.0),
-            Some(ScriptKind::Plugin)
+            Some(Some(ScriptKind::Plugin))
         );
     }
 
@@ -288,7 +333,7 @@ mod tests {
         let gone = dir.join("gsmgw-watch-test-surely-missing.lua");
         for _ in 0..5 {
             assert!(tx
-                .send((ScriptKind::Plugin, "x".into(), gone.clone()))
+                .send((Some(ScriptKind::Plugin), "x".into(), gone.clone()))
                 .is_ok());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -302,6 +347,32 @@ mod tests {
                 name: "x".into()
             }]
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_saved_library_is_one_library_reload_however_many_events() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = seen.clone();
+        let task = tokio::spawn(debounce_loop(rx, DEBOUNCE, folders(), move |r| {
+            sink.lock().unwrap_or_else(|e| e.into_inner()).push(r)
+        }));
+        let lib = PathBuf::from("/srv/plugins/lib/words.lua");
+        for _ in 0..3 {
+            assert!(tx.send((None, "words".into(), lib.clone())).is_ok());
+            assert!(tx
+                .send((
+                    Some(ScriptKind::Plugin),
+                    "words".into(),
+                    PathBuf::from("/nope/words.lua")
+                ))
+                .is_ok());
+        }
+        drop(tx);
+        assert!(task.await.is_ok());
+        let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        assert!(seen.contains(&Reload::Library { path: lib }));
     }
 
     /// The next reload the watcher asks for, within a generous bound.
