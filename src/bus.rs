@@ -138,6 +138,22 @@ impl SenderKind {
     }
 }
 
+/// A received SMS that carries data, not text (8-bit coding: a WAP push, OTA settings).
+/// It goes to MQTT and the log, never to plugins as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingData {
+    /// The inbox row id (the row keeps the data as upper-case hex).
+    pub id: i64,
+    /// The sender, normalised as for [`IncomingSms`].
+    pub from: String,
+    /// The user data after the header; all parts of a concatenated message joined.
+    pub data: Vec<u8>,
+    /// The destination application port, when the message has one (2948: WAP push).
+    pub port: Option<u16>,
+    /// The service centre time stamp.
+    pub time: Option<DateTime<FixedOffset>>,
+}
+
 /// An incoming call. `id` is unique for the lifetime of the process, so a late command for an
 /// old call can be recognised and ignored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,6 +305,8 @@ pub enum Event {
     SmsReceived(IncomingSms),
     /// Handled by the scripts (or found stale): published on MQTT `<p>/sms/received`.
     SmsHandled(HandledSms),
+    /// An 8-bit data SMS: see [`IncomingData`].
+    DataSmsReceived(IncomingData),
     /// A received SMS whose dispatch failed or was cut off `lua.max_dispatch_attempts` times:
     /// quarantined, handed to rules only, never to plugins again.
     SmsFailed {

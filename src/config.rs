@@ -84,6 +84,12 @@ pub struct ModemConfig {
     pub power_key: Option<String>,
     /// How long the power key is held, in milliseconds.
     pub power_key_pulse_ms: u64,
+    /// `AT+CNMI` values (`"2,1,0,1,0"`) tried before the probed ones; `None` probes.
+    pub cnmi: Option<String>,
+    /// The SMS storage (`"SM"`, `"ME"`, `"MT"`) used if the modem lists it; `None` probes.
+    pub storage: Option<String>,
+    /// Extra commands sent after the built-in init sequence, every time it runs.
+    pub init: Vec<String>,
 }
 
 impl fmt::Debug for ModemConfig {
@@ -99,6 +105,9 @@ impl fmt::Debug for ModemConfig {
             .field("urc_port", &self.urc_port)
             .field("power_key", &self.power_key)
             .field("power_key_pulse_ms", &self.power_key_pulse_ms)
+            .field("cnmi", &self.cnmi)
+            .field("storage", &self.storage)
+            .field("init", &self.init)
             .finish()
     }
 }
@@ -116,8 +125,28 @@ impl Default for ModemConfig {
             urc_port: None,
             power_key: None,
             power_key_pulse_ms: 1500,
+            cnmi: None,
+            storage: None,
+            init: Vec::new(),
         }
     }
+}
+
+/// Why `cmd` cannot be sent as an extra init command, if it cannot.
+fn init_command_problem(cmd: &str) -> Option<&'static str> {
+    if !cmd.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("AT")) {
+        return Some("must start with AT");
+    }
+    if cmd.contains(['\r', '\n']) {
+        return Some("must be one line (no CR or LF)");
+    }
+    if !cmd.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
+        return Some("must be printable ASCII");
+    }
+    if cmd.len() > 256 {
+        return Some("is too long (at most 256 characters)");
+    }
+    None
 }
 
 /// Outgoing SMS limits: they protect the owner's credit from anyone who can make the gateway
@@ -156,6 +185,9 @@ pub struct SmsConfig {
     /// SMS older than this (by their service-centre time stamp, else when they were stored)
     /// found undelivered at start reach only rules and MQTT, marked `stale`.
     pub max_command_age_s: u64,
+    /// A national language (`"turkish"`, `"spanish"`, `"portuguese"`) whose GSM 7-bit tables
+    /// outgoing text may use when that needs fewer parts than UCS-2.
+    pub national_language: Option<String>,
     /// `gateway.country_code`, copied here at load so the outbox can normalise recipients.
     #[serde(skip)]
     pub country_code: Option<String>,
@@ -183,6 +215,7 @@ impl fmt::Debug for SmsConfig {
             .field("allow_recipients", &self.allow_recipients)
             .field("ussd_allow", &self.ussd_allow)
             .field("max_command_age_s", &self.max_command_age_s)
+            .field("national_language", &self.national_language)
             .finish()
     }
 }
@@ -213,6 +246,7 @@ impl Default for SmsConfig {
             ],
             max_command_age_s: 900,
             country_code: None,
+            national_language: None,
         }
     }
 }
@@ -802,6 +836,37 @@ impl Config {
                 bad(
                     "sms.ussd_allow",
                     format!("{code:?} is not a USSD code like \"*100#\""),
+                );
+            }
+        }
+        if let Some(cnmi) = &self.modem.cnmi {
+            if crate::modem::profiles::Cnmi::parse(cnmi).is_none() {
+                bad(
+                    "modem.cnmi",
+                    format!("{cnmi:?} must be up to 5 numbers like \"2,1,0,1,0\""),
+                );
+            }
+        }
+        if let Some(storage) = &self.modem.storage {
+            if !(2..=5).contains(&storage.len())
+                || !storage.chars().all(|c| c.is_ascii_alphabetic() || c == '_')
+            {
+                bad(
+                    "modem.storage",
+                    format!("{storage:?} must be a storage name like \"SM\", \"ME\" or \"MT\""),
+                );
+            }
+        }
+        for (i, cmd) in self.modem.init.iter().enumerate() {
+            if let Some(why) = init_command_problem(cmd) {
+                bad(&format!("modem.init[{i}]"), format!("{cmd:?} {why}"));
+            }
+        }
+        if let Some(lang) = &self.sms.national_language {
+            if crate::modem::pdu::Language::from_name(lang).is_none() {
+                bad(
+                    "sms.national_language",
+                    format!("{lang:?} must be \"turkish\", \"spanish\" or \"portuguese\""),
                 );
             }
         }
@@ -1478,6 +1543,31 @@ mod tests {
         assert_eq!(cfg.gateway.device_id, "gsmgw");
         assert_eq!(cfg.modem.baud, 115_200);
         assert_eq!(cfg.sms.max_per_hour, 30);
+    }
+
+    #[test]
+    fn modem_init_overrides_are_checked_before_they_reach_the_modem() {
+        let text = r#"
+[modem]
+cnmi = "2,x"
+storage = "S M"
+init = ["AT+CSCS=\"GSM\"", "ATE0\rAT+CFUN=0", "+CSQ", "AT\u00e9"]
+"#;
+        let err = Config::from_toml(text, "g.toml").unwrap_err();
+        let lines = err.lines();
+        let has = |s: &str| lines.iter().any(|l| l.starts_with(s));
+        assert!(has("g.toml: modem.cnmi:"), "{lines:?}");
+        assert!(has("g.toml: modem.storage:"), "{lines:?}");
+        assert!(!has("g.toml: modem.init[0]"), "{lines:?}");
+        assert!(has("g.toml: modem.init[1]:"), "{lines:?}");
+        assert!(has("g.toml: modem.init[2]:"), "{lines:?}");
+        assert!(has("g.toml: modem.init[3]:"), "{lines:?}");
+        let ok = Config::from_toml(
+            "[modem]\ncnmi = \"2,1,0,1,0\"\nstorage = \"ME\"\ninit = [\"AT+CLTS=1\"]\n",
+            "g.toml",
+        )
+        .expect("valid");
+        assert_eq!(ok.modem.init, ["AT+CLTS=1"]);
     }
 
     #[test]

@@ -25,6 +25,7 @@ commands:
   sms <from> <text>        an SMS arrives, e.g.  sms +447700900123 STATUS
   call <from|withheld>     a call rings (again every 3 s until rejected, answered or hung up)
   hangup                   the caller hangs up
+  reboot                   the modem restarts with the port open (settings lost)
   input <name> on|off      flip a simulated input, e.g.  input door on
   state                    outputs, inputs and modem
   help                     this text
@@ -39,10 +40,24 @@ pub struct DemoOptions {
     pub mqtt_port: u16,
     /// Use this broker instead of embedding one.
     pub mqtt_url: Option<String>,
+    /// The module profile the simulated modem follows (`sim800`, `ec25`, ...; empty: the
+    /// 3GPP reference modem).
+    pub modem: String,
 }
 
 /// Runs the demo until the user quits (or Ctrl-C, or the end of stdin).
 pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
+    let modem = if opts.modem.is_empty() {
+        "generic"
+    } else {
+        opts.modem.as_str()
+    };
+    let Some(profile) = crate::modem::profiles::by_id(modem) else {
+        anyhow::bail!(
+            "no modem profile {modem:?} (help: one of {})",
+            crate::modem::profiles::ids().join(", ")
+        );
+    };
     // First, so that a Ctrl-C during start-up stops the demo instead of killing it half-way
     // (the temporary folder would stay behind).
     let mut interrupts = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
@@ -81,15 +96,19 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         None => start_broker(&mut cfg, opts.mqtt_port, &mut watch_hint)?,
     }
 
-    let (sim, sim_events) =
-        SimModem::start(SimConfig::default()).context("starting the simulated modem")?;
+    let (sim, sim_events) = SimModem::start(SimConfig {
+        profile,
+        ..SimConfig::default()
+    })
+    .context("starting the simulated modem")?;
     cfg.modem.port = sim.path().to_path_buf();
     let (backend, sim_gpio) = gpio::sim_backend(&cfg);
     let prefix = cfg.mqtt.topic_prefix(&cfg.gateway.device_id);
 
     let out = Console::new();
     out.line(&format!(
-        "gsmgw demo: simulated modem on {}, MQTT on {}",
+        "gsmgw demo: simulated {} on {}, MQTT on {}",
+        profile.name,
         sim.path().display(),
         cfg.mqtt.url
     ));
@@ -121,6 +140,22 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             return Ok(());
         }
     };
+    // The modem probes and sets itself up first (a few dozen commands on the simulated
+    // one); a prompt before that would show a modem that is not ready yet.
+    const MODEM_READY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+    tokio::select! {
+        ready = tokio::time::timeout(MODEM_READY_WAIT, gateway.handles.modem.wait_ready()) => {
+            if !matches!(ready, Ok(true)) {
+                out.line("(the simulated modem is not ready yet)");
+            }
+        }
+        _ = interrupts.recv() => {
+            gateway.stop().await;
+            sim.stop();
+            let _ = std::fs::remove_dir_all(&state_dir);
+            return Ok(());
+        }
+    }
     banner(&out, &cfg, &mut events);
     let printers = [
         tokio::spawn(print_sim(sim_events, call_active.clone(), out.clone())),
@@ -351,6 +386,10 @@ async fn console(
                     call_active.clone(),
                     out.clone(),
                 ));
+            }
+            "reboot" => {
+                sim.reboot();
+                out.line("→ the modem restarted; the gateway sets it up again");
             }
             "hangup" => {
                 call_active.store(false, Ordering::SeqCst);

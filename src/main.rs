@@ -37,6 +37,10 @@ enum Cmd {
         /// Assistant's, to see the demo's entities appear there.
         #[arg(long, value_name = "URL")]
         mqtt_url: Option<String>,
+        /// The module the simulated modem behaves as: generic, sim800, sim900, sim7600,
+        /// a7670, ec25, e3372, e173.
+        #[arg(long, default_value = "generic")]
+        modem: String,
     },
     /// Validate the config, compile every script, look for the modem port and resolve the
     /// GPIO lines on the real chip (nothing is opened or driven).
@@ -159,11 +163,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             mqtt_port,
             mqtt_url,
+            modem,
         } => {
             let opts = gsmgw::demo::DemoOptions {
                 config,
                 mqtt_port,
                 mqtt_url,
+                modem,
             };
             runtime()?.block_on(gsmgw::demo::run(opts))?;
             Ok(ExitCode::SUCCESS)

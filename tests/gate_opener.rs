@@ -16,7 +16,8 @@ mod wait;
 use std::time::Duration;
 
 use gateway::Rig;
-use gsmgw::modem::sim::SimEvent;
+use gsmgw::modem::profiles::PROFILES;
+use gsmgw::modem::sim::{SimConfig, SimEvent};
 use tokio::sync::mpsc;
 use wait::within;
 
@@ -119,4 +120,51 @@ async fn a_users_call_is_rejected_and_pulses_the_relay_seen_on_mqtt() {
     assert_eq!(off.as_deref(), Some("OFF"));
 
     rig.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_gate_opener_works_on_every_modem_profile() {
+    for profile in PROFILES.iter().filter(|p| p.voice) {
+        let section = format!(
+            "[plugins.call_reject_conn]\nrelay = \"relay\"\ninput = \"door\"\nmaster = \"{MASTER}\"\n"
+        );
+        let sim = SimConfig {
+            profile,
+            ..SimConfig::default()
+        };
+        let mut rig = gateway::start_with(&["call_reject_conn"], &section, None, sim).await;
+        for cmd in [
+            "TEXTRES ENABLE",
+            &format!("ADD {USER_NATIONAL}"),
+            "REJECT ALL",
+        ] {
+            rig.sim.inject_sms(MASTER, cmd);
+            let (to, _) = rig.next_sms().await;
+            assert_eq!(to, MASTER, "{}", profile.id);
+        }
+        rig.drain_sim_events();
+        rig.sim.ring(Some(USER));
+        within(20, "the call to be rejected", async {
+            loop {
+                match rig.sim_events.recv().await {
+                    Some(SimEvent::CallRejected) => return,
+                    Some(_) => {}
+                    None => panic!("the simulated modem stopped"),
+                }
+            }
+        })
+        .await;
+        let gpio = &rig.gateway.handles.gpio;
+        let on = within(20, "the relay to switch on", async {
+            loop {
+                if gpio.output("relay").await.expect("relay exists") {
+                    return true;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        assert!(on, "{}", profile.id);
+        rig.stop().await;
+    }
 }

@@ -38,6 +38,7 @@ struct Setup {
     sms: SmsConfig,
     delivery_reports: bool,
     concat_timeout: Duration,
+    national_language: Option<pdu::Language>,
     power_key: Option<driver::PowerKey>,
     /// Open this path instead of the sim's pty (a symlink to it).
     port: Option<PathBuf>,
@@ -51,6 +52,7 @@ impl Default for Setup {
             sms: SmsConfig::default(),
             delivery_reports: false,
             concat_timeout: Duration::from_secs(3600),
+            national_language: None,
             power_key: None,
             port: None,
         }
@@ -94,6 +96,7 @@ async fn start_on(
         country_code: Some("44".into()),
         delivery_reports: setup.delivery_reports,
         concat_timeout: setup.concat_timeout,
+        national_language: setup.national_language,
         power_key: setup.power_key,
     };
     let mut stop_wait = stop_rx.clone();
@@ -507,6 +510,36 @@ async fn urcs_on_the_urc_port_are_handled_like_those_on_the_main_port() {
     })
     .await;
     assert_eq!(call.from.as_deref(), Some("+447700900999"));
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn turkish_text_goes_out_in_the_national_tables_when_that_saves_parts() {
+    let mut rig = start(Setup {
+        national_language: Some(pdu::Language::Turkish),
+        ..Default::default()
+    })
+    .await;
+    // 100 characters with ş, ğ, ı: UCS-2 would need two parts, the Turkish tables one.
+    let text = "Kapı açıldı, ışıklar yandı; şimdi güvenlik sistemi devrede. Ağ bağlantısı iyi, şarj dolu. Hoşçakal!";
+    assert!(text.chars().count() > 70);
+    rig.modem
+        .queue_sms(SENDER, text, None, false)
+        .await
+        .unwrap();
+    let (sent, pdu) = next_matching(&mut rig.sim_events, 10, "the SMS out", |ev| match ev {
+        SimEvent::SmsSent { text, pdu, .. } => Some((text, pdu)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(sent, text);
+    match pdu::decode(&pdu, true) {
+        Ok(pdu::Pdu::Submit(s)) => {
+            assert_eq!(s.encoding, pdu::Encoding::Gsm7);
+            assert_eq!(s.concat, None, "one part");
+        }
+        other => panic!("{other:?}"),
+    }
     rig.shutdown().await;
 }
 

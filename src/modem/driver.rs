@@ -18,8 +18,9 @@ use tokio::time::Instant;
 use tokio_serial::{SerialPortBuilderExt, SerialStream};
 
 use super::at::{AtCommand, AtEngine, AtError, AtEvent, Response, Urc};
-use super::pdu::{self, Pdu, SubmitOptions};
-use crate::bus::{Bus, Call, Event, IncomingSms, ModemStatus, SendStatus, SmsStatus};
+use super::pdu::{self, Encoding, Pdu, SubmitOptions};
+use super::profiles::{self, Cnmi, CnmiSupport, StorageChoice};
+use crate::bus::{Bus, Call, Event, IncomingData, IncomingSms, ModemStatus, SendStatus, SmsStatus};
 use crate::config::ModemConfig;
 use crate::deadline::Later;
 use crate::phone;
@@ -45,6 +46,12 @@ const POWER_KEY_MIN_INTERVAL: Duration = Duration::from_secs(60);
 const FULL_SIM_SWEEPS: usize = 3;
 /// `+CMS ERROR: 322`: memory full.
 const CMS_MEMORY_FULL: u16 = 322;
+/// How long a modem that sent a boot URC must stay quiet before it is initialised again:
+/// modems announce their start in several lines spread over seconds (`RDY` ... `SMS Ready`),
+/// and each one restarts the wait.
+const BOOT_SETTLE: Duration = Duration::from_secs(2);
+/// The most `AT+CNMI` settings tried before giving up on new-SMS indications.
+const MAX_CNMI_ATTEMPTS: usize = 16;
 
 /// Presses the modem's power key (a pulse on the output wired to it).
 pub type PowerKey = Box<dyn Fn() + Send + Sync>;
@@ -202,6 +209,14 @@ impl ModemHandle {
         self.status.borrow().clone()
     }
 
+    /// Waits until the modem has been initialised (at once if it is); `false` if the modem
+    /// task ended first.
+    pub async fn wait_ready(&self) -> bool {
+        let mut status = self.status.clone();
+        let ready = status.wait_for(|s| s.ready).await.is_ok();
+        ready
+    }
+
     async fn request(&self, req: Request) -> Result<(), ModemError> {
         self.tx.send(req).await.map_err(|_| ModemError::Stopped)
     }
@@ -216,6 +231,8 @@ pub struct DriverOptions {
     pub delivery_reports: bool,
     /// How long the parts of a concatenated SMS wait for the rest (`sms.concat_timeout_s`).
     pub concat_timeout: Duration,
+    /// National 7-bit tables outgoing text may use (`sms.national_language`).
+    pub national_language: Option<pdu::Language>,
     /// Presses the modem's power key (`modem.power_key`); `None` when none is wired.
     pub power_key: Option<PowerKey>,
 }
@@ -229,6 +246,11 @@ impl DriverOptions {
             country_code: cfg.country_code().map(str::to_string),
             delivery_reports: cfg.sms.delivery_reports,
             concat_timeout: Duration::from_secs(cfg.sms.concat_timeout_s),
+            national_language: cfg
+                .sms
+                .national_language
+                .as_deref()
+                .and_then(pdu::Language::from_name),
             power_key: None,
         }
     }
@@ -257,6 +279,7 @@ pub fn spawn(
         country_code: opts.country_code,
         delivery_reports: opts.delivery_reports,
         concat_timeout: opts.concat_timeout,
+        national_language: opts.national_language,
         power_key: opts.power_key,
         last_power_press: None,
         ussd: None,
@@ -276,6 +299,11 @@ pub fn spawn(
         unanswered: 0,
         send_retry_at: None,
         send_backoff: Duration::from_secs(5),
+        cnmi: None,
+        cnmi_watch: None,
+        storage: None,
+        read_mem: None,
+        reinit_at: None,
     };
     let task = tokio::spawn(driver.run(shutdown));
     (handle, task)
@@ -331,6 +359,7 @@ struct Driver {
     country_code: Option<String>,
     delivery_reports: bool,
     concat_timeout: Duration,
+    national_language: Option<pdu::Language>,
     power_key: Option<PowerKey>,
     last_power_press: Option<Instant>,
     ussd: Option<PendingUssd>,
@@ -354,6 +383,17 @@ struct Driver {
     unanswered: u32,
     send_retry_at: Option<Instant>,
     send_backoff: Duration,
+    /// The `+CNMI` setting the modem took at init; the poll checks that it still holds.
+    cnmi: Option<Cnmi>,
+    /// What `AT+CNMI?` answered right after init: later answers must match it. (Some modems
+    /// report a value differently from how it was set; that must not look like a reset.)
+    cnmi_watch: Option<Cnmi>,
+    /// The storages chosen at init (`None`: the modem's own default).
+    storage: Option<StorageChoice>,
+    /// What `AT+CPMS` last selected for reading, when known.
+    read_mem: Option<String>,
+    /// The modem restarted or lost its settings: initialise it again at this time.
+    reinit_at: Option<Instant>,
 }
 
 fn now_std() -> std::time::Instant {
@@ -489,6 +529,7 @@ impl Driver {
                 self.send_retry_at,
                 self.call_deadline(),
                 self.ussd.as_ref().map(|u| u.deadline),
+                self.reinit_at,
                 self.engine.poll_timeout().map(Instant::from_std),
             ]
             .into_iter()
@@ -543,6 +584,11 @@ impl Driver {
                     if self.send_retry_at.is_some_and(|t| now >= t) {
                         self.send_retry_at = None;
                         self.send_pending().await?;
+                    }
+                    if self.reinit_at.is_some_and(|t| now >= t) {
+                        self.reinit_at = None;
+                        self.reinitialise().await?;
+                        next_sweep = Instant::now() + Duration::from_secs(self.cfg.sweep_interval_s);
                     }
                     self.check_call_timers(now);
                 }
@@ -709,22 +755,22 @@ impl Driver {
             }
         }
         self.unlock_sim().await?;
-        for (cmd, what) in [
-            ("AT+CMGF=0", "PDU mode: SMS cannot be read or sent"),
-            (
-                "AT+CNMI=2,1,0,2,0",
-                "new-SMS indications: relying on the periodic sweep",
-            ),
-            ("AT+CLIP=1", "caller ID: calls will look withheld"),
-            ("AT+CREG=1", "registration reports"),
-        ] {
-            match self.simple(cmd).await {
-                Ok(_) => {}
-                Err(CmdError::At(e)) => {
-                    tracing::warn!(command = cmd, error = ?e, "modem refused {what}")
-                }
-                Err(e) => return Err(e),
+        self.optional("AT+CMGF=0", "PDU mode: SMS cannot be read or sent")
+            .await?;
+        let identity = self.identify().await?;
+        self.choose_storage().await?;
+        self.choose_indications().await?;
+        self.optional("AT+CLIP=1", "caller ID: calls will look withheld")
+            .await?;
+        self.optional("AT+CREG=1", "registration reports").await?;
+        for quirk in profiles::quirks_for(&identity) {
+            tracing::info!(quirk = quirk.note, "known behaviour of this modem");
+            for cmd in quirk.extra_init {
+                self.optional(cmd, "a setting for this model").await?;
             }
+        }
+        for cmd in self.cfg.init.clone() {
+            self.optional(&cmd, "a command from modem.init").await?;
         }
         match self.simple("AT+CGSN").await {
             Ok(resp) => {
@@ -749,6 +795,231 @@ impl Driver {
         st.ready = true;
         self.set_status(st);
         tracing::info!("modem ready");
+        Ok(())
+    }
+
+    /// A command whose refusal is logged with `what` it costs, not fatal.
+    async fn optional(&mut self, cmd: &str, what: &str) -> Result<(), CmdError> {
+        match self.simple(cmd).await {
+            Ok(_) => Ok(()),
+            Err(CmdError::At(e)) => {
+                tracing::warn!(command = cmd, error = ?e, "modem refused {what}");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `AT+CGMI`, `AT+CGMM`, `AT+CGMR` and `ATI`, joined: what the quirk table is matched
+    /// against, and logged.
+    async fn identify(&mut self) -> Result<String, CmdError> {
+        let mut identity: Vec<String> = Vec::new();
+        for cmd in ["AT+CGMI", "AT+CGMM", "AT+CGMR", "ATI"] {
+            match self.simple(cmd).await {
+                Ok(resp) => {
+                    for line in &resp.lines {
+                        let line = line.trim();
+                        if !line.is_empty() && !identity.iter().any(|l| l == line) {
+                            identity.push(line.to_string());
+                        }
+                    }
+                }
+                Err(CmdError::At(e)) => tracing::debug!(command = cmd, error = ?e, "not answered"),
+                Err(e) => return Err(e),
+            }
+        }
+        let identity = identity.join(" / ");
+        tracing::info!(modem = %identity, "modem identified");
+        Ok(identity)
+    }
+
+    /// Asks `AT+CPMS=?` and selects the storage to read and receive SMS in
+    /// (`modem.storage` when offered), and notes where stored delivery reports are.
+    async fn choose_storage(&mut self) -> Result<(), CmdError> {
+        self.read_mem = None;
+        let support = match self.simple("AT+CPMS=?").await {
+            Ok(resp) => resp.lines.iter().find_map(|l| profiles::parse_cpms_test(l)),
+            Err(CmdError::At(e)) => {
+                tracing::debug!(error = ?e, "AT+CPMS=? not answered");
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let wanted = self.cfg.storage.as_deref();
+        let choice = match &support {
+            Some(s) => profiles::choose_storage(s, wanted, None),
+            None => wanted.map(|m| StorageChoice {
+                messages: m.to_ascii_uppercase(),
+                reports: m.to_ascii_uppercase(),
+            }),
+        };
+        let Some(choice) = choice else {
+            tracing::info!("the modem does not list its SMS storages; using its default");
+            self.storage = None;
+            return Ok(());
+        };
+        if let Some(wanted) = wanted {
+            if !wanted.eq_ignore_ascii_case(&choice.messages) {
+                tracing::warn!(
+                    wanted,
+                    using = %choice.messages,
+                    "the modem does not offer the storage in modem.storage"
+                );
+            }
+        }
+        let cmd = choice.command(support.as_ref());
+        match self.simple(&cmd).await {
+            Ok(_) => {
+                tracing::info!(
+                    messages = %choice.messages,
+                    reports = %choice.reports,
+                    "SMS storage chosen"
+                );
+                self.read_mem = Some(choice.messages.clone());
+                self.storage = Some(choice);
+            }
+            Err(CmdError::At(e)) => {
+                tracing::warn!(command = %cmd, error = ?e, "modem refused the SMS storage; using its default");
+                self.storage = None;
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    /// Asks `AT+CNMI=?` and sets the best new-SMS and delivery-report indications the modem
+    /// takes (`modem.cnmi` first when set), stepping down one refusal at a time.
+    async fn choose_indications(&mut self) -> Result<(), CmdError> {
+        self.cnmi = None;
+        self.cnmi_watch = None;
+        let answer = match self.simple("AT+CNMI=?").await {
+            Ok(resp) => resp
+                .lines
+                .iter()
+                .find(|l| l.trim_start().starts_with("+CNMI:"))
+                .cloned(),
+            Err(CmdError::At(e)) => {
+                tracing::debug!(error = ?e, "AT+CNMI=? not answered");
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let support = answer.as_deref().and_then(profiles::parse_cnmi_test);
+        let support = support.unwrap_or_else(|| {
+            tracing::warn!(
+                answer = answer.as_deref().unwrap_or(""),
+                "the modem does not say which AT+CNMI values it takes; trying the 3GPP ones in turn"
+            );
+            CnmiSupport::ANY
+        });
+        let configured = self.cfg.cnmi.as_deref().and_then(Cnmi::parse);
+        let mut candidates: Vec<Cnmi> = configured.into_iter().collect();
+        for c in profiles::cnmi_candidates(&support) {
+            if !candidates.contains(&c) {
+                candidates.push(c);
+            }
+        }
+        let mut refused = Vec::new();
+        for c in candidates.into_iter().take(MAX_CNMI_ATTEMPTS) {
+            match self.simple(&format!("AT+CNMI={c}")).await {
+                Ok(_) => {
+                    let why = if Some(c) == configured {
+                        "from modem.cnmi"
+                    } else if refused.is_empty() {
+                        "the best the modem lists"
+                    } else {
+                        "the best the modem accepted"
+                    };
+                    tracing::info!(
+                        cnmi = %c,
+                        supported = answer.as_deref().unwrap_or("(no answer)"),
+                        refused = ?refused,
+                        "new-SMS indications set, {why}: {}",
+                        c.describe()
+                    );
+                    if !c.indicates_new_sms() {
+                        tracing::warn!(
+                            sweep_interval_s = self.cfg.sweep_interval_s,
+                            "no setting the modem takes announces new SMS; they arrive with the periodic sweep"
+                        );
+                    }
+                    if self.delivery_reports && c.ds() == 0 {
+                        tracing::warn!("the modem does not pass delivery reports on; sms.delivery_reports has no effect");
+                    }
+                    self.cnmi = Some(c);
+                    return Ok(());
+                }
+                Err(CmdError::At(e)) => {
+                    if Some(c) == configured {
+                        tracing::warn!(cnmi = %c, error = ?e, "the modem refused modem.cnmi; probing instead");
+                    }
+                    refused.push(format!("{c}: {e:?}"));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        tracing::error!(
+            refused = ?refused,
+            sweep_interval_s = self.cfg.sweep_interval_s,
+            "the modem refused every AT+CNMI setting; new SMS arrive only with the periodic sweep"
+        );
+        Ok(())
+    }
+
+    /// The modem restarted (boot URCs) or lost its settings (the poll saw `+CNMI` change):
+    /// everything init set is gone, so init runs again, then a sweep for what arrived
+    /// meanwhile, then the outbox.
+    async fn reinitialise(&mut self) -> Result<(), CmdError> {
+        tracing::warn!("the modem restarted or lost its settings; initialising it again");
+        // A restart drops a ringing call without NO CARRIER.
+        self.end_call();
+        self.init().await?;
+        self.sweep().await?;
+        self.expire_parts().await;
+        self.send_pending().await
+    }
+
+    /// Runs `op` with `mem` selected for reading (`AT+CPMS`), then selects the message
+    /// storage again; `mem` `None` or already selected runs it as it is.
+    async fn select_read_storage(&mut self, mem: &str) -> Result<bool, CmdError> {
+        let mem = mem.trim().trim_matches('"').to_ascii_uppercase();
+        let needed = match &self.read_mem {
+            Some(current) => !mem.is_empty() && *current != mem,
+            None => mem == "SR",
+        };
+        if !needed {
+            return Ok(true);
+        }
+        match self.simple(&format!("AT+CPMS=\"{mem}\"")).await {
+            Ok(_) => {
+                self.read_mem = Some(mem);
+                Ok(true)
+            }
+            Err(CmdError::At(e)) => {
+                tracing::warn!(storage = %mem, error = ?e, "could not select an SMS storage");
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Selects the message storage again after [`Self::select_read_storage`] changed it.
+    async fn restore_read_storage(&mut self) -> Result<(), CmdError> {
+        let home = self
+            .storage
+            .as_ref()
+            .map_or_else(|| "SM".to_string(), |s| s.messages.clone());
+        if self.read_mem.as_deref() == Some(home.as_str()) {
+            return Ok(());
+        }
+        match self.simple(&format!("AT+CPMS=\"{home}\"")).await {
+            Ok(_) => self.read_mem = Some(home),
+            Err(CmdError::At(e)) => {
+                tracing::warn!(storage = %home, error = ?e, "could not select the SMS storage again");
+                self.read_mem = None;
+            }
+            Err(e) => return Err(e),
+        }
         Ok(())
     }
 
@@ -822,6 +1093,54 @@ impl Driver {
             Err(e) => return Err(e),
         }
         self.set_status(st);
+        self.check_indications().await
+    }
+
+    /// A modem that reset without a word (no boot URC reached us) has its power-on `+CNMI`
+    /// again: compared with what init set, so the poll catches it.
+    async fn check_indications(&mut self) -> Result<(), CmdError> {
+        let Some(expected) = self.cnmi else {
+            return Ok(());
+        };
+        let found = match self.simple("AT+CNMI?").await {
+            Ok(resp) => resp
+                .lines
+                .iter()
+                .filter(|l| l.trim_start().starts_with("+CNMI:"))
+                .find_map(|l| Cnmi::parse(l)),
+            Err(CmdError::At(e)) => {
+                tracing::debug!(error = ?e, "AT+CNMI? failed");
+                None
+            }
+            Err(e) => return Err(e),
+        };
+        let Some(found) = found else {
+            return Ok(());
+        };
+        let Some(watch) = self.cnmi_watch else {
+            // The first answer after init is the reference.
+            if found.mt() != expected.mt() || found.mode() != expected.mode() {
+                tracing::warn!(
+                    set = %expected,
+                    reported = %found,
+                    "the modem reports other new-SMS indications than it accepted: {}",
+                    found.describe()
+                );
+            }
+            self.cnmi_watch = Some(found);
+            return Ok(());
+        };
+        // <bm> and <bfr> do not decide whether anything arrives.
+        let same =
+            found.mode() == watch.mode() && found.mt() == watch.mt() && found.ds() == watch.ds();
+        if !same {
+            tracing::warn!(
+                expected = %watch,
+                found = %found,
+                "the modem's new-SMS indications changed (it reset?)"
+            );
+            self.reinit_at = Some(Instant::now());
+        }
         Ok(())
     }
 
@@ -962,7 +1281,7 @@ impl Driver {
 
     async fn handle_urc(&mut self, urc: Urc) -> Result<(), CmdError> {
         match urc {
-            Urc::Cmti { index, .. } => self.read_sms(index).await?,
+            Urc::Cmti { mem, index } => self.read_sms(&mem, index).await?,
             Urc::Cmt { pdu, .. } => {
                 // Direct delivery: the message is not on the SIM; the store is its only copy.
                 if let Err(e) = self.receive_pdu(&pdu).await {
@@ -978,8 +1297,8 @@ impl Driver {
                 st.roaming = stat == 5;
                 self.set_status(st);
             }
-            // A report stored on the SIM is read and deleted like an SMS.
-            Urc::Cdsi { index, .. } => self.read_sms(index).await?,
+            // A stored report is read and deleted like an SMS, from its own storage ("SR").
+            Urc::Cdsi { mem, index } => self.read_sms(&mem, index).await?,
             Urc::Cds { pdu, .. } => {
                 if let Err(e) = self.receive_pdu(&pdu).await {
                     tracing::error!(error = %e, "could not record a delivery report");
@@ -992,12 +1311,25 @@ impl Driver {
                 tracing::warn!("the SIM is full; sweeping");
                 self.sweep_now = true;
             }
+            Urc::Vendor(line) if profiles::is_boot_urc(&line) => {
+                tracing::info!(urc = %line, "the modem announces a start");
+                self.reinit_at = Some(Instant::now() + BOOT_SETTLE);
+            }
             other => tracing::debug!(urc = ?other, "URC"),
         }
         Ok(())
     }
 
-    async fn read_sms(&mut self, index: u32) -> Result<(), CmdError> {
+    async fn read_sms(&mut self, mem: &str, index: u32) -> Result<(), CmdError> {
+        if !self.select_read_storage(mem).await? {
+            return Ok(());
+        }
+        let result = self.read_and_delete(index).await;
+        self.restore_read_storage().await?;
+        result
+    }
+
+    async fn read_and_delete(&mut self, index: u32) -> Result<(), CmdError> {
         let resp = match self.simple(&format!("AT+CMGR={index}")).await {
             Ok(r) => r,
             Err(CmdError::At(e)) => {
@@ -1074,6 +1406,15 @@ impl Driver {
         } else {
             phone::normalise(&deliver.sender, self.country_code.as_deref())
         };
+        // 8-bit data (a WAP push, OTA settings) is not text: it is kept as hex, and the
+        // assembled hex of its parts is the hex of the assembled data.
+        let binary = deliver.encoding == Encoding::EightBit;
+        let port = deliver.port;
+        let text = if binary {
+            hex::encode_upper(&deliver.data)
+        } else {
+            deliver.text
+        };
         match deliver.concat {
             Some(c) if c.total > 1 => {
                 let part = NewPart {
@@ -1082,7 +1423,7 @@ impl Driver {
                     reference: c.reference,
                     total: c.total,
                     seq: c.seq,
-                    text: deliver.text,
+                    text,
                     sent_at: deliver.timestamp,
                 };
                 if let PartInsert::Complete(id) = self.store.part_insert(&part).await? {
@@ -1091,6 +1432,13 @@ impl Driver {
                     self.store
                         .inbox_set_sender_kind(id, deliver.sender_kind)
                         .await?;
+                    if binary {
+                        if let Some(row) = self.store.inbox_get(id).await? {
+                            self.publish_data(id, row.from, &row.text, port, row.sent_at)
+                                .await?;
+                        }
+                        return Ok(());
+                    }
                     if let Some(row) = self.store.inbox_get(id).await? {
                         self.bus.publish(Event::SmsReceived(IncomingSms {
                             id,
@@ -1108,7 +1456,7 @@ impl Driver {
                 let row = NewInboxSms {
                     pdu_hash,
                     from: from.clone(),
-                    text: deliver.text.clone(),
+                    text: text.clone(),
                     sent_at: deliver.timestamp,
                     incomplete: false,
                 };
@@ -1117,10 +1465,14 @@ impl Driver {
                     .inbox_insert_kind(&row, deliver.sender_kind)
                     .await?
                 {
+                    InboxInsert::New(id) if binary => {
+                        self.publish_data(id, from, &text, port, deliver.timestamp)
+                            .await?
+                    }
                     InboxInsert::New(id) => self.bus.publish(Event::SmsReceived(IncomingSms {
                         id,
                         from,
-                        text: deliver.text,
+                        text,
                         time: deliver.timestamp,
                         incomplete: false,
                         sender_kind: deliver.sender_kind,
@@ -1131,6 +1483,36 @@ impl Driver {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Publishes a data SMS (its inbox row holds the data as hex) and marks it delivered at
+    /// once: it is never offered to the plugins as text, now or after a restart.
+    async fn publish_data(
+        &mut self,
+        id: i64,
+        from: String,
+        hex_data: &str,
+        port: Option<u16>,
+        time: Option<chrono::DateTime<chrono::FixedOffset>>,
+    ) -> Result<(), StoreError> {
+        let data = match hex::decode(hex_data) {
+            Ok(data) => data,
+            Err(e) => {
+                // Parts of one message with different codings: kept in the inbox, not guessed.
+                tracing::warn!(inbox_id = id, error = %e, "a data SMS whose parts do not fit together");
+                Vec::new()
+            }
+        };
+        tracing::info!(inbox_id = id, from = %from, bytes = data.len(), port, "data SMS received");
+        self.store.inbox_mark_delivered(id).await?;
+        self.bus.publish(Event::DataSmsReceived(IncomingData {
+            id,
+            from,
+            data,
+            port,
+            time,
+        }));
         Ok(())
     }
 
@@ -1266,6 +1648,25 @@ impl Driver {
     /// Lists every message on the modem: catches what a lost `+CMTI` never announced.
     /// Returns how many it found.
     async fn sweep(&mut self) -> Result<usize, CmdError> {
+        let mut count = self.sweep_current().await?;
+        // Reports kept in their own storage ("SR") are not listed with the messages.
+        let reports = self
+            .storage
+            .as_ref()
+            .filter(|s| s.reports != s.messages && self.cnmi.is_some_and(|c| c.ds() == 2))
+            .map(|s| s.reports.clone());
+        if let Some(reports) = reports {
+            if self.select_read_storage(&reports).await? {
+                let found = self.sweep_current().await;
+                self.restore_read_storage().await?;
+                count += found?;
+            }
+        }
+        Ok(count)
+    }
+
+    /// Lists and stores every message in the storage selected for reading.
+    async fn sweep_current(&mut self) -> Result<usize, CmdError> {
         let resp = match self.simple("AT+CMGL=4").await {
             Ok(r) => r,
             Err(CmdError::At(e)) => {
@@ -1316,6 +1717,7 @@ impl Driver {
             let opts = SubmitOptions {
                 reference: (row.id % 256) as u16,
                 status_report: self.delivery_reports,
+                national: self.national_language,
                 ..Default::default()
             };
             let parts = match pdu::encode_submit(&row.to, &row.text, &opts) {

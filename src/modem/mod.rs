@@ -3,4 +3,5 @@
 pub mod at;
 pub mod driver;
 pub mod pdu;
+pub mod profiles;
 pub mod sim;

@@ -72,6 +72,18 @@ pub fn for_event(topics: &Topics, event: &Event, publish_imei: bool) -> Option<O
                 "stale": stale,
             }),
         ),
+        Event::DataSmsReceived(sms) => Outgoing::event(
+            topics.sms_received(),
+            &json!({
+                "event_type": "received",
+                "from": sms.from,
+                "binary": true,
+                "data": hex::encode_upper(&sms.data),
+                "port": sms.port,
+                "time": sms.time.map(|t| t.to_rfc3339()),
+                "id": sms.id,
+            }),
+        ),
         Event::SmsFailed { sms, error } => Outgoing::event(
             topics.sms_received(),
             &json!({
@@ -693,6 +705,26 @@ mod tests {
         for bad in [&b"hello"[..], b"abc: hi", b"+4477: ", b"\xff: x"] {
             assert!(parse_text_request(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_data_sms_is_published_as_hex_with_a_binary_flag_and_no_text() {
+        let t = Topics::new("g/d");
+        let data = crate::bus::IncomingData {
+            id: 9,
+            from: "+4470".into(),
+            data: vec![0x01, 0x06, 0xC4],
+            port: Some(2948),
+            time: None,
+        };
+        let out = for_event(&t, &Event::DataSmsReceived(data), false)
+            .unwrap_or_else(|| Outgoing::state(String::new(), ""));
+        assert_eq!(out.topic, "g/d/sms/received");
+        assert!(!out.retain);
+        assert_eq!(
+            json_of(&out),
+            json!({"event_type":"received","from":"+4470","binary":true,"data":"0106C4","port":2948,"time":null,"id":9})
+        );
     }
 
     #[test]

@@ -1329,6 +1329,8 @@ impl PartGroup {
                 None => text.push_str(MISSING_PART_MARKER),
             }
         }
+        // Halves of a character split across parts (a UTF-16 pair, a GSM escape) join here.
+        let text = crate::modem::pdu::join_split_units(&text);
         let incomplete = parts.len() < usize::from(self.total);
         // The message's time is its first part's; if that is missing, the earliest we have.
         let sent_at = parts.iter().find_map(|part| part.sent_at);

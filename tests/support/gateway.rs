@@ -83,6 +83,16 @@ url = "mqtt://127.0.0.1:{mqtt}"
 /// Starts the gateway with [`config`] and waits until the modem is ready; the sim events of
 /// the start-up are dropped.
 pub async fn start(plugins: &[&str], plugin_sections: &str, mqtt_port: Option<u16>) -> Rig {
+    start_with(plugins, plugin_sections, mqtt_port, SimConfig::default()).await
+}
+
+/// [`start`] with the simulated modem as `sim` says (a module profile).
+pub async fn start_with(
+    plugins: &[&str],
+    plugin_sections: &str,
+    mqtt_port: Option<u16>,
+    sim: SimConfig,
+) -> Rig {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("GSMGW_LOG")
@@ -90,7 +100,7 @@ pub async fn start(plugins: &[&str], plugin_sections: &str, mqtt_port: Option<u1
         )
         .with_test_writer()
         .try_init();
-    let (sim, sim_events) = SimModem::start(SimConfig::default()).expect("sim modem starts");
+    let (sim, sim_events) = SimModem::start(sim).expect("sim modem starts");
     let dir = tempfile::tempdir().expect("temp dir");
     let cfg = config(&sim, dir.path(), plugins, plugin_sections, mqtt_port);
     let (backend, gpio) = gpio::sim_backend(&cfg);

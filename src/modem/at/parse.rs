@@ -41,6 +41,9 @@ const VENDOR_NOISE_STARTS: &[&str] = &[
     "OVER-VOLTAGE",
     "UNDER-VOLTAGE",
     "NORMAL POWER DOWN",
+    "PB DONE",
+    "SMS DONE",
+    "*ATREADY",
     "+PACSP",
 ];
 

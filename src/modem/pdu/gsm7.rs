@@ -105,6 +105,18 @@ pub fn decode(septets: &[u8]) -> String {
     out
 }
 
+/// The character that `ESCAPE` followed by the septet of `c` (a basic-table character)
+/// stands for: the extension-table one, or `c` itself when the extension table has none.
+pub fn escaped(c: char) -> char {
+    let Some(Septets::One(septet)) = char_to_septets(c) else {
+        return c;
+    };
+    EXTENSION
+        .iter()
+        .find(|(code, _)| *code == septet)
+        .map_or(c, |(_, e)| *e)
+}
+
 fn basic_char(septet: u8) -> char {
     match BASIC.get(usize::from(septet & 0x7F)) {
         // A double escape has no meaning; a space keeps the text readable.
@@ -221,4 +233,230 @@ mod tests {
         assert_eq!(septet_count("Ça é"), Some(4));
         assert_eq!(char_to_septets('\u{1B}'), None, "a raw ESC is not text");
     }
+}
+
+/// A national language of 3GPP TS 23.038 §6.2.1.2.4, as the user data header names it
+/// (information element 0x24 for the single shift table, 0x25 for the locking shift table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Language {
+    Turkish,
+    Spanish,
+    Portuguese,
+}
+
+impl Language {
+    /// The language for a national language identifier; `None` for those without tables
+    /// here (the default tables are used then).
+    pub fn from_id(id: u8) -> Option<Self> {
+        match id {
+            1 => Some(Language::Turkish),
+            2 => Some(Language::Spanish),
+            3 => Some(Language::Portuguese),
+            _ => None,
+        }
+    }
+}
+
+/// TS 23.038 Annex A.3.1, Turkish locking shift table: where it differs from the default.
+const TURKISH_LOCKING: [(u8, char); 8] = [
+    (0x04, '€'),
+    (0x07, 'ı'),
+    (0x0B, 'Ğ'),
+    (0x0C, 'ğ'),
+    (0x1C, 'Ş'),
+    (0x1D, 'ş'),
+    (0x40, 'İ'),
+    (0x60, 'ç'),
+];
+
+/// TS 23.038 Annex A.3.3, Portuguese locking shift table: where it differs from the default.
+const PORTUGUESE_LOCKING: [(u8, char); 31] = [
+    (0x04, 'ê'),
+    (0x06, 'ú'),
+    (0x07, 'í'),
+    (0x08, 'ó'),
+    (0x09, 'ç'),
+    (0x0B, 'Ô'),
+    (0x0C, 'ô'),
+    (0x0E, 'Á'),
+    (0x0F, 'á'),
+    (0x12, 'ª'),
+    (0x13, 'Ç'),
+    (0x14, 'À'),
+    (0x15, '∞'),
+    (0x16, '^'),
+    (0x17, '\\'),
+    (0x18, '€'),
+    (0x19, 'Ó'),
+    (0x1A, '|'),
+    (0x1C, 'Â'),
+    (0x1D, 'â'),
+    (0x1E, 'Ê'),
+    (0x24, 'º'),
+    (0x40, 'Í'),
+    (0x5B, 'Ã'),
+    (0x5C, 'Õ'),
+    (0x5D, 'Ú'),
+    (0x60, '~'),
+    (0x7B, 'ã'),
+    (0x7C, 'õ'),
+    (0x7D, '`'),
+    (0x5E, 'Ü'),
+];
+
+/// TS 23.038 Annex A.2.1, Turkish single shift table: the default extension table plus these.
+const TURKISH_SINGLE: [(u8, char); 8] = [
+    (0x47, 'Ğ'),
+    (0x49, 'İ'),
+    (0x53, 'Ş'),
+    (0x63, 'ç'),
+    (0x67, 'ğ'),
+    (0x69, 'ı'),
+    (0x73, 'ş'),
+    (0x65, '€'),
+];
+
+/// TS 23.038 Annex A.2.2, Spanish single shift table: the default extension table plus these.
+const SPANISH_SINGLE: [(u8, char); 9] = [
+    (0x09, 'ç'),
+    (0x41, 'Á'),
+    (0x49, 'Í'),
+    (0x4F, 'Ó'),
+    (0x55, 'Ú'),
+    (0x61, 'á'),
+    (0x69, 'í'),
+    (0x6F, 'ó'),
+    (0x75, 'ú'),
+];
+
+/// TS 23.038 Annex A.2.3, Portuguese single shift table: the default extension table plus
+/// these.
+const PORTUGUESE_SINGLE: [(u8, char); 27] = [
+    (0x05, 'ê'),
+    (0x09, 'ç'),
+    (0x0B, 'Ô'),
+    (0x0C, 'ô'),
+    (0x0E, 'Á'),
+    (0x0F, 'á'),
+    (0x12, 'Φ'),
+    (0x13, 'Γ'),
+    (0x15, 'Ω'),
+    (0x16, 'Π'),
+    (0x17, 'Ψ'),
+    (0x18, 'Σ'),
+    (0x19, 'Θ'),
+    (0x1F, 'Ê'),
+    (0x41, 'À'),
+    (0x49, 'Í'),
+    (0x4F, 'Ó'),
+    (0x55, 'Ú'),
+    (0x5B, 'Ã'),
+    (0x5C, 'Õ'),
+    (0x61, 'Â'),
+    (0x69, 'í'),
+    (0x6F, 'ó'),
+    (0x75, 'ú'),
+    (0x7B, 'ã'),
+    (0x7C, 'õ'),
+    (0x7F, 'â'),
+];
+
+/// The character of `septet` in the locking shift table of `language` (the default table
+/// when `None`, or for Spanish, which has no locking shift table).
+fn locking_char(language: Option<Language>, septet: u8) -> char {
+    let table: &[(u8, char)] = match language {
+        Some(Language::Turkish) => &TURKISH_LOCKING,
+        Some(Language::Portuguese) => &PORTUGUESE_LOCKING,
+        Some(Language::Spanish) | None => &[],
+    };
+    table
+        .iter()
+        .find(|(code, _)| *code == septet)
+        .map_or_else(|| basic_char(septet), |(_, c)| *c)
+}
+
+/// The character of `septet` after an escape in the single shift table of `language`, if
+/// the table has one there.
+fn single_shift_char(language: Option<Language>, septet: u8) -> Option<char> {
+    let national: &[(u8, char)] = match language {
+        Some(Language::Turkish) => &TURKISH_SINGLE,
+        Some(Language::Spanish) => &SPANISH_SINGLE,
+        Some(Language::Portuguese) => &PORTUGUESE_SINGLE,
+        None => &[],
+    };
+    national
+        .iter()
+        .chain(EXTENSION.iter())
+        .find(|(code, _)| *code == septet)
+        .map(|(_, c)| *c)
+}
+
+/// Text for `septets` with the national tables the user data header selected: `locking`
+/// replaces the basic table, `single` extends the one after an escape. An escape before a
+/// septet the single shift table does not define yields the locking-table character; a
+/// dangling final escape yields a space, as in [`decode`].
+pub fn decode_national(
+    septets: &[u8],
+    locking: Option<Language>,
+    single: Option<Language>,
+) -> String {
+    let mut out = String::with_capacity(septets.len());
+    let mut iter = septets.iter().map(|s| s & 0x7F);
+    while let Some(s) = iter.next() {
+        if s == ESCAPE {
+            match iter.next() {
+                Some(ext) => out.push(
+                    single_shift_char(single, ext).unwrap_or_else(|| locking_char(locking, ext)),
+                ),
+                None => out.push(' '),
+            }
+        } else {
+            out.push(locking_char(locking, s));
+        }
+    }
+    out
+}
+
+impl Language {
+    /// The national language identifier of TS 23.038 §6.2.1.2.4.
+    pub fn id(self) -> u8 {
+        match self {
+            Language::Turkish => 1,
+            Language::Spanish => 2,
+            Language::Portuguese => 3,
+        }
+    }
+
+    /// The language for a config value: its English name or ISO 639-1 code.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "turkish" | "tr" => Some(Language::Turkish),
+            "spanish" | "es" => Some(Language::Spanish),
+            "portuguese" | "pt" => Some(Language::Portuguese),
+            _ => None,
+        }
+    }
+
+    /// Whether TS 23.038 defines a locking shift table for it (Spanish has none).
+    pub fn has_locking_table(self) -> bool {
+        self != Language::Spanish
+    }
+}
+
+/// The septets for `c` with national tables: one from the locking table, or `ESCAPE` + one
+/// from the single shift table.
+pub fn char_to_septets_national(
+    c: char,
+    locking: Option<Language>,
+    single: Option<Language>,
+) -> Option<Septets> {
+    if c != '\u{1B}' {
+        if let Some(s) = (0u8..128).find(|&s| s != ESCAPE && locking_char(locking, s) == c) {
+            return Some(Septets::One(s));
+        }
+    }
+    (0u8..128)
+        .filter(|&s| s != ESCAPE)
+        .find(|&s| single_shift_char(single, s) == Some(c))
+        .map(Septets::Two)
 }

@@ -1,12 +1,17 @@
 //! The SMS PDU codec (3GPP TS 23.040 / 23.038): SMS-DELIVER, SMS-SUBMIT and SMS-STATUS-REPORT,
 //! the GSM 7-bit default alphabet with its extension table, UCS-2 (surrogate pairs included),
-//! 8-bit data, and concatenation through the user data header.
+//! 8-bit data, and concatenation through the user data header. Received 7-bit text follows
+//! the national language tables the header selects (elements 0x24/0x25: Turkish, Spanish,
+//! Portuguese; other languages fall back to the default tables); outgoing text always uses
+//! the default ones.
 //!
 //! Decoding is strict about lengths (a PDU that announces more than it holds is an error, so a
 //! truncated part is never mistaken for a complete one) and lenient about content that real
 //! networks get wrong (non-BCD time zone digits, reserved DCS bits, unpaired surrogates).
 
 mod gsm7;
+
+pub use gsm7::Language;
 
 use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, TimeZone, Timelike};
 use serde::{Deserialize, Serialize};
@@ -71,6 +76,8 @@ pub struct Deliver {
     pub class: Option<u8>,
     /// Concatenation, when this is one part of a long message.
     pub concat: Option<Concat>,
+    /// The destination application port (UDH element 4 or 5), as WAP push (2948) uses.
+    pub port: Option<u16>,
     /// TP-PID.
     pub pid: u8,
     /// TP-DCS as received.
@@ -295,6 +302,7 @@ fn decode_deliver(r: &mut Reader, smsc: Option<String>, fo: u8) -> Result<Delive
         data: ud.data,
         class: scheme.class,
         concat: ud.concat,
+        port: ud.port,
         pid,
         dcs,
     })
@@ -396,6 +404,7 @@ struct UserData {
     text: String,
     data: Vec<u8>,
     concat: Option<Concat>,
+    port: Option<u16>,
 }
 
 /// A cursor over the PDU octets whose every read is bounds-checked.
@@ -506,7 +515,15 @@ impl<'a> Reader<'a> {
                 present,
             })?;
         self.pos += needed;
-        let (header_len, concat) = if has_header {
+        let (
+            header_len,
+            Header {
+                concat,
+                port,
+                single,
+                locking,
+            },
+        ) = if has_header {
             let udhl = usize::from(*ud.first().ok_or(PduError::MissingUserDataHeader)?);
             let header = ud.get(1..=udhl).ok_or(PduError::HeaderTooLong {
                 udh_len: udhl + 1,
@@ -514,8 +531,12 @@ impl<'a> Reader<'a> {
             })?;
             (udhl + 1, parse_header(header)?)
         } else {
-            (0, None)
+            (0, Header::default())
         };
+        // A part of a longer message may end or start with half of something (a UTF-16
+        // surrogate, a GSM escape) whose other half is in the next part; it is kept as a
+        // marker that `join_split_units` completes once the parts are put together.
+        let is_part = concat.is_some_and(|c| c.total > 1);
         let (text, data) = match encoding {
             Encoding::Gsm7 => {
                 let header_septets = (header_len * 8).div_ceil(7);
@@ -526,12 +547,31 @@ impl<'a> Reader<'a> {
                         udh_len: header_len,
                         available: needed,
                     })?;
-                (gsm7::decode(body), Vec::new())
+                let text = match body.split_last() {
+                    Some((&last, head)) if is_part && last & 0x7F == gsm7::ESCAPE => {
+                        // An odd count of escapes before it means this one is dangling.
+                        let mut text = gsm7::decode_national(head, locking, single);
+                        let run = head.iter().rev().take_while(|s| *s & 0x7F == gsm7::ESCAPE);
+                        if run.count() % 2 == 0 {
+                            text.push(SPLIT_ESCAPE);
+                        } else {
+                            text = gsm7::decode_national(body, locking, single);
+                        }
+                        text
+                    }
+                    _ => gsm7::decode_national(body, locking, single),
+                };
+                (text, Vec::new())
             }
-            Encoding::Ucs2 => (
-                decode_ucs2(ud.get(header_len..).unwrap_or_default()),
-                Vec::new(),
-            ),
+            Encoding::Ucs2 => {
+                let body = ud.get(header_len..).unwrap_or_default();
+                let text = if is_part {
+                    decode_ucs2_part(body)
+                } else {
+                    decode_ucs2(body)
+                };
+                (text, Vec::new())
+            }
             Encoding::EightBit => {
                 let body = ud.get(header_len..).unwrap_or_default();
                 (
@@ -540,13 +580,34 @@ impl<'a> Reader<'a> {
                 )
             }
         };
-        Ok(UserData { text, data, concat })
+        Ok(UserData {
+            text,
+            data,
+            concat,
+            port,
+        })
     }
 }
 
-/// Reads the information elements of a user data header, keeping the concatenation one.
-fn parse_header(header: &[u8]) -> Result<Option<Concat>, PduError> {
+/// What the driver uses of a user data header.
+#[derive(Debug, Default)]
+struct Header {
+    concat: Option<Concat>,
+    /// Destination application port.
+    port: Option<u16>,
+    /// National language single shift table (element 0x24).
+    single: Option<gsm7::Language>,
+    /// National language locking shift table (element 0x25).
+    locking: Option<gsm7::Language>,
+}
+
+/// Reads the information elements of a user data header, keeping the concatenation and
+/// application port ones.
+fn parse_header(header: &[u8]) -> Result<Header, PduError> {
     let mut concat = None;
+    let mut port = None;
+    let mut single = None;
+    let mut locking = None;
     let mut rest = header;
     while let [iei, len, tail @ ..] = rest {
         let len = usize::from(*len);
@@ -555,6 +616,13 @@ fn parse_header(header: &[u8]) -> Result<Option<Concat>, PduError> {
             length: len,
             available: tail.len(),
         })?;
+        match (*iei, data) {
+            (0x04, &[dest, _src]) => port = Some(u16::from(dest)),
+            (0x05, &[hi, lo, _, _]) => port = Some(u16::from_be_bytes([hi, lo])),
+            (0x24, &[id]) => single = gsm7::Language::from_id(id),
+            (0x25, &[id]) => locking = gsm7::Language::from_id(id),
+            _ => {}
+        }
         let element = match (*iei, data) {
             (0x00, &[reference, total, seq]) => Some((u16::from(reference), total, seq)),
             (0x08, &[hi, lo, total, seq]) => Some((u16::from_be_bytes([hi, lo]), total, seq)),
@@ -586,7 +654,87 @@ fn parse_header(header: &[u8]) -> Result<Option<Concat>, PduError> {
             available: 0,
         });
     }
-    Ok(concat)
+    Ok(Header {
+        concat,
+        port,
+        single,
+        locking,
+    })
+}
+
+/// Stands for the UTF-16 surrogate `SPLIT_SURROGATE_BASE + (unit - 0xD800)` that a part
+/// ends or starts with (a private-use plane-16 code point, which no SMS carries).
+const SPLIT_SURROGATE_BASE: u32 = 0x10_F000;
+/// Stands for a GSM escape septet that ends a part; the next part's first septet completes it.
+const SPLIT_ESCAPE: char = '\u{10F800}';
+
+/// UCS-2/UTF-16 of one part of a concatenated message: an unpaired surrogate becomes a
+/// marker for [`join_split_units`] instead of U+FFFD.
+fn decode_ucs2_part(bytes: &[u8]) -> String {
+    let units = bytes.chunks_exact(2).map(|pair| {
+        u16::from_be_bytes([
+            pair.first().copied().unwrap_or(0),
+            pair.get(1).copied().unwrap_or(0),
+        ])
+    });
+    let mut text: String = char::decode_utf16(units)
+        .map(|c| match c {
+            Ok(c) => c,
+            Err(e) => {
+                let offset = u32::from(e.unpaired_surrogate()) - 0xD800;
+                char::from_u32(SPLIT_SURROGATE_BASE + offset).unwrap_or(char::REPLACEMENT_CHARACTER)
+            }
+        })
+        .collect();
+    if bytes.len() % 2 == 1 {
+        text.push(char::REPLACEMENT_CHARACTER);
+    }
+    text
+}
+
+/// The surrogate a marker of [`decode_ucs2_part`] stands for.
+fn split_surrogate(c: char) -> Option<u16> {
+    let offset = u32::from(c).checked_sub(SPLIT_SURROGATE_BASE)?;
+    (offset < 0x800).then(|| 0xD800 + offset as u16)
+}
+
+/// Joins what the parts of a concatenated message left split: a high and a low surrogate
+/// marker in a row become their character (an emoji across a part boundary), an escape
+/// marker takes the next character from the extension table; markers left alone (the other
+/// part is missing) become U+FFFD, or a space for an escape, as within one part. Text
+/// without markers is returned unchanged, so this is applied to every assembled message.
+pub fn join_split_units(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == SPLIT_ESCAPE {
+            match chars.peek().copied() {
+                Some(next) if split_surrogate(next).is_none() && next != SPLIT_ESCAPE => {
+                    chars.next();
+                    out.push(gsm7::escaped(next));
+                }
+                _ => out.push(' '),
+            }
+            continue;
+        }
+        let Some(unit) = split_surrogate(c) else {
+            out.push(c);
+            continue;
+        };
+        let low = chars.peek().copied().and_then(split_surrogate);
+        match (unit, low) {
+            (0xD800..=0xDBFF, Some(low @ 0xDC00..=0xDFFF)) => {
+                chars.next();
+                let joined = char::decode_utf16([unit, low])
+                    .next()
+                    .and_then(Result::ok)
+                    .unwrap_or(char::REPLACEMENT_CHARACTER);
+                out.push(joined);
+            }
+            _ => out.push(char::REPLACEMENT_CHARACTER),
+        }
+    }
+    out
 }
 
 fn decode_ucs2(bytes: &[u8]) -> String {
@@ -704,6 +852,9 @@ pub struct SubmitOptions {
     pub class: Option<u8>,
     /// Send UCS-2 even when the text fits the GSM 7-bit alphabet.
     pub force_ucs2: bool,
+    /// A national language whose 7-bit tables may carry text the default alphabet cannot
+    /// (`sms.national_language`); used only when that takes fewer parts than UCS-2.
+    pub national: Option<Language>,
 }
 
 /// One SMS-SUBMIT part, ready for `AT+CMGS=<tpdu_len>` followed by `hex`.
@@ -730,7 +881,7 @@ pub fn encode_submit(
 ) -> Result<Vec<EncodedPart>, PduError> {
     let class = check_class(opts.class)?;
     let address = encode_number(to)?;
-    let body = split_text(text, opts.force_ucs2, opts.reference)?;
+    let body = split_text(text, opts.force_ucs2, opts.reference, opts.national)?;
     let mut first_octet = 0x01; // SMS-SUBMIT, no validity period
     if opts.status_report {
         first_octet |= 0x20;
@@ -769,7 +920,7 @@ pub fn encode_deliver(
         Ok(address) => address,
         Err(_) => encode_alphanumeric(from)?,
     };
-    let body = split_text(text, false, reference)?;
+    let body = split_text(text, false, reference, None)?;
     let dcs = data_coding_scheme(body.encoding, None);
     let scts = encode_timestamp(timestamp);
     Ok(body
@@ -902,53 +1053,54 @@ struct BodyPart {
 
 /// Chooses the alphabet and cuts `text` into parts, each character whole (an escape sequence
 /// or a surrogate pair never straddles two parts).
-fn split_text(text: &str, force_ucs2: bool, reference: u16) -> Result<EncodedBody, PduError> {
+fn split_text(
+    text: &str,
+    force_ucs2: bool,
+    reference: u16,
+    national: Option<Language>,
+) -> Result<EncodedBody, PduError> {
+    // The user data header of a part: its length octet and the concatenation element.
     let header_len = if reference > 255 { 7 } else { 6 };
-    let gsm = if force_ucs2 {
+    let default_gsm = if force_ucs2 {
         None
     } else {
         text.chars()
             .map(gsm7::char_to_septets)
             .collect::<Option<Vec<_>>>()
     };
-    let (encoding, chunks): (Encoding, Vec<Vec<u8>>) = match gsm {
-        Some(chars) => {
-            let total: usize = chars.iter().map(|s| s.len()).sum();
-            let limit = if total <= GSM7_SINGLE {
-                GSM7_SINGLE
-            } else {
-                (UD_OCTETS - header_len) * 8 / 7
-            };
-            let mut chunks = vec![Vec::new()];
-            for septets in chars {
-                if chunks.last().map_or(0, Vec::len) + septets.len() > limit {
-                    chunks.push(Vec::new());
-                }
-                if let Some(chunk) = chunks.last_mut() {
-                    septets.push_to(chunk);
-                }
-            }
-            (Encoding::Gsm7, chunks)
-        }
+    let (encoding, chunks, language_elements) = match default_gsm {
+        Some(chars) => (
+            Encoding::Gsm7,
+            chunk_gsm7(&chars, &[], header_len),
+            Vec::new(),
+        ),
         None => {
-            let total = text.encode_utf16().count();
-            let limit = if total <= UCS2_SINGLE {
-                UCS2_SINGLE
-            } else {
-                (UD_OCTETS - header_len) / 2
-            };
-            let mut chunks: Vec<Vec<u8>> = vec![Vec::new()];
-            let mut buf = [0u16; 2];
-            for c in text.chars() {
-                let units = c.encode_utf16(&mut buf);
-                if chunks.last().map_or(0, Vec::len) / 2 + units.len() > limit {
-                    chunks.push(Vec::new());
-                }
-                if let Some(chunk) = chunks.last_mut() {
-                    chunk.extend(units.iter().flat_map(|u| u.to_be_bytes()));
+            let mut best = (Encoding::Ucs2, chunk_ucs2(text, header_len), Vec::new());
+            let tables = national
+                .filter(|_| !force_ucs2)
+                .map(|lang| {
+                    let mut t = vec![(None, Some(lang))];
+                    if lang.has_locking_table() {
+                        t.push((Some(lang), Some(lang)));
+                    }
+                    t
+                })
+                .unwrap_or_default();
+            for (locking, single) in tables {
+                let Some(chars) = text
+                    .chars()
+                    .map(|c| gsm7::char_to_septets_national(c, locking, single))
+                    .collect::<Option<Vec<_>>>()
+                else {
+                    continue;
+                };
+                let elements = language_elements(locking, single);
+                let chunks = chunk_gsm7(&chars, &elements, header_len);
+                if chunks.len() < best.1.len() {
+                    best = (Encoding::Gsm7, chunks, elements);
                 }
             }
-            (Encoding::Ucs2, chunks)
+            best
         }
     };
     let total = u8::try_from(chunks.len()).map_err(|_| PduError::TooManyParts {
@@ -958,11 +1110,84 @@ fn split_text(text: &str, force_ucs2: bool, reference: u16) -> Result<EncodedBod
         .into_iter()
         .zip(1u8..)
         .map(|(chunk, seq)| {
-            let header = (total > 1).then(|| concat_header(reference, total, seq));
+            let mut elements = Vec::new();
+            if total > 1 {
+                elements.extend_from_slice(
+                    concat_header(reference, total, seq)
+                        .get(1..)
+                        .unwrap_or_default(),
+                );
+            }
+            elements.extend_from_slice(&language_elements);
+            let header = (!elements.is_empty()).then(|| {
+                let mut header = vec![u8::try_from(elements.len()).unwrap_or(u8::MAX)];
+                header.extend(elements);
+                header
+            });
             body_part(encoding, header, &chunk)
         })
         .collect();
     Ok(EncodedBody { encoding, parts })
+}
+
+/// The header elements that select national tables: 0x24 (single shift), 0x25 (locking).
+fn language_elements(locking: Option<Language>, single: Option<Language>) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Some(lang) = single {
+        out.extend_from_slice(&[0x24, 0x01, lang.id()]);
+    }
+    if let Some(lang) = locking {
+        out.extend_from_slice(&[0x25, 0x01, lang.id()]);
+    }
+    out
+}
+
+/// Septets in parts; every part also carries `elements` in its header, and an escape pair is
+/// never split.
+fn chunk_gsm7(chars: &[gsm7::Septets], elements: &[u8], header_len: usize) -> Vec<Vec<u8>> {
+    let total: usize = chars.iter().map(|s| s.len()).sum();
+    let single_limit = if elements.is_empty() {
+        GSM7_SINGLE
+    } else {
+        (UD_OCTETS - 1 - elements.len()) * 8 / 7
+    };
+    let limit = if total <= single_limit {
+        single_limit
+    } else {
+        (UD_OCTETS - header_len - elements.len()) * 8 / 7
+    };
+    let mut chunks = vec![Vec::new()];
+    for septets in chars {
+        if chunks.last().map_or(0, Vec::len) + septets.len() > limit {
+            chunks.push(Vec::new());
+        }
+        if let Some(chunk) = chunks.last_mut() {
+            septets.push_to(chunk);
+        }
+    }
+    chunks
+}
+
+/// UTF-16BE in parts; a surrogate pair is never split.
+fn chunk_ucs2(text: &str, header_len: usize) -> Vec<Vec<u8>> {
+    let total = text.encode_utf16().count();
+    let limit = if total <= UCS2_SINGLE {
+        UCS2_SINGLE
+    } else {
+        (UD_OCTETS - header_len) / 2
+    };
+    let mut chunks: Vec<Vec<u8>> = vec![Vec::new()];
+    let mut buf = [0u16; 2];
+    for c in text.chars() {
+        let units = c.encode_utf16(&mut buf);
+        if chunks.last().map_or(0, Vec::len) / 2 + units.len() > limit {
+            chunks.push(Vec::new());
+        }
+        if let Some(chunk) = chunks.last_mut() {
+            chunk.extend(units.iter().flat_map(|u| u.to_be_bytes()));
+        }
+    }
+    chunks
 }
 
 fn concat_header(reference: u16, total: u8, seq: u8) -> Vec<u8> {
@@ -1003,7 +1228,7 @@ fn body_part(encoding: Encoding, header: Option<Vec<u8>>, chunk: &[u8]) -> BodyP
 /// How many SMS parts `text` is sent in (what the operator bills): as [`encode_submit`] cuts
 /// it, GSM 7-bit when every character fits, else UCS-2, with 8-bit concatenation references.
 pub fn part_count(text: &str) -> usize {
-    match split_text(text, false, 0) {
+    match split_text(text, false, 0, None) {
         Ok(body) => body.parts.len(),
         Err(PduError::TooManyParts { parts }) => parts,
         Err(_) => 1,
@@ -1126,6 +1351,264 @@ pub fn decode_ussd(text: &str, dcs: Option<u8>) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// An SMS-DELIVER part built octet by octet (not with our encoder): from +4477..., UCS-2
+    /// or 7-bit user data `ud` after a concatenation header for part `seq` of `total`.
+    fn hand_made_part(dcs: u8, seq: u8, total: u8, udl: u8, body: &[u8]) -> String {
+        let mut tpdu = vec![
+            0x44, 0x0C, 0x91, 0x44, 0x77, 0x00, 0x09, 0x21, 0x43, 0x00, dcs,
+        ];
+        tpdu.extend_from_slice(&[0x42, 0x10, 0x21, 0x31, 0x54, 0x80, 0x00]);
+        tpdu.push(udl);
+        tpdu.extend_from_slice(&[0x05, 0x00, 0x03, 0x2A, total, seq]);
+        tpdu.extend_from_slice(body);
+        format!("00{}", hex::encode_upper(tpdu))
+    }
+
+    fn part_text(hex: &str) -> String {
+        match super::decode(hex, true) {
+            Ok(super::Pdu::Deliver(d)) => d.text,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_emoji_split_across_two_ucs2_parts_is_joined_whole() {
+        // U+1F600 is D83D DE00 in UTF-16: the high half ends part 1, the low half starts part 2.
+        let one = hand_made_part(0x08, 1, 2, 6 + 4, &[0x00, 0x41, 0xD8, 0x3D]);
+        let two = hand_made_part(0x08, 2, 2, 6 + 4, &[0xDE, 0x00, 0x00, 0x42]);
+        let joined = super::join_split_units(&(part_text(&one) + &part_text(&two)));
+        assert_eq!(joined, "A\u{1F600}B");
+        // Without its other half the marker is a replacement character, not private-use junk.
+        assert_eq!(super::join_split_units(&part_text(&one)), "A\u{FFFD}");
+        assert_eq!(super::join_split_units(&part_text(&two)), "\u{FFFD}B");
+    }
+
+    #[test]
+    fn a_gsm_escape_that_ends_a_part_takes_the_next_parts_first_character() {
+        // Part 1: 'a' then ESC; part 2: 'e' (0x65, which after ESC is the euro sign) then 'b'.
+        // With a 6-octet header the text starts at septet 7 (one fill bit).
+        let pack = |septets: &[u8]| {
+            let mut all = vec![0u8; 7];
+            all.extend_from_slice(septets);
+            let mut out = vec![0u8; (all.len() * 7).div_ceil(8)];
+            for (i, s) in all.iter().enumerate() {
+                for bit in 0..7 {
+                    if s & (1 << bit) != 0 {
+                        let pos = i * 7 + bit;
+                        out[pos / 8] |= 1 << (pos % 8);
+                    }
+                }
+            }
+            out.split_off(6)
+        };
+        let one = hand_made_part(0x00, 1, 2, 9, &pack(&[0x61, 0x1B]));
+        let two = hand_made_part(0x00, 2, 2, 9, &pack(&[0x65, 0x62]));
+        let joined = super::join_split_units(&(part_text(&one) + &part_text(&two)));
+        assert_eq!(joined, "a\u{20AC}b");
+    }
+
+    /// The 7-bit user data of one of oFono's `unit/test-sms.c` charset vectors (an
+    /// SMS-SUBMIT with an empty SMSC field, 11-digit address, no header), unpacked.
+    fn ofono_septets(pdu: &str) -> Vec<u8> {
+        let octets = hex::decode(pdu).expect("hex");
+        let udl = usize::from(octets[13]);
+        super::gsm7::unpack(&octets[14..], 0, udl)
+    }
+
+    /// Every septet of the basic table, in order (the escape position holds a space).
+    const OFONO_ALL_SEPTETS: &str = concat!(
+        "0001000B915310101010100000808080604028180E888462C168381E9088",
+        "6442A9582E988C06C4E9783EA09068442A994EA8946AC56AB95EB0986C46",
+        "ABD96EB89C6EC7EBF97EC0A070482C1A8FC8A472C96C3A9FD0A8744AAD5A",
+        "AFD8AC76CBED7ABFE0B0784C2E9BCFE8B47ACD6EBBDFF0B87C4EAFDBEFF8",
+        "BC7ECFEFFBFF",
+    );
+
+    #[test]
+    fn national_locking_shift_tables_decode_ofonos_vectors() {
+        use super::gsm7::{decode_national, Language};
+        let septets = ofono_septets(OFONO_ALL_SEPTETS);
+        assert_eq!(septets.len(), 128);
+        assert!(!septets.contains(&super::gsm7::ESCAPE));
+        let turkish = "@£$¥€éùıòÇ\nĞğ\rÅåΔ_ΦΓΛΩΠΨΣΘΞ ŞşßÉ !\"#¤%&'()*+,-./0123456789:;<=>?İABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§çabcdefghijklmnopqrstuvwxyzäöñüà";
+        assert_eq!(
+            decode_national(&septets, Some(Language::Turkish), None),
+            turkish
+        );
+        let portuguese = "@£$¥êéúíóç\nÔô\rÁáΔ_ªÇÀ∞^\\€Ó| ÂâÊÉ !\"#º%&'()*+,-./0123456789:;<=>?ÍABCDEFGHIJKLMNOPQRSTUVWXYZÃÕÚÜ§~abcdefghijklmnopqrstuvwxyzãõ`üà";
+        assert_eq!(
+            decode_national(&septets, Some(Language::Portuguese), None),
+            portuguese
+        );
+        // Spanish has no locking shift table: the default one stays.
+        assert_eq!(
+            decode_national(&septets, Some(Language::Spanish), None),
+            super::gsm7::decode(&septets)
+        );
+    }
+
+    #[test]
+    fn national_single_shift_tables_decode_ofonos_vectors() {
+        use super::gsm7::{decode_national, Language};
+        let cases = [
+            (
+                "0001000B9153101010101000001A1BC586B2416D529BD786B7E96D7C1BE002C8011318870E",
+                Language::Turkish,
+                Some(Language::Turkish),
+                "\u{c}^{}\\[~]|ĞİŞç€ğış",
+            ),
+            (
+                "0001000B915310101010100000269BC446B1A16C509BD4E6B5E16D7A1BDF06B8096E929BE7A6BA096FCA9BF4E6BDA903",
+                Language::Spanish,
+                Some(Language::Spanish),
+                "ç\u{c}^{}\\[~]|ÁÍÓÚá€íóú",
+            ),
+            (
+                "0001000B91531010101010000031 84C446B160381E1BC96662D9543696CD6583D9643C1BD42675D9F0C01B9F8602CC74B75C0EE68030ECF91D",
+                Language::Portuguese,
+                Some(Language::Portuguese),
+                "êç\u{c}ÔôÁáΦΓ^ΩΠΨΣΘÊ{}\\[~]|ÀÍÓÚÃÕÂ€íóúãõâ",
+            ),
+        ];
+        for (pdu, single, locking, expected) in cases {
+            let septets = ofono_septets(&pdu.replace(' ', ""));
+            assert_eq!(
+                decode_national(&septets, locking, Some(single)),
+                expected,
+                "{single:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_user_data_header_selects_the_national_tables() {
+        // oFono's Turkish single-shift vector, sent with the header a network would add:
+        // element 0x24 (single shift) and 0x25 (locking shift), both Turkish (1). Seven header
+        // octets are exactly eight septets, so the text needs no fill bits.
+        let septets = ofono_septets(
+            "0001000B9153101010101000001A1BC586B2416D529BD786B7E96D7C1BE002C8011318870E",
+        );
+        let with_language = |id: u8| {
+            let mut tpdu = vec![
+                0x44, 0x0C, 0x91, 0x44, 0x77, 0x00, 0x09, 0x21, 0x43, 0x00, 0x00,
+            ];
+            tpdu.extend_from_slice(&[0x42, 0x10, 0x21, 0x31, 0x54, 0x80, 0x00]);
+            tpdu.push(8 + septets.len() as u8);
+            tpdu.extend_from_slice(&[0x06, 0x24, 0x01, id, 0x25, 0x01, id]);
+            tpdu.extend_from_slice(&super::gsm7::pack(&septets, 0));
+            format!("00{}", hex::encode_upper(tpdu))
+        };
+        assert_eq!(part_text(&with_language(1)), "\u{c}^{}\\[~]|ĞİŞç€ğış");
+        // An identifier without tables here (13, Urdu) keeps the default tables.
+        assert_eq!(part_text(&with_language(13)), super::gsm7::decode(&septets));
+    }
+
+    #[test]
+    fn the_national_encoder_gives_ofonos_septets() {
+        use super::gsm7::{char_to_septets_national, Language};
+        let cases = [
+            (
+                "0001000B9153101010101000001A1BC586B2416D529BD786B7E96D7C1BE002C8011318870E",
+                Some(Language::Turkish),
+                Language::Turkish,
+                "\u{c}^{}\\[~]|ĞİŞç€ğış",
+            ),
+            (
+                "0001000B915310101010100000269BC446B1A16C509BD4E6B5E16D7A1BDF06B8096E929BE7A6BA096FCA9BF4E6BDA903",
+                None,
+                Language::Spanish,
+                "ç\u{c}^{}\\[~]|ÁÍÓÚá€íóú",
+            ),
+            (
+                "0001000B9153101010101000003184C446B160381E1BC96662D9543696CD6583D9643C1BD42675D9F0C01B9F8602CC74B75C0EE68030ECF91D",
+                Some(Language::Portuguese),
+                Language::Portuguese,
+                "êç\u{c}ÔôÁáΦΓ^ΩΠΨΣΘÊ{}\\[~]|ÀÍÓÚÃÕÂ€íóúãõâ",
+            ),
+        ];
+        for (pdu, locking, single, text) in cases {
+            let mut septets = Vec::new();
+            for c in text.chars() {
+                char_to_septets_national(c, locking, Some(single))
+                    .unwrap_or_else(|| panic!("{c:?} in {single:?}"))
+                    .push_to(&mut septets);
+            }
+            assert_eq!(septets, ofono_septets(pdu), "{single:?}");
+        }
+    }
+
+    #[test]
+    fn national_tables_are_used_only_when_they_save_parts() {
+        use super::{decode, encode_submit, Encoding, Language, Pdu, SubmitOptions};
+        let turkish = SubmitOptions {
+            national: Some(Language::Turkish),
+            ..Default::default()
+        };
+        let submit = |hex: &str| match decode(hex, true) {
+            Ok(Pdu::Submit(s)) => s,
+            other => panic!("{other:?}"),
+        };
+        // 80 characters with ş/ğ/ı: two UCS-2 parts, or one part with the Turkish tables.
+        let text = "Kapı açıldı, ışıklar yandı; şimdi güvenlik sistemi devrede. Ağ bağlantısı iyi.";
+        assert!(text.chars().count() > 70);
+        let parts = encode_submit("+447700900123", text, &turkish).expect("encodes");
+        assert_eq!(parts.len(), 1);
+        let s = submit(&parts[0].hex);
+        assert_eq!((s.encoding, s.text.as_str()), (Encoding::Gsm7, text));
+        let plain = encode_submit("+447700900123", text, &SubmitOptions::default()).unwrap();
+        assert_eq!(plain.len(), 2);
+        // Text the default alphabet carries gets no language header.
+        let parts = encode_submit("+447700900123", "plain text", &turkish).unwrap();
+        assert_eq!(
+            parts,
+            encode_submit("+447700900123", "plain text", &SubmitOptions::default()).unwrap()
+        );
+        // A short text that UCS-2 fits in one part as well stays UCS-2.
+        let parts = encode_submit("+447700900123", "şık", &turkish).unwrap();
+        assert_eq!(submit(&parts[0].hex).encoding, Encoding::Ucs2);
+        // Long Turkish text over several parts: each part has the concatenation and the
+        // language elements, and the parts join to the text.
+        let long = text.repeat(4);
+        let parts = encode_submit("+447700900123", &long, &turkish).unwrap();
+        let ucs2 = encode_submit("+447700900123", &long, &SubmitOptions::default()).unwrap();
+        assert!(
+            parts.len() < ucs2.len(),
+            "{} vs {}",
+            parts.len(),
+            ucs2.len()
+        );
+        let joined: String = parts.iter().map(|p| submit(&p.hex).text).collect();
+        assert_eq!(joined, long);
+    }
+
+    #[test]
+    fn text_without_split_markers_is_unchanged_by_joining() {
+        for text in ["", "plain", "\u{1F600} whole", "\u{FFFD}", "\u{10FFFD}"] {
+            assert_eq!(super::join_split_units(text), text);
+        }
+    }
+
+    #[test]
+    fn the_destination_port_of_a_wap_push_is_read() {
+        // 8-bit data with a 16-bit application port header (IEI 5) to port 2948 (WAP push).
+        let mut tpdu = vec![
+            0x44, 0x0C, 0x91, 0x44, 0x77, 0x00, 0x09, 0x21, 0x43, 0x00, 0x04,
+        ];
+        tpdu.extend_from_slice(&[0x42, 0x10, 0x21, 0x31, 0x54, 0x80, 0x00]);
+        tpdu.extend_from_slice(&[
+            0x0A, 0x06, 0x05, 0x04, 0x0B, 0x84, 0x23, 0xF0, 0x01, 0x06, 0x00,
+        ]);
+        let hex = format!("00{}", hex::encode_upper(tpdu));
+        match super::decode(&hex, true) {
+            Ok(super::Pdu::Deliver(d)) => {
+                assert_eq!(d.port, Some(2948));
+                assert_eq!(d.encoding, super::Encoding::EightBit);
+                assert_eq!(d.data, [0x01, 0x06, 0x00]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     use super::*;
 
     fn ts(s: &str) -> DateTime<FixedOffset> {

@@ -1,8 +1,10 @@
 //! A simulated GSM modem on a pseudo-terminal, for `gsmgw demo`, tests and users without
 //! hardware.
 //!
-//! [`SimModem::start`] opens a pty and answers AT commands on it the way a SIM800-class modem
-//! does (verbose result codes, echo on until `ATE0`, PDU mode only). The gateway opens
+//! [`SimModem::start`] opens a pty and answers AT commands on it the way the module of its
+//! [`Profile`] does (see [`crate::modem::profiles`]: `AT+CNMI=?` and `AT+CPMS=?` answers,
+//! values it rejects, power-on `+CNMI`, boot URCs, identity), with verbose result codes, echo
+//! on until `ATE0`, PDU mode only. The gateway opens
 //! [`SimHandle::path`] with `tokio-serial` like any serial device and cannot tell the
 //! difference. The [`SimHandle`] plays the outside world (incoming SMS and calls, a hung
 //! modem, lost URCs) and the [`SimEvent`] receiver reports what the gateway did.
@@ -11,8 +13,10 @@
 //! - `AT+CMEE` starts at 0 as on real modems, so errors are a plain `ERROR` until the gateway
 //!   sends `AT+CMEE=1` (numeric `+CME ERROR: n` / `+CMS ERROR: n`).
 //! - `+CLIP` lines follow `RING` only after `AT+CLIP=1`.
-//! - New SMS follow `AT+CNMI`'s `<mt>`: 0 store silently, 1 (the power-on default) store and
-//!   send `+CMTI: "SM",<index>`, 2 or 3 send `+CMT: ,<len>` with the PDU and do not store.
+//! - New SMS follow `AT+CNMI`'s `<mt>`: 0 store silently, 1 store and send
+//!   `+CMTI: "SM",<index>`, 2 or 3 send `+CMT: ,<len>` with the PDU and do not store. The
+//!   power-on value is the profile's; a value outside the profile's `AT+CNMI=?` answer is
+//!   rejected with the profile's `+CMS ERROR` and changes nothing.
 //! - SIM full: a message that finds no free slot is held back, as a service centre retries
 //!   delivery, and `+CIEV: "SMSFULL",1` is sent once; held messages are stored (with
 //!   `+CMTI`) after the `OK` of the `AT+CMGD` that frees room. [`SimHandle::waiting_sms`]
@@ -23,10 +27,13 @@
 //!   SMS-SUBMIT gives `+CMS ERROR: 304`. Each `AT+CMGS` is one [`SimEvent::SmsSent`], so a
 //!   concatenated message gives one event per part.
 //! - An SMS-SUBMIT that asks for a delivery report (TP-SRR) gets one at once, "delivered",
-//!   as `AT+CNMI`'s `<ds>` says: 1 sends `+CDS: <len>` and the PDU, 2 stores it (listed by
-//!   `AT+CMGL` like an SMS) and sends `+CDSI: "SM",<index>`, 0 drops it.
-//! - `AT+CFUN=1,1` answers `OK`, then at once sends `RDY`, `+CFUN: 1`, `+CPIN: ...`,
-//!   `Call Ready`, `SMS Ready`, with settings back to power-on values (echo on).
+//!   as `AT+CNMI`'s `<ds>` says: 1 sends `+CDS: <len>` and the PDU, 2 stores it and sends
+//!   `+CDSI: <mem>,<index>`, 0 drops it. `<mem>` is "SM" (listed by `AT+CMGL` like an SMS)
+//!   or, on profiles that keep reports apart (EC25, SIM7600), "SR", read only after
+//!   `AT+CPMS="SR"`.
+//! - `AT+CFUN=1,1` answers `OK`, then at once sends the profile's boot URCs, with settings
+//!   back to power-on values (echo on, `+CLIP` off, `+CNMI` as shipped).
+//!   [`SimHandle::reboot`] does the same unasked, as a module that browns out.
 
 mod codec;
 mod modem;
@@ -46,6 +53,7 @@ use nix::libc;
 use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
 use tokio::sync::mpsc;
 
+use crate::modem::profiles::{self, Profile};
 use modem::SimulatedModem;
 
 /// How long the loop waits for I/O before it looks at the stop flag again. Stop requests also
@@ -70,6 +78,8 @@ pub struct SimConfig {
     pub echo: bool,
     /// SMS the SIM can store.
     pub storage_slots: usize,
+    /// The module it behaves as.
+    pub profile: &'static Profile,
 }
 
 impl std::fmt::Debug for SimConfig {
@@ -82,6 +92,7 @@ impl std::fmt::Debug for SimConfig {
             .field("pin", &self.pin.as_ref().map(|_| "<redacted>"))
             .field("echo", &self.echo)
             .field("storage_slots", &self.storage_slots)
+            .field("profile", &self.profile.id)
             .finish()
     }
 }
@@ -95,6 +106,7 @@ impl Default for SimConfig {
             pin: None,
             echo: true,
             storage_slots: 30,
+            profile: &profiles::GENERIC,
         }
     }
 }
@@ -224,6 +236,23 @@ impl SimHandle {
     /// The caller gives up (or hangs up an answered call): `NO CARRIER`.
     pub fn remote_hang_up(&self) {
         self.with_modem(|m| m.remote_hang_up());
+    }
+
+    /// The module restarts on its own with the port left open: settings back to the profile's
+    /// power-on values, then its boot URCs.
+    pub fn reboot(&self) {
+        self.with_modem(|m| m.reboot());
+    }
+
+    /// The module restarts and its boot URCs are lost (sent while nobody listened): only its
+    /// settings show it.
+    pub fn reboot_silently(&self) {
+        self.with_modem(|m| m.reboot_silently());
+    }
+
+    /// The `+CNMI` values in force.
+    pub fn cnmi(&self) -> [u8; 5] {
+        self.inner.shared.modem().cnmi()
     }
 
     /// Sends bytes to the gateway as they are (noise, vendor URCs).

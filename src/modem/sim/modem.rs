@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 
 use super::codec;
 use super::{SimConfig, SimEvent};
+use crate::modem::profiles::{parse_cnmi_test, parse_cpms_test, Cnmi, Profile};
 
 /// Longest command line kept; longer lines are cut, like a modem's fixed input buffer.
 const MAX_LINE: usize = 1024;
@@ -12,8 +13,8 @@ const MAX_LINE: usize = 1024;
 const MAX_PDU_HEX: usize = 2 * 200;
 /// Wrong PINs before the SIM wants its PUK, as on a real SIM.
 const PIN_ATTEMPTS: u8 = 3;
-/// `+CNMI` `<mt>` after power-on: store new SMS and announce them with `+CMTI`.
-const DEFAULT_NEW_SMS_MODE: u8 = 1;
+/// Slots of the separate status report storage ("SR") of modems that have one.
+const REPORT_SLOTS: usize = 20;
 
 /// `+CMGR`/`+CMGL` `<stat>` values in PDU mode.
 const STAT_UNREAD: u8 = 0;
@@ -27,6 +28,7 @@ const CME_SIM_PIN_REQUIRED: u16 = 11;
 const CME_SIM_PUK_REQUIRED: u16 = 12;
 const CME_INCORRECT_PASSWORD: u16 = 16;
 /// `+CMS ERROR` codes (3GPP TS 27.005 §3.2.5).
+const CMS_OPERATION_NOT_ALLOWED: u16 = 302;
 const CMS_INVALID_PDU_MODE_PARAMETER: u16 = 304;
 const CMS_INVALID_MEMORY_INDEX: u16 = 321;
 
@@ -82,15 +84,24 @@ struct Settings {
 }
 
 impl Settings {
-    fn power_on(echo: bool) -> Self {
+    fn power_on(echo: bool, profile: &Profile) -> Self {
         Settings {
             echo,
             cmee: 0,
             clip: false,
             creg_mode: 0,
-            cnmi: [0, DEFAULT_NEW_SMS_MODE, 0, 0, 0],
+            cnmi: profile.cnmi_power_on,
         }
     }
+}
+
+/// The storage `AT+CPMS` selected for reading, listing and deleting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadStorage {
+    /// The SIM (whatever name the profile uses for it).
+    Messages,
+    /// The separate status report storage ("SR").
+    Reports,
 }
 
 /// The simulated modem: SIM storage, call state, settings, and the bytes waiting to go out.
@@ -103,6 +114,9 @@ pub(super) struct SimulatedModem {
     responsive: bool,
     new_sms_urcs: bool,
     slots: Vec<Option<StoredSms>>,
+    /// Status reports, on modems that keep them in "SR".
+    report_slots: Vec<Option<StoredSms>>,
+    read_storage: ReadStorage,
     /// Messages the "network" holds because the SIM is full; stored when a slot frees up.
     waiting_for_space: VecDeque<String>,
     full_reported: bool,
@@ -126,13 +140,15 @@ impl SimulatedModem {
             None => PinState::Ready,
         };
         SimulatedModem {
-            settings: Settings::power_on(cfg.echo),
+            settings: Settings::power_on(cfg.echo, cfg.profile),
             pin,
             registered: true,
             csq: cfg.csq,
             responsive: true,
             new_sms_urcs: true,
             slots: vec![None; cfg.storage_slots],
+            report_slots: vec![None; REPORT_SLOTS],
+            read_storage: ReadStorage::Messages,
             waiting_for_space: VecDeque::new(),
             full_reported: false,
             call: CallState::Idle,
@@ -197,6 +213,10 @@ impl SimulatedModem {
     }
 
     pub(super) fn ring(&mut self, from: Option<&str>) {
+        if !self.cfg.profile.voice {
+            tracing::warn!("simulated {} has no voice: no ring", self.cfg.profile.id);
+            return;
+        }
         if self.call == CallState::Active {
             tracing::warn!("simulated modem ignores a ring during a connected call");
             return;
@@ -353,7 +373,7 @@ impl SimulatedModem {
         match command {
             Command::Basic(letter, arg) => self.execute_basic(*letter, *arg),
             Command::Ampersand('F', _) => {
-                self.settings = Settings::power_on(true);
+                self.settings = Settings::power_on(true, self.cfg.profile);
                 Outcome::Done
             }
             // `&W` (save profile), `&D` (DTR), `&C` (DCD)...: nothing to simulate.
@@ -368,7 +388,7 @@ impl SimulatedModem {
             // A missing value is 0 (V.250), so `ATE` turns echo off.
             ('E', None | Some(0)) => self.settings.echo = false,
             ('E', Some(1)) => self.settings.echo = true,
-            ('Z', _) => self.settings = Settings::power_on(true),
+            ('Z', _) => self.settings = Settings::power_on(true, self.cfg.profile),
             ('H', _) => self.hang_up(),
             ('A', _) => {
                 if self.call != CallState::Ringing {
@@ -377,7 +397,10 @@ impl SimulatedModem {
                 self.call = CallState::Active;
                 self.events.push(SimEvent::CallAnswered);
             }
-            ('I', _) => self.info(&["gsmgw simulated modem", "Revision: sim-1"]),
+            ('I', _) => {
+                let lines = self.cfg.profile.ati;
+                self.info(lines);
+            }
             // Only verbose result codes (V1, Q0) are simulated.
             ('V', None | Some(1)) | ('Q', None | Some(0)) => {}
             ('X' | 'S', _) => {}
@@ -423,14 +446,30 @@ impl SimulatedModem {
             ("+CMGF", Read) => self.info(&["+CMGF: 0"]),
             ("+CMGF", Test) => self.info(&["+CMGF: (0)"]),
             ("+CNMI", Set(args)) => {
-                for (i, value) in self.settings.cnmi.iter_mut().enumerate() {
-                    if let Some(n) = number_arg(args, i) {
-                        *value = u8::try_from(n).unwrap_or(0);
+                let mut cnmi = self.settings.cnmi;
+                for (i, value) in cnmi.iter_mut().enumerate() {
+                    match args.split(',').nth(i).map(str::trim) {
+                        None | Some("") => {}
+                        Some(arg) => match arg.parse::<u8>() {
+                            Ok(n) => *value = n,
+                            Err(_) => return self.cms(self.cfg.profile.cnmi_error),
+                        },
                     }
                 }
+                let allowed = parse_cnmi_test(self.cfg.profile.cnmi_test)
+                    .is_some_and(|support| support.allows(Cnmi(cnmi)));
+                if !allowed {
+                    return self.cms(self.cfg.profile.cnmi_error);
+                }
+                self.settings.cnmi = cnmi;
+            }
+            ("+CNMI", Test) => {
+                let line = self.cfg.profile.cnmi_test;
+                self.info(&[line]);
             }
             ("+CNMI", Read) => {
                 let [mode, mt, bm, ds, bfr] = self.settings.cnmi;
+                let mode = self.cfg.profile.cnmi_reported_mode.unwrap_or(mode);
                 self.info(&[&format!("+CNMI: {mode},{mt},{bm},{ds},{bfr}")]);
             }
             ("+CLIP", Set(args)) => self.settings.clip = number_arg(args, 0) == Some(1),
@@ -460,23 +499,26 @@ impl SimulatedModem {
                 let imei = self.cfg.imei.clone();
                 self.info(&[&imei]);
             }
-            ("+CGMI" | "+GMI", Exec) => self.info(&["gsmgw"]),
-            ("+CGMM" | "+GMM", Exec) => self.info(&["gsmgw simulated modem"]),
-            ("+CGMR" | "+GMR", Exec) => self.info(&["Revision: sim-1"]),
+            ("+CGMI" | "+GMI", Exec) => self.info(&[self.cfg.profile.manufacturer]),
+            ("+CGMM" | "+GMM", Exec) => self.info(&[self.cfg.profile.model]),
+            ("+CGMR" | "+GMR", Exec) => self.info(&[self.cfg.profile.revision]),
             ("+CIMI", Exec) => self.info(&["001010123456789"]),
             ("+CCID", Exec) => self.info(&["89001012345678901234"]),
             ("+CPMS", Read) => {
                 let (used, total) = (self.stored_sms(), self.slots.len());
+                let (read, read_used, read_total) = match self.read_storage {
+                    ReadStorage::Messages => ("SM", used, total),
+                    ReadStorage::Reports => ("SR", self.stored_reports(), self.report_slots.len()),
+                };
                 let line = format!(
-                    "+CPMS: \"SM\",{used},{total},\"SM\",{used},{total},\"SM\",{used},{total}"
+                    "+CPMS: \"{read}\",{read_used},{read_total},\"SM\",{used},{total},\"SM\",{used},{total}"
                 );
                 self.info(&[&line]);
             }
-            ("+CPMS", Set(_)) => {
-                let (used, total) = (self.stored_sms(), self.slots.len());
-                self.info(&[&format!(
-                    "+CPMS: {used},{total},{used},{total},{used},{total}"
-                )]);
+            ("+CPMS", Set(args)) => return self.select_storage(args),
+            ("+CPMS", Test) => {
+                let line = self.cfg.profile.cpms_test;
+                self.info(&[line]);
             }
             ("+CMGR", Set(args)) => return self.read_sms(args),
             ("+CMGL", Exec) => return self.list_sms(STAT_UNREAD),
@@ -505,6 +547,7 @@ impl SimulatedModem {
             ("+CFUN", Read) => self.info(&["+CFUN: 1"]),
             ("+CSCS", Set(_)) | ("+IPR", Set(_)) | ("+CSCA", Set(_)) | ("+CSMS", Set(_)) => {}
             ("+CSCS", Read) => self.info(&["+CSCS: \"GSM\""]),
+            (name, Set(_)) if self.cfg.profile.accepts.contains(&name) => {}
             ("+CSCA", Read) => self.info(&["+CSCA: \"+10000000000\",145"]),
             (_, Test) => {}
             _ => return Outcome::Final("ERROR".to_owned()),
@@ -520,7 +563,15 @@ impl SimulatedModem {
                 let given = quoted_arg(args).unwrap_or_else(|| args.trim().to_owned());
                 if self.cfg.pin.as_deref() == Some(given.as_str()) {
                     self.pin = PinState::Ready;
-                    after_ok.extend(["+CPIN: READY", "Call Ready", "SMS Ready"].map(String::from));
+                    // What the module says once the SIM is open: the boot URCs from +CPIN on.
+                    let ready = self
+                        .cfg
+                        .profile
+                        .boot_urcs
+                        .iter()
+                        .skip_while(|u| !u.starts_with("+CPIN:"))
+                        .map(|u| (*u).to_owned());
+                    after_ok.extend(ready);
                     return Outcome::Done;
                 }
                 let attempts_left = attempts_left.saturating_sub(1);
@@ -538,7 +589,7 @@ impl SimulatedModem {
         let Some(index) = self.slot_index(args) else {
             return self.cms(CMS_INVALID_MEMORY_INDEX);
         };
-        let Some(Some(sms)) = self.slots.get_mut(index) else {
+        let Some(Some(sms)) = self.read_slots().get_mut(index) else {
             // An empty slot: no message, just OK, as SIM800 and Quectel modems do.
             return Outcome::Done;
         };
@@ -551,7 +602,7 @@ impl SimulatedModem {
 
     fn list_sms(&mut self, stat: u8) -> Outcome {
         let mut lines = Vec::new();
-        for (i, slot) in self.slots.iter_mut().enumerate() {
+        for (i, slot) in self.read_slots().iter_mut().enumerate() {
             let Some(sms) = slot else { continue };
             if stat != STAT_ALL && sms.stat != stat {
                 continue;
@@ -580,12 +631,12 @@ impl SimulatedModem {
             let Some(index) = self.slot_index(args) else {
                 return self.cms(CMS_INVALID_MEMORY_INDEX);
             };
-            if let Some(slot) = self.slots.get_mut(index) {
+            if let Some(slot) = self.read_slots().get_mut(index) {
                 *slot = None;
             }
         } else {
             // <delflag> 1: read, 2: read and sent, 3: read, sent and unsent, 4: all.
-            for slot in &mut self.slots {
+            for slot in self.read_slots().iter_mut() {
                 let delete = match slot {
                     Some(sms) => flag >= 4 || sms.stat != STAT_UNREAD,
                     None => false,
@@ -659,16 +710,22 @@ impl SimulatedModem {
                     .extend_from_slice(format!("\r\n{header}\r\n{pdu}\r\n").as_bytes());
             }
             2 => {
-                let Some(index) = self.slots.iter().position(Option::is_none) else {
+                let mem = self.cfg.profile.report_storage;
+                let slots = if mem == "SR" {
+                    &mut self.report_slots
+                } else {
+                    &mut self.slots
+                };
+                let Some(index) = slots.iter().position(Option::is_none) else {
                     return;
                 };
-                if let Some(slot) = self.slots.get_mut(index) {
+                if let Some(slot) = slots.get_mut(index) {
                     *slot = Some(StoredSms {
                         pdu,
                         stat: STAT_UNREAD,
                     });
                 }
-                self.urc(&format!("+CDSI: \"SM\",{}", index + 1));
+                self.urc(&format!("+CDSI: \"{mem}\",{}", index + 1));
             }
             _ => {}
         }
@@ -683,23 +740,51 @@ impl SimulatedModem {
         self.call = CallState::Idle;
     }
 
-    fn reset(&mut self, after_ok: &mut Vec<String>) {
-        self.settings = Settings::power_on(true);
+    /// A restart: settings back to the profile's power-on values (echo on, no caller ID,
+    /// `+CNMI` as shipped), the call and any half-typed command gone, the volatile report
+    /// storage emptied; the SIM's messages stay. Returns the boot URCs to send; with a PIN
+    /// lock they stop at `+CPIN: SIM PIN`.
+    fn restart(&mut self) -> Vec<String> {
+        self.settings = Settings::power_on(true, self.cfg.profile);
         self.call = CallState::Idle;
         self.line.clear();
+        self.input = InputMode::Command;
+        self.read_storage = ReadStorage::Messages;
+        self.report_slots.iter_mut().for_each(|s| *s = None);
+        self.responsive = true;
         if self.cfg.pin.is_some() {
             self.pin = PinState::PinRequired {
                 attempts_left: PIN_ATTEMPTS,
             };
         }
-        let cpin = if self.pin == PinState::Ready {
-            "+CPIN: READY"
-        } else {
-            "+CPIN: SIM PIN"
-        };
-        after_ok.extend(["RDY", "+CFUN: 1", cpin].map(String::from));
-        if self.pin == PinState::Ready {
-            after_ok.extend(["Call Ready", "SMS Ready"].map(String::from));
+        let mut urcs = Vec::new();
+        for urc in self.cfg.profile.boot_urcs {
+            if urc.starts_with("+CPIN:") && self.pin != PinState::Ready {
+                urcs.push("+CPIN: SIM PIN".to_owned());
+                break;
+            }
+            urcs.push((*urc).to_owned());
+        }
+        urcs
+    }
+
+    fn reset(&mut self, after_ok: &mut Vec<String>) {
+        let urcs = self.restart();
+        after_ok.extend(urcs);
+    }
+
+    pub(super) fn reboot_silently(&mut self) {
+        self.restart();
+    }
+
+    pub(super) fn cnmi(&self) -> [u8; 5] {
+        self.settings.cnmi
+    }
+
+    /// The module restarts on its own (brown-out, watchdog) while the port stays open.
+    pub(super) fn reboot(&mut self) {
+        for urc in self.restart() {
+            self.urc(&urc);
         }
     }
 
@@ -741,9 +826,58 @@ impl SimulatedModem {
     }
 
     /// The 0-based slot for a 1-based `<index>` argument, if it is in range.
-    fn slot_index(&self, args: &str) -> Option<usize> {
+    fn slot_index(&mut self, args: &str) -> Option<usize> {
         let index = usize::try_from(number_arg(args, 0)?).ok()?;
-        (1..=self.slots.len()).contains(&index).then(|| index - 1)
+        (1..=self.read_slots().len())
+            .contains(&index)
+            .then(|| index - 1)
+    }
+
+    /// The slots `AT+CPMS` selected for reading, listing and deleting.
+    fn read_slots(&mut self) -> &mut Vec<Option<StoredSms>> {
+        match self.read_storage {
+            ReadStorage::Messages => &mut self.slots,
+            ReadStorage::Reports => &mut self.report_slots,
+        }
+    }
+
+    fn stored_reports(&self) -> usize {
+        self.report_slots.iter().filter(|s| s.is_some()).count()
+    }
+
+    /// `AT+CPMS=<mem1>[,...]`: only `<mem1>` changes what is read; each must be a storage
+    /// the profile lists for its place.
+    fn select_storage(&mut self, args: &str) -> Outcome {
+        let Some(support) = parse_cpms_test(self.cfg.profile.cpms_test) else {
+            return self.cms(CMS_OPERATION_NOT_ALLOWED);
+        };
+        let names: Vec<String> = args
+            .split(',')
+            .map(|a| a.trim().trim_matches('"').to_ascii_uppercase())
+            .collect();
+        let lists = [&support.read, &support.write, &support.receive];
+        let valid = names.len() <= 3
+            && names
+                .iter()
+                .zip(lists)
+                .all(|(name, list)| list.contains(name));
+        if !valid {
+            return self.cms(CMS_OPERATION_NOT_ALLOWED);
+        }
+        let separate_reports = self.cfg.profile.report_storage == "SR";
+        self.read_storage = match names.first().map(String::as_str) {
+            Some("SR") if separate_reports => ReadStorage::Reports,
+            _ => ReadStorage::Messages,
+        };
+        let (used, total) = (self.stored_sms(), self.slots.len());
+        let (read_used, read_total) = match self.read_storage {
+            ReadStorage::Messages => (used, total),
+            ReadStorage::Reports => (self.stored_reports(), self.report_slots.len()),
+        };
+        self.info(&[&format!(
+            "+CPMS: {read_used},{read_total},{used},{total},{used},{total}"
+        )]);
+        Outcome::Done
     }
 
     fn registration_stat(&self) -> u8 {
@@ -985,6 +1119,63 @@ mod tests {
         assert_eq!(tpdu_octets("0791448720003023040C91"), 3);
         assert_eq!(tpdu_octets("00010203"), 3);
         assert_eq!(tpdu_octets("zz"), 1);
+    }
+
+    fn exchange(modem: &mut SimulatedModem, line: &str) -> String {
+        modem.receive(line.as_bytes());
+        modem.receive(b"\r");
+        String::from_utf8_lossy(&modem.take_output()).into_owned()
+    }
+
+    fn sim(id: &str) -> SimulatedModem {
+        let profile = crate::modem::profiles::by_id(id).expect("profile");
+        SimulatedModem::new(SimConfig {
+            profile,
+            echo: false,
+            ..SimConfig::default()
+        })
+    }
+
+    #[test]
+    fn a_sim800_refuses_stored_reports_as_its_manual_says() {
+        let mut m = sim("sim800");
+        exchange(&mut m, "AT+CMEE=1");
+        assert_eq!(
+            exchange(&mut m, "AT+CNMI=?"),
+            "\r\n+CNMI: (0-3),(0-3),(0,2),(0,1),(0,1)\r\n\r\nOK\r\n"
+        );
+        assert!(exchange(&mut m, "AT+CNMI=2,1,0,2,0").contains("+CMS ERROR: 302"));
+        assert_eq!(m.cnmi(), [2, 1, 0, 0, 0], "a refused value changes nothing");
+        assert!(exchange(&mut m, "AT+CNMI=2,1,0,1,0").ends_with("OK\r\n"));
+        assert_eq!(m.cnmi(), [2, 1, 0, 1, 0]);
+        assert!(exchange(&mut m, "AT+CGMM").contains("SIMCOM_SIM800C"));
+    }
+
+    #[test]
+    fn an_ec25_files_reports_in_sr_and_lists_them_only_from_there() {
+        let mut m = sim("ec25");
+        exchange(&mut m, "AT+CNMI=2,1,0,2,0");
+        m.delivery_report("+447700900123", 7);
+        let out = String::from_utf8_lossy(&m.take_output()).into_owned();
+        assert!(out.contains("+CDSI: \"SR\",1"), "{out}");
+        assert!(!exchange(&mut m, "AT+CMGL=4").contains("+CMGL:"));
+        assert!(exchange(&mut m, "AT+CPMS=\"SR\"").contains("+CPMS: 1,20"));
+        assert!(exchange(&mut m, "AT+CMGL=4").contains("+CMGL: 1,"));
+        assert!(exchange(&mut m, "AT+CPMS=\"XX\"").contains("ERROR"));
+    }
+
+    #[test]
+    fn a_reboot_restores_power_on_settings_and_sends_the_boot_urcs() {
+        let mut m = sim("e3372");
+        exchange(&mut m, "AT+CLIP=1");
+        exchange(&mut m, "AT+CNMI=2,1,0,2,0");
+        m.reboot();
+        let out = String::from_utf8_lossy(&m.take_output()).into_owned();
+        assert_eq!(out, "\r\n^SYSSTART\r\n\r\n+CPIN: READY\r\n");
+        assert_eq!(m.cnmi(), [0, 0, 0, 0, 0]);
+        assert!(exchange(&mut m, "AT+CLIP?").contains("+CLIP: 0,1"));
+        // Echo is back on after a restart.
+        assert!(exchange(&mut m, "AT").starts_with("AT\r"));
     }
 
     #[test]
