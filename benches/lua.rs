@@ -96,6 +96,7 @@ fn events_through_ten_rules(c: &mut Criterion) {
         text: "STATUS".into(),
         time: None,
         incomplete: false,
+        sender_kind: gsmgw::bus::SenderKind::of("+447700900123"),
     };
     g.bench_function("sms", |b| {
         b.iter(|| black_box(host.dispatch_sms(black_box(&sms), now)))
@@ -165,6 +166,7 @@ fn runaway_loop_with_the_default_budget(c: &mut Criterion) {
             text: text.into(),
             time: None,
             incomplete: false,
+            sender_kind: gsmgw::bus::SenderKind::of("+447700900123"),
         };
         g.bench_function(label, |b| {
             // Reloaded each time: five stopped calls in a row would disable it.

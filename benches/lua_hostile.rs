@@ -84,6 +84,7 @@ fn sms(text: &str) -> IncomingSms {
         text: text.into(),
         time: None,
         incomplete: false,
+        sender_kind: gsmgw::bus::SenderKind::International,
     }
 }
 

@@ -24,6 +24,10 @@ use crate::store::{self, Store, StoreHandle};
 pub struct RunOptions {
     /// Drive this GPIO backend instead of the configured one (the simulated one).
     pub gpio_backend: Option<Box<dyn GpioBackend>>,
+    /// Use this bus (subscribed to already, so nothing published at start is missed).
+    pub bus: Option<Bus>,
+    /// The config file, re-read on SIGHUP; without it SIGHUP reloads the scripts only.
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 /// The handles of a running gateway.
@@ -94,7 +98,7 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 /// Builds every task. Config problems were found before; what can fail here is the outside
 /// world (a store that cannot be opened, a GPIO line that is busy).
 pub async fn start(cfg: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
-    let bus = Bus::new();
+    let bus = opts.bus.unwrap_or_default();
     // Subscribed before anything can publish, so the Lua host misses no event.
     let script_events = bus.subscribe();
 
@@ -185,6 +189,7 @@ pub async fn start(cfg: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
             .map(|row| {
                 Event::SmsReceived(crate::bus::IncomingSms {
                     id: row.id,
+                    sender_kind: row.kind(),
                     from: row.from,
                     text: row.text,
                     time: row.sent_at,
@@ -229,7 +234,11 @@ pub async fn start(cfg: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
     };
     tasks.push((
         "sighup",
-        tokio::spawn(reload_on_sighup(scripts.clone(), stopped(stop_rx.clone()))),
+        tokio::spawn(reload_on_sighup(
+            scripts.clone(),
+            opts.config_path.map(|path| (path, cfg.clone())),
+            stopped(stop_rx.clone()),
+        )),
     ));
 
     Ok(Gateway {
@@ -330,12 +339,13 @@ pub trait CommandSink: Sync {
     fn alarm(&self) -> &AlarmHandle;
     /// The MQTT bridge, when enabled.
     fn mqtt(&self) -> Option<&MqttHandle>;
-    /// Queues an outgoing SMS.
+    /// Queues an outgoing SMS; `priority` may use the caps' priority reserve.
     fn send_sms(
         &self,
         to: &str,
         text: &str,
         request_id: Option<&str>,
+        priority: bool,
     ) -> impl Future<Output = Result<(), String>> + Send;
     /// Rejects, answers or hangs up call `call_id`.
     fn call(
@@ -394,9 +404,15 @@ impl CommandSink for Handles {
     fn mqtt(&self) -> Option<&MqttHandle> {
         self.mqtt.as_ref()
     }
-    async fn send_sms(&self, to: &str, text: &str, request_id: Option<&str>) -> Result<(), String> {
+    async fn send_sms(
+        &self,
+        to: &str,
+        text: &str,
+        request_id: Option<&str>,
+        priority: bool,
+    ) -> Result<(), String> {
         self.modem
-            .queue_sms(to, text, request_id)
+            .queue_sms(to, text, request_id, priority)
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
@@ -437,8 +453,12 @@ pub async fn execute_on<S: CommandSink>(h: &S, cmd: Command) {
             to,
             text,
             request_id,
+            priority,
         } => {
-            if let Err(e) = h.send_sms(&to, &text, request_id.as_deref()).await {
+            if let Err(e) = h
+                .send_sms(&to, &text, request_id.as_deref(), priority)
+                .await
+            {
                 tracing::warn!(to = %to, error = %e, "SMS not queued");
             }
         }
@@ -471,16 +491,29 @@ pub async fn execute_on<S: CommandSink>(h: &S, cmd: Command) {
             None => tracing::debug!(topic = %topic, "MQTT disabled; subscription ignored"),
         },
         Command::MqttConnect { id, seconds } => h.start_mqtt_session(id, seconds),
-        Command::Alarm { action, by, code } => {
-            if let Err(e) = h
+        Command::Alarm {
+            action,
+            source,
+            by,
+            code,
+            reply,
+        } => {
+            let result = h
                 .alarm()
-                .command(action, by.as_deref(), code.as_ref())
-                .await
-            {
+                .command(action, &source, by.as_deref(), code.as_ref())
+                .await;
+            if let Err(e) = &result {
                 tracing::warn!(?action, by = by.as_deref().unwrap_or("-"), error = %e, "alarm request refused");
+            }
+            // The asking script hears the answer as an event, after the state change.
+            if let Some(id) = reply {
+                let result = result.map(|_| ()).map_err(|e| e.reason());
+                h.bus().publish(Event::AlarmResult { id, result });
             }
         }
         Command::Ussd { id, code } => h.start_ussd(id, code),
+        // The script task owns the lock-outs: it gets the request as an event.
+        Command::Unlock { number, by } => h.bus().publish(Event::UnlockRequest { number, by }),
     }
 }
 
@@ -496,7 +529,19 @@ async fn route_commands(mut rx: mpsc::Receiver<Command>, handles: Handles) {
     }
 }
 
-async fn reload_on_sighup(scripts: ScriptsHandle, shutdown: impl Future<Output = ()>) {
+/// SIGHUP: re-reads the config file (when there is one) and hands its script sections to the
+/// script task, which reloads every script; what else changed is named as needing a restart
+/// (the modem, GPIO, store, MQTT and alarm owners are built once, at start). A config that
+/// does not load changes nothing: the scripts are reloaded with the running config.
+async fn reload_on_sighup(
+    scripts: ScriptsHandle,
+    config: Option<(std::path::PathBuf, Config)>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (path, mut running) = match config {
+        Some((path, cfg)) => (Some(path), Some(cfg)),
+        None => (None, None),
+    };
     let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => s,
         Err(e) => {
@@ -509,14 +554,89 @@ async fn reload_on_sighup(scripts: ScriptsHandle, shutdown: impl Future<Output =
         tokio::select! {
             _ = &mut shutdown => break,
             got = hangups.recv() => match got {
-                Some(()) => {
-                    tracing::info!("SIGHUP: reloading every script");
-                    scripts.reload(Reload::All);
-                }
+                Some(()) => match (&path, &mut running) {
+                    (Some(path), Some(running)) => match Config::load(path) {
+                        Ok(new) => {
+                            let restart = needs_restart(running, &new);
+                            if !restart.is_empty() {
+                                tracing::warn!(
+                                    changed = %restart.join(", "),
+                                    "SIGHUP: these settings changed and take effect only after a restart (systemctl restart gsmgw)"
+                                );
+                            }
+                            tracing::info!(config = %path.display(), "SIGHUP: config re-read; reloading every script");
+                            *running = new.clone();
+                            scripts.reconfigure(new);
+                        }
+                        Err(e) => {
+                            tracing::error!(config = %path.display(), error = %e, "SIGHUP: the config does not load, nothing of it applied; reloading every script");
+                            scripts.reload(Reload::All);
+                        }
+                    },
+                    _ => {
+                        tracing::info!("SIGHUP: reloading every script");
+                        scripts.reload(Reload::All);
+                    }
+                },
                 None => break,
             },
         }
     }
+}
+
+/// The settings that differ between `old` and `new` and that only a restart applies: every
+/// section but the scripts' (`lua.plugins`, `lua.rules`, the script folders, `[plugins.*]`,
+/// `[rules.*]`, which SIGHUP applies).
+pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
+    // Debug shows every field (secrets redacted, so a changed secret is named by section
+    // only if something else there changed too: a known limit, see docs).
+    fn differs<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
+        format!("{a:?}") != format!("{b:?}")
+    }
+    let mut out = Vec::new();
+    let sections: [(&str, bool); 9] = [
+        ("[gateway]", differs(&old.gateway, &new.gateway)),
+        ("[modem]", differs(&old.modem, &new.modem)),
+        ("[sms]", differs(&old.sms, &new.sms)),
+        ("[gpio]", differs(&old.gpio, &new.gpio)),
+        ("[outputs]", differs(&old.outputs, &new.outputs)),
+        ("[inputs]", differs(&old.inputs, &new.inputs)),
+        ("[store]", differs(&old.store, &new.store)),
+        ("[mqtt]", differs(&old.mqtt, &new.mqtt)),
+        ("[alarm]", differs(&old.alarm, &new.alarm)),
+    ];
+    out.extend(
+        sections
+            .into_iter()
+            .filter(|(_, changed)| *changed)
+            .map(|(name, _)| name.to_string()),
+    );
+    let (a, b) = (&old.lua, &new.lua);
+    let lua: [(&str, bool); 5] = [
+        (
+            "lua.memory_limit_kb",
+            a.memory_limit_kb != b.memory_limit_kb,
+        ),
+        (
+            "lua.instruction_limit",
+            a.instruction_limit != b.instruction_limit,
+        ),
+        ("lua.hot_reload", a.hot_reload != b.hot_reload),
+        (
+            "lua.lockout_failures",
+            a.lockout_failures != b.lockout_failures,
+        ),
+        (
+            "lua.lockout_seconds",
+            a.lockout_seconds != b.lockout_seconds,
+        ),
+    ];
+    out.extend(
+        lua.into_iter()
+            .filter(|(_, changed)| *changed)
+            .map(|(name, _)| name.to_string()),
+    );
+    out
 }
 
 /// What `gsmgw check` found: what would be used, and every problem.
@@ -539,6 +659,7 @@ pub fn check(path: &std::path::Path) -> CheckReport {
         }
     };
     report.lines.extend(gpio::describe(&cfg));
+    check_devices(&cfg, path, &mut report);
     let opts = HostOptions {
         country_code: cfg.country_code().map(str::to_string),
         ..HostOptions::from(&cfg.lua)
@@ -570,6 +691,42 @@ pub fn check(path: &std::path::Path) -> CheckReport {
         }
     }
     report
+}
+
+/// The modem port exists (it is not opened: the running gateway may hold it) and, with the cdev
+/// backend, every line resolves on the real chip (line info only, no request).
+fn check_devices(cfg: &Config, path: &std::path::Path, report: &mut CheckReport) {
+    let port = &cfg.modem.port;
+    if port.exists() {
+        report
+            .lines
+            .push(format!("modem port {}: exists", port.display()));
+    } else {
+        report.problems.push(format!(
+            "{}: modem.port: {} does not exist (help: `ls /dev/serial/by-id/` for USB modems; \
+             /dev/serial0 needs the UART enabled)",
+            path.display(),
+            port.display()
+        ));
+    }
+    if cfg.gpio.backend != crate::config::GpioBackendKind::Cdev {
+        return;
+    }
+    let lines = cfg
+        .outputs
+        .iter()
+        .map(|(n, o)| ("output", n, &o.line))
+        .chain(cfg.inputs.iter().map(|(n, i)| ("input", n, &i.line)));
+    for (kind, name, line) in lines {
+        match gpio::resolve_cdev_line(&cfg.gpio.chip, line) {
+            Ok(found) => report
+                .lines
+                .push(format!("{kind} {name}: resolves to {found}")),
+            Err(e) => report
+                .problems
+                .push(format!("{}: {kind}s.{name}.line: {e}", path.display())),
+        }
+    }
 }
 
 /// The gateway a script will run in, as far as the config tells: every output and input

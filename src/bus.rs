@@ -25,6 +25,88 @@ pub struct IncomingSms {
     pub time: Option<DateTime<FixedOffset>>,
     /// True when parts of a concatenated message never arrived and this is what we have.
     pub incomplete: bool,
+    /// What kind of address `from` is (from the PDU's type-of-address when known).
+    pub sender_kind: SenderKind,
+}
+
+/// What kind of address an SMS came from. Only a real number (international or national,
+/// with at least [`MIN_REAL_NUMBER_DIGITS`] digits) can hold authority: alphanumeric sender
+/// IDs are chosen freely by bulk-SMS services and short codes belong to services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SenderKind {
+    International,
+    National,
+    /// Fewer than [`MIN_REAL_NUMBER_DIGITS`] digits, or a network-specific address.
+    Short,
+    Alphanumeric,
+    /// No address at all.
+    #[default]
+    Empty,
+}
+
+/// Digits a number needs to count as a subscriber's number rather than a short code.
+pub const MIN_REAL_NUMBER_DIGITS: usize = 8;
+
+impl SenderKind {
+    /// The name scripts see as `msg.sender_kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SenderKind::International => "international",
+            SenderKind::National => "national",
+            SenderKind::Short => "short",
+            SenderKind::Alphanumeric => "alphanumeric",
+            SenderKind::Empty => "empty",
+        }
+    }
+
+    /// The inverse of [`SenderKind::as_str`].
+    pub fn parse(s: &str) -> Option<SenderKind> {
+        [
+            SenderKind::International,
+            SenderKind::National,
+            SenderKind::Short,
+            SenderKind::Alphanumeric,
+            SenderKind::Empty,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+
+    /// The kind of `address` judged from its text alone, for when the type-of-address is not
+    /// known (a message made up by a test or the CLI). A name made of digits cannot be told
+    /// from a number this way; the driver passes the PDU's type instead.
+    pub fn of(address: &str) -> SenderKind {
+        let trimmed = address.trim();
+        if trimmed.is_empty() {
+            return SenderKind::Empty;
+        }
+        if !crate::phone::is_number(trimmed) {
+            return SenderKind::Alphanumeric;
+        }
+        Self::of_number(
+            trimmed,
+            trimmed.starts_with('+') || trimmed.starts_with("00"),
+        )
+    }
+
+    /// The kind of a numeric address: short below [`MIN_REAL_NUMBER_DIGITS`] digits.
+    pub fn of_number(number: &str, international: bool) -> SenderKind {
+        let digits = crate::phone::digits(number).len();
+        if digits == 0 {
+            SenderKind::Empty
+        } else if digits < MIN_REAL_NUMBER_DIGITS {
+            SenderKind::Short
+        } else if international {
+            SenderKind::International
+        } else {
+            SenderKind::National
+        }
+    }
+
+    /// True for a number that can be enrolled and matched against number lists.
+    pub fn is_real_number(self) -> bool {
+        matches!(self, SenderKind::International | SenderKind::National)
+    }
 }
 
 /// An incoming call. `id` is unique for the lifetime of the process, so a late command for an
@@ -143,6 +225,24 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// Who asks the alarm panel, set by whoever routes the request and never taken from its
+/// content: trust is out of band, `by` is only a label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AlarmSource {
+    /// A Lua dialect plugin or rule, named `plugin:<name>` / `rule:<name>`. Trusted: it
+    /// authenticates its own users (passwords, PINs, master numbers), so it needs no panel code.
+    Script(String),
+    /// MQTT, Home Assistant, the CLI: needs the panel's code when one is configured.
+    External,
+}
+
+impl AlarmSource {
+    /// True when the request may skip the panel's code (a given code is still checked).
+    pub fn trusted(&self) -> bool {
+        matches!(self, AlarmSource::Script(name) if !name.is_empty())
+    }
+}
+
 /// What can be asked of the alarm panel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AlarmAction {
@@ -185,6 +285,13 @@ pub enum Event {
         state: AlarmState,
         by: Option<String>,
     },
+    /// The panel's answer to [`Command::Alarm`] with `reply: Some(id)`: `Err` carries the
+    /// reason (`"zone_open:<zone>"`, `"code_required"`, `"wrong_code"`, `"not_configured"`,
+    /// `"busy"`).
+    AlarmResult {
+        id: u64,
+        result: Result<(), String>,
+    },
     /// The answer to [`Command::Ussd`] with the same `id`.
     UssdResult {
         id: u64,
@@ -200,6 +307,70 @@ pub enum Event {
         number: String,
         until: chrono::DateTime<chrono::Utc>,
     },
+    /// Something the owner should know about authority: grants, attacks, unlocks.
+    Security(Security),
+    /// Someone with access to the gateway (MQTT, `gsmgw unlock`) asks to lift the lock-out of
+    /// `number`; the script task does it and answers with [`Security::Unlocked`].
+    UnlockRequest {
+        number: String,
+        by: String,
+    },
+}
+
+/// Security events, published on `<p>/security` with their `event_type`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Security {
+    /// `script` granted `role` to `number` (`gw.auth.grant`).
+    Granted {
+        script: String,
+        number: String,
+        role: String,
+    },
+    /// `script` took `role` (every role when `None`) from `number` (`gw.auth.revoke`).
+    Revoked {
+        script: String,
+        number: String,
+        role: Option<String>,
+    },
+    /// `failures` wrong credentials claimed the enrolled `number`: it is not locked out of
+    /// what its caller ID grants, but its credential-bearing SMS commands are suspended until
+    /// `until` and the owner is alerted.
+    EnrolledTargeted {
+        number: String,
+        failures: u32,
+        until: chrono::DateTime<chrono::Utc>,
+    },
+    /// The gateway-wide failure budget is spent: credential-bearing commands from senders
+    /// that are not enrolled are suspended until `until`.
+    BudgetSpent {
+        failures: u32,
+        until: chrono::DateTime<chrono::Utc>,
+    },
+    /// The lock-out of `number` was lifted by `by` (`mqtt`, `cli`).
+    Unlocked { number: String, by: String },
+}
+
+impl Security {
+    /// The `event_type` of the MQTT message and of the Home Assistant event entity.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Security::Granted { .. } => "granted",
+            Security::Revoked { .. } => "revoked",
+            Security::EnrolledTargeted { .. } => "enrolled_targeted",
+            Security::BudgetSpent { .. } => "budget_spent",
+            Security::Unlocked { .. } => "unlocked",
+        }
+    }
+
+    /// Every `event_type`, including the lock-out's, for the discovery entity.
+    pub const EVENT_TYPES: [&'static str; 6] = [
+        "lockout",
+        "granted",
+        "revoked",
+        "enrolled_targeted",
+        "budget_spent",
+        "unlocked",
+    ];
 }
 
 /// What to do with a named output.
@@ -225,6 +396,8 @@ pub enum Command {
         to: String,
         text: String,
         request_id: Option<String>,
+        /// May use the priority reserve of the caps (alarm, notify, security alerts).
+        priority: bool,
     },
     RejectCall {
         call_id: u64,
@@ -255,16 +428,28 @@ pub enum Command {
         id: u64,
         seconds: u64,
     },
-    /// Ask the alarm panel; `code` is checked when the panel has one.
+    /// Ask the alarm panel; `code` is checked when the panel has one and the source is not
+    /// trusted (a given code is always checked). With `reply`, the answer comes back as
+    /// [`Event::AlarmResult`] with that id.
     Alarm {
         action: AlarmAction,
+        /// Who asks, set by the router (the Lua host, the MQTT bridge), out of band.
+        source: AlarmSource,
+        /// A label for logs and `Event::Alarm` (a user name, a number); grants nothing.
         by: Option<String>,
         code: Option<Secret>,
+        reply: Option<u64>,
     },
     /// Send a USSD code (`*100#`); answered by [`Event::UssdResult`].
     Ussd {
         id: u64,
         code: String,
+    },
+    /// Lift the lock-out of `number` (MQTT `<p>/security/unlock`): becomes
+    /// [`Event::UnlockRequest`] for the script task.
+    Unlock {
+        number: String,
+        by: String,
     },
 }
 

@@ -29,6 +29,17 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// The alarm panel, `[alarm]`.
     pub alarm: AlarmConfig,
+    /// Who is told about attacks, `[security]`.
+    pub security: SecurityConfig,
+}
+
+/// `[security]`: see docs/security.md.
+#[derive(Debug, Clone, Deserialize, Default, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Numbers that get an SMS when failures claiming an enrolled number reach the lock-out
+    /// limit, or when the gateway-wide failure budget is spent. Empty: MQTT only.
+    pub alert_to: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -269,6 +280,11 @@ pub struct LuaConfig {
     pub lockout_failures: u32,
     /// The lock-out window and duration, in seconds.
     pub lockout_seconds: u64,
+    /// Wrong passwords, codes or PINs from all senders together within `lockout_seconds`
+    /// that suspend credential-bearing SMS commands from senders nobody enrolled.
+    pub global_failures: u32,
+    /// Characters of an SMS text dialect plugins see (trimmed, then cut); rules see all.
+    pub plugin_text_limit: usize,
     /// Wall-clock time one call may run, in milliseconds: the backstop behind
     /// `instruction_limit` for work that is one instruction of large cost.
     pub call_deadline_ms: u64,
@@ -308,6 +324,8 @@ impl Default for LuaConfig {
             rules: Vec::new(),
             lockout_failures: 5,
             lockout_seconds: 3600,
+            global_failures: 20,
+            plugin_text_limit: crate::lua::PLUGIN_TEXT_LIMIT,
             // Above what the instruction budget allows on a Pi Zero 2 W (~100 ms of plain Lua,
             // a few times that for string work), so it only stops what the budget cannot see.
             call_deadline_ms: 500,
@@ -733,6 +751,12 @@ impl Config {
         if self.lua.instruction_limit < 10_000 {
             bad("lua.instruction_limit", "must be at least 10000".into());
         }
+        if !(160..=100_000).contains(&self.lua.plugin_text_limit) {
+            bad(
+                "lua.plugin_text_limit",
+                "must be between 160 (one SMS) and 100000 characters".into(),
+            );
+        }
         let lua = &self.lua;
         if !(10..=60_000).contains(&lua.call_deadline_ms) {
             bad(
@@ -791,6 +815,21 @@ impl Config {
                 "lua.lockout_failures",
                 "lockout_failures and lockout_seconds must be at least 1".into(),
             );
+        }
+        if self.lua.global_failures == 0 {
+            bad("lua.global_failures", "must be at least 1".into());
+        }
+        for (i, n) in self.security.alert_to.iter().enumerate() {
+            let kind = crate::bus::SenderKind::of(n);
+            if !kind.is_real_number() {
+                bad(
+                    "security.alert_to",
+                    format!(
+                        "entry {} is not a phone number with at least 8 digits",
+                        i + 1
+                    ),
+                );
+            }
         }
         let mut seen_rules = std::collections::BTreeSet::new();
         for r in self.lua.rules.iter().filter(|r| r.as_str() != "*") {
@@ -1024,6 +1063,21 @@ mod tests {
         assert_eq!(cfg.gateway.device_id, "gsmgw");
         assert_eq!(cfg.modem.baud, 115_200);
         assert_eq!(cfg.sms.max_per_hour, 30);
+    }
+
+    #[test]
+    fn security_alerts_go_to_real_numbers_and_the_global_budget_is_at_least_one() {
+        let cfg = Config::from_toml("", "t.toml").unwrap();
+        assert_eq!(cfg.lua.global_failures, 20);
+        assert!(cfg.security.alert_to.is_empty());
+        let ok = "[security]\nalert_to = [\"+447700900123\", \"07700 900124\"]\n";
+        assert!(Config::from_toml(ok, "a.toml").is_ok());
+        let bad = "[lua]\nglobal_failures = 0\n[security]\nalert_to = [\"+4477009\", \"Bank\"]\n";
+        let err = Config::from_toml(bad, "b.toml").unwrap_err();
+        let lines = err.lines();
+        let count = |s: &str| lines.iter().filter(|l| l.starts_with(s)).count();
+        assert_eq!(count("b.toml: security.alert_to: entry"), 2, "{lines:?}");
+        assert_eq!(count("b.toml: lua.global_failures:"), 1, "{lines:?}");
     }
 
     #[test]

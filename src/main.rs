@@ -33,6 +33,10 @@ enum Cmd {
         /// The first port to try for the embedded MQTT broker.
         #[arg(long, default_value_t = 1883)]
         mqtt_port: u16,
+        /// Use this broker (mqtt://host:port) instead of the embedded one, e.g. your Home
+        /// Assistant's, to see the demo's entities appear there.
+        #[arg(long, value_name = "URL")]
+        mqtt_url: Option<String>,
     },
     /// Validate the config and compile every script.
     Check {
@@ -58,6 +62,18 @@ enum Cmd {
         to: String,
         text: String,
     },
+    /// Lift the SMS lock-out of a sender (number, short code or alphanumeric ID): deletes it
+    /// from the store (enough for a stopped gateway) and, when MQTT is enabled, asks a running
+    /// gateway over `<p>/security/unlock`. Without MQTT, `systemctl reload gsmgw` (SIGHUP)
+    /// makes a running gateway re-read the store.
+    Unlock {
+        #[arg(short, long, default_value = "/etc/gsmgw/gsmgw.toml")]
+        config: PathBuf,
+        /// Seconds to wait for a running gateway's answer over MQTT.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+        sender: String,
+    },
     /// Home Assistant discovery payloads.
     Discovery {
         #[arg(short, long, default_value = "/etc/gsmgw/gsmgw.toml")]
@@ -81,7 +97,7 @@ enum PduCmd {
         /// The PDU has no SMSC prefix (a bare TPDU).
         #[arg(long)]
         no_smsc: bool,
-        /// Print one JSON object.
+        /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -95,7 +111,7 @@ enum PduCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(matches!(cli.command, Cmd::Demo { .. }));
+    init_tracing(matches!(cli.command, Cmd::Demo { .. } | Cmd::Try { .. }));
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -105,9 +121,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(demo: bool) {
-    // The demo's console is the user interface: keep the log to warnings unless asked.
-    let default = if demo { "gsmgw=warn" } else { "gsmgw=info" };
+fn init_tracing(quiet: bool) {
+    // The demo's console and try's results are the user interface: keep the log to warnings
+    // unless asked.
+    let default = if quiet { "gsmgw=warn" } else { "gsmgw=info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("GSMGW_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
@@ -120,14 +137,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Cmd::Run { config } => {
             let cfg = Config::load(&config)?;
+            let opts = gsmgw::app::RunOptions {
+                config_path: Some(config),
+                ..Default::default()
+            };
             runtime()?.block_on(async {
                 let shutdown = shutdown_signal();
-                gsmgw::app::run(cfg, Default::default(), shutdown).await
+                gsmgw::app::run(cfg, opts, shutdown).await
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Demo { config, mqtt_port } => {
-            runtime()?.block_on(gsmgw::demo::run(config, mqtt_port))?;
+        Cmd::Demo {
+            config,
+            mqtt_port,
+            mqtt_url,
+        } => {
+            let opts = gsmgw::demo::DemoOptions {
+                config,
+                mqtt_port,
+                mqtt_url,
+            };
+            runtime()?.block_on(gsmgw::demo::run(opts))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Check { config } => Ok(check(&config)),
@@ -140,6 +170,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let cfg = Config::load(&config)?;
             runtime()?.block_on(gsmgw::mqtt::cli::send(&cfg, &to, &text, timeout))
+        }
+        Cmd::Unlock {
+            config,
+            timeout,
+            sender,
+        } => {
+            let cfg = Config::load(&config)?;
+            unlock(&cfg, &sender, timeout)
         }
         Cmd::Discovery { config, print } => {
             let cfg = Config::load(&config)?;
@@ -181,6 +219,48 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
+/// `gsmgw unlock`: see [`Cmd::Unlock`].
+fn unlock(cfg: &Config, sender: &str, timeout: u64) -> anyhow::Result<ExitCode> {
+    let Some(key) = gsmgw::phone::sender_key(sender, cfg.country_code()) else {
+        eprintln!("error: give the number or sender ID to unlock");
+        return Ok(ExitCode::FAILURE);
+    };
+    let mut store = gsmgw::store::Store::open(&cfg.store.path, cfg.sms.clone())
+        .with_context(|| format!("opening the store {}", cfg.store.path.display()))?;
+    let was_saved = store
+        .kv_get(gsmgw::lua::LOCKOUT_SCOPE, &key)
+        .context("reading the lock-out")?
+        .is_some();
+    store
+        .kv_set(gsmgw::lua::LOCKOUT_SCOPE, &key, None)
+        .context("deleting the lock-out")?;
+    drop(store);
+    println!(
+        "{key}: {} in the store",
+        if was_saved {
+            "lock-out deleted"
+        } else {
+            "no saved lock-out"
+        }
+    );
+    if !cfg.mqtt.enabled {
+        println!(
+            "MQTT is off: if the gateway is running, `systemctl reload gsmgw` (SIGHUP) applies it"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    match runtime()?.block_on(gsmgw::mqtt::cli::unlock(cfg, &key, timeout)) {
+        Ok(true) => println!("{key}: unlocked in the running gateway"),
+        Ok(false) => println!(
+            "{key}: no running gateway answered over MQTT within {timeout} s; a stopped one starts unlocked"
+        ),
+        Err(e) => println!(
+            "{key}: could not reach the gateway over MQTT ({e:#}); a stopped one starts unlocked, a running one after `systemctl reload gsmgw`"
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn check(path: &std::path::Path) -> ExitCode {
     let report = gsmgw::app::check(path);
     for line in &report.lines {
@@ -197,6 +277,41 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
+/// A decoded PDU as `field: value` lines: the fields it has, the text last since it may run
+/// over several lines.
+fn pdu_text(decoded: &serde_json::Value) -> String {
+    use serde_json::Value;
+    const ORDER: [&str; 11] = [
+        "type",
+        "sender",
+        "recipient",
+        "smsc",
+        "timestamp",
+        "encoding",
+        "class",
+        "concat",
+        "message_ref",
+        "status",
+        "data_hex",
+    ];
+    let mut out = String::new();
+    for key in ORDER.into_iter().chain(["text"]) {
+        let shown = match (key, decoded.get(key)) {
+            (_, None | Some(Value::Null)) => continue,
+            ("concat", Some(c)) => format!(
+                "part {} of {} (reference {})",
+                c.get("seq").unwrap_or(&Value::Null),
+                c.get("total").unwrap_or(&Value::Null),
+                c.get("ref").unwrap_or(&Value::Null)
+            ),
+            (_, Some(Value::String(s))) => s.clone(),
+            (_, Some(other)) => other.to_string(),
+        };
+        out.push_str(&format!("{}: {shown}\n", key.replace('_', " ")));
+    }
+    out
+}
+
 fn pdu(command: PduCmd) -> ExitCode {
     use gsmgw::modem::pdu;
     match command {
@@ -206,7 +321,7 @@ fn pdu(command: PduCmd) -> ExitCode {
                 println!("{}", pdu::to_json(&result));
             } else {
                 match &result {
-                    Ok(p) => println!("{p:#?}"),
+                    Ok(_) => print!("{}", pdu_text(&pdu::to_json(&result))),
                     Err(e) => eprintln!("error: {e}"),
                 }
             }

@@ -34,6 +34,35 @@ pub fn normalise(number: &str, country_code: Option<&str>) -> String {
     }
 }
 
+/// True when `address` is written as a phone number: an optional `+`, then digits and the
+/// separators [`normalise`] strips. Alphanumeric sender IDs (`VODAFONE`, `Bank1234`) are not.
+pub fn is_number(address: &str) -> bool {
+    let trimmed = address.trim();
+    let rest = trimmed.strip_prefix('+').unwrap_or(trimmed);
+    let mut any_digit = false;
+    for c in rest.chars() {
+        match c {
+            '0'..='9' => any_digit = true,
+            ' ' | '-' | '.' | '(' | ')' | '/' => {}
+            _ => return false,
+        }
+    }
+    any_digit
+}
+
+/// The key a sender's credential failures are counted under: the normalised number, or an
+/// alphanumeric ID case-folded (so `BANK` and `Bank` are one sender). `None` for an empty one.
+pub fn sender_key(address: &str, country_code: Option<&str>) -> Option<String> {
+    let trimmed = address.trim();
+    if trimmed.is_empty() {
+        return None;
+    }
+    if is_number(trimmed) {
+        return Some(normalise(trimmed, country_code));
+    }
+    Some(trimmed.to_lowercase())
+}
+
 /// The digits of a number, in order (what comparisons work on).
 pub fn digits(number: &str) -> String {
     number.chars().filter(char::is_ascii_digit).collect()
@@ -41,8 +70,12 @@ pub fn digits(number: &str) -> String {
 
 /// True when `a` and `b` are the same number: after normalisation, or on their last
 /// `last_digits` digits when given (both must have at least that many digits, so that a short
-/// code never matches a long number by accident). Empty or digit-less numbers never match.
+/// code never matches a long number by accident). Empty, digit-less and alphanumeric
+/// addresses never match: `Bank00900123` is not the number ending in 00900123.
 pub fn same(a: &str, b: &str, country_code: Option<&str>, last_digits: Option<usize>) -> bool {
+    if !is_number(a) || !is_number(b) {
+        return false;
+    }
     match last_digits {
         Some(n) => {
             let (da, db) = (digits(a), digits(b));
@@ -81,5 +114,25 @@ mod tests {
         assert!(same("07700900123", "+447700900123", Some("44"), None));
         assert!(!same("07700900123", "+447700900124", Some("44"), None));
         assert!(!same("", "", None, None));
+    }
+
+    #[test]
+    fn alphanumeric_senders_never_match_a_number_even_with_its_digits() {
+        assert!(!same("Bank00900123", "+447700900123", None, Some(8)));
+        assert!(!same("+44770090012X", "+447700900123", None, Some(8)));
+        assert!(!same("VODAFONE", "VODAFONE", None, None));
+        assert!(is_number("+44 (7700) 900-123"));
+        assert!(!is_number("+"));
+    }
+
+    #[test]
+    fn sender_keys_fold_names_and_normalise_numbers() {
+        assert_eq!(sender_key(" BanK ", None).as_deref(), Some("bank"));
+        assert_eq!(
+            sender_key("07700 900123", Some("44")).as_deref(),
+            Some("+447700900123")
+        );
+        assert_eq!(sender_key("12345", None).as_deref(), Some("12345"));
+        assert_eq!(sender_key("  ", None), None);
     }
 }

@@ -12,14 +12,19 @@ use std::time::Duration;
 
 use gsmgw::alarm::{self, AlarmError, AlarmHandle};
 use gsmgw::app::{self, RunOptions};
-use gsmgw::bus::{AlarmAction, AlarmState, Bus, Command, Event, Secret};
+use gsmgw::bus::{AlarmAction, AlarmSource, AlarmState, Bus, Command, Event, Secret};
 use gsmgw::config::Config;
 use gsmgw::gpio::{self, GpioHandle, SimGpio};
 use gsmgw::store::{self, Store, StoreHandle};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-const OWNER: Option<&str> = Some("plugin:pword_installer");
+const OWNER: Option<&str> = Some("JOHN");
+
+/// A dialect plugin: trusted by the host, out of band.
+fn script() -> AlarmSource {
+    AlarmSource::Script("plugin:pword_installer".into())
+}
 
 /// Fails the test if `fut` does not finish within `secs` seconds of real time.
 async fn within<T>(secs: u64, what: &str, fut: impl std::future::Future<Output = T>) -> T {
@@ -197,7 +202,7 @@ impl Rig {
         within(
             10,
             "the alarm to answer",
-            self.alarm.command(action, OWNER, None),
+            self.alarm.command(action, &script(), OWNER, None),
         )
         .await
     }
@@ -313,7 +318,12 @@ async fn a_wrong_or_missing_code_is_refused_through_the_handle() {
             within(
                 10,
                 "the alarm to answer",
-                alarm.command(AlarmAction::ArmAway, by, code.as_ref()),
+                alarm.command(
+                    AlarmAction::ArmAway,
+                    &AlarmSource::External,
+                    by,
+                    code.as_ref(),
+                ),
             )
             .await
         }
@@ -364,6 +374,7 @@ async fn through_the_gateway_an_armed_alarm_sounds_the_siren_when_the_door_opens
         cfg,
         RunOptions {
             gpio_backend: Some(backend),
+            ..Default::default()
         },
     )
     .await
@@ -375,8 +386,10 @@ async fn through_the_gateway_an_armed_alarm_sounds_the_siren_when_the_door_opens
         &h,
         Command::Alarm {
             action: AlarmAction::ArmAway,
-            by: Some("plugin:pword_installer".into()),
+            source: script(),
+            by: None,
             code: None,
+            reply: None,
         },
     )
     .await;

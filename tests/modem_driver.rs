@@ -181,7 +181,7 @@ async fn a_stored_delivery_report_is_matched_to_its_outbox_row() {
     .await;
     let id = rig
         .modem
-        .queue_sms(SENDER, "report me", None)
+        .queue_sms(SENDER, "report me", None, false)
         .await
         .unwrap();
     // The sim stores the report (+CDSI); the driver reads it and then deletes it.
@@ -197,7 +197,7 @@ async fn a_direct_delivery_report_is_matched_to_its_outbox_row() {
     let mut rig = start(Setup::default()).await;
     let id = rig
         .modem
-        .queue_sms(SENDER, "no report asked", None)
+        .queue_sms(SENDER, "no report asked", None, false)
         .await
         .unwrap();
     next_matching(&mut rig.events, 10, "the SMS to be sent", |ev| match ev {
@@ -307,10 +307,13 @@ async fn a_capped_sms_is_recorded_failed_with_the_reason_and_published() {
         ..Default::default()
     })
     .await;
-    rig.modem.queue_sms(SENDER, "first", None).await.unwrap();
+    rig.modem
+        .queue_sms(SENDER, "first", None, false)
+        .await
+        .unwrap();
     let err = rig
         .modem
-        .queue_sms(SENDER, "second", Some("req-2"))
+        .queue_sms(SENDER, "second", Some("req-2"), false)
         .await
         .expect_err("capped");
     let ModemError::Queue(StoreError::Capped { id, reason }) = err else {
@@ -503,5 +506,25 @@ async fn urcs_on_the_urc_port_are_handled_like_those_on_the_main_port() {
     })
     .await;
     assert_eq!(call.from.as_deref(), Some("+447700900999"));
+    rig.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_alphanumeric_sender_made_of_digits_arrives_as_alphanumeric_and_stays_so_in_the_store() {
+    let mut rig = start(Setup::default()).await;
+    // TOA 0xD0, the name "00900123" (a master's last 8 digits), text "OPEN"; built by hand
+    // from 3GPP TS 23.040 because our encoder only makes names of non-numbers.
+    let pdu = "00040ED030580E068BC966000062101021035440044F68D109";
+    let tpdu_len = pdu.len() / 2 - 1;
+    rig.sim
+        .send_raw(format!("\r\n+CMT: ,{tpdu_len}\r\n{pdu}\r\n").as_bytes());
+    let sms = rig.received("the +CMT message from a name").await;
+    assert_eq!(
+        (sms.from.as_str(), sms.text.as_str(), sms.sender_kind),
+        ("00900123", "OPEN", gsmgw::bus::SenderKind::Alphanumeric)
+    );
+    // What a restart would deliver again: the row remembers the type.
+    let row = rig.store.inbox_get(sms.id).await.unwrap().expect("stored");
+    assert_eq!(row.kind(), gsmgw::bus::SenderKind::Alphanumeric);
     rig.shutdown().await;
 }

@@ -5,7 +5,9 @@ mod mosquitto;
 
 use std::time::Duration;
 
-use gsmgw::bus::{AlarmAction, Bus, Call, Command, Event, IncomingSms, OutputAction, Secret};
+use gsmgw::bus::{
+    AlarmAction, AlarmSource, Bus, Call, Command, Event, IncomingSms, OutputAction, Secret,
+};
 use gsmgw::config::{Config, MqttConfig, MqttMode, NotifyTarget};
 use gsmgw::mqtt::{self, MqttHandle};
 use mosquitto::{unique, Mosquitto, Observer, WAIT};
@@ -181,6 +183,7 @@ async fn sms_and_call_events_are_published_as_json() {
         text: "OPEN".into(),
         time: None,
         incomplete: false,
+        sender_kind: gsmgw::bus::SenderKind::of("+447700900123"),
     };
     gw.bus.publish(Event::SmsReceived(sms));
     gw.bus
@@ -331,7 +334,8 @@ async fn sms_send_becomes_a_send_sms_command() {
         Command::SendSms {
             to: "+447700900123".into(),
             text: "hello".into(),
-            request_id: Some("r1".into())
+            request_id: Some("r1".into()),
+            priority: false,
         }
     );
 }
@@ -469,16 +473,20 @@ async fn alarm_commands_carry_their_code_and_bad_ones_do_nothing() {
         gw.next_command().await,
         Command::Alarm {
             action: AlarmAction::ArmAway,
+            source: AlarmSource::External,
             by: Some("mqtt".into()),
-            code: None
+            code: None,
+            reply: None,
         }
     );
     assert_eq!(
         gw.next_command().await,
         Command::Alarm {
             action: AlarmAction::Disarm,
+            source: AlarmSource::External,
             by: Some("mqtt".into()),
-            code: Some(Secret("4321".into()))
+            code: Some(Secret("4321".into())),
+            reply: None,
         },
         "the bad payloads in between gave no command"
     );
@@ -500,7 +508,8 @@ async fn the_text_entity_sends_number_colon_text() {
         Command::SendSms {
             to: "+44 7700 900123".into(),
             text: "on my way".into(),
-            request_id: None
+            request_id: None,
+            priority: false,
         }
     );
     let refused = json_of(&observer.next_on(&gw.topic("sms/sent")).await);

@@ -162,6 +162,7 @@ impl Gateway {
             text: text.to_string(),
             time: None,
             incomplete: false,
+            sender_kind: gsmgw::bus::SenderKind::of(from),
         };
         let dispatch = self.host.dispatch_sms(&sms, self.now);
         self.outcome.handled = Some(dispatch.handled_by.as_deref() == Some(PLUGIN));

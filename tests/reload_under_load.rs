@@ -67,6 +67,7 @@ fn sms(id: i64) -> Event {
         text: id.to_string(),
         time: None,
         incomplete: false,
+        sender_kind: gsmgw::bus::SenderKind::of(FROM),
     })
 }
 

@@ -61,6 +61,7 @@ enabled = false
         cfg,
         RunOptions {
             gpio_backend: Some(backend),
+            ..RunOptions::default()
         },
     )
     .await

@@ -10,13 +10,18 @@
 //!   through the GPIO task. Everyone else holds an [`AlarmHandle`].
 //!
 //! # Who may arm and disarm
-//! When `[alarm] code` is set, a request must carry it, except from a *trusted* caller: a Lua
+//! When `[alarm] code` is set, a request must carry it, except from a *trusted* source: a Lua
 //! dialect plugin or rule, which authenticates its own users (P-Word user PINs, the
-//! password-comma password, a master number) and names itself in `by` as `plugin:<name>` or
-//! `rule:<name>` (see [`is_trusted`]), optionally followed by `:<user>`. Everything else (MQTT
-//! `alarm/set`, Home Assistant, `by = None`) needs the code. A code that *is* given is always
-//! checked, whoever gives it. Callers that forward requests from outside (the MQTT bridge)
-//! must never pass a `by` taken from the request.
+//! password-comma password, a master number). Trust is an [`AlarmSource`] set out of band by
+//! whoever routes the request (the Lua host names the calling script; the MQTT bridge says
+//! `External`), never read from the request: `by` is only a label for logs and events.
+//! Everything outside (MQTT `alarm/set`, Home Assistant) needs the code. A code that *is* given
+//! is always checked, whoever gives it.
+//!
+//! # Answers
+//! [`AlarmHandle::command`] returns the new state or an [`AlarmError`];
+//! [`AlarmError::reason`] turns a refusal into the short word scripts get in their callback
+//! (`zone_open:<zone>`, `code_required`, `wrong_code`, `not_configured`, `busy`).
 //!
 //! # Notifications
 //! Every change is an `Event::Alarm { state, by }`; `by` is the user or caller that asked, or
@@ -34,7 +39,7 @@ use tokio::time::Instant;
 
 pub use panel::{AlarmPanel, Effect, SavedState};
 
-use crate::bus::{AlarmAction, AlarmState, Bus, Event, OutputAction, Secret};
+use crate::bus::{AlarmAction, AlarmSource, AlarmState, Bus, Event, OutputAction, Secret};
 use crate::config::AlarmConfig;
 use crate::gpio::{GpioError, GpioHandle};
 use crate::store::{StoreError, StoreHandle};
@@ -52,7 +57,7 @@ pub enum AlarmError {
     /// The code given does not match the panel's code.
     #[error("wrong alarm code")]
     WrongCode,
-    /// The panel has a code and the request came without one from a caller that is not
+    /// The panel has a code and the request came without one from a source that is not
     /// trusted to authenticate its own users.
     #[error("the alarm code is required")]
     CodeRequired,
@@ -79,18 +84,24 @@ pub enum AlarmError {
     Stopped,
 }
 
-/// True when `by` names a Lua dialect plugin or rule (`plugin:<name>`, `rule:<name>`): those
-/// authenticate their own users, so they need no panel code.
-pub fn is_trusted(by: Option<&str>) -> bool {
-    by.is_some_and(|b| {
-        ["plugin:", "rule:"]
-            .iter()
-            .any(|p| b.strip_prefix(p).is_some_and(|name| !name.is_empty()))
-    })
+impl AlarmError {
+    /// The reason scripts get for a refusal: `zone_open:<zone>`, `code_required`,
+    /// `wrong_code`, `not_configured` (no panel task), `busy` (pending or triggered, or the
+    /// panel could not be asked).
+    pub fn reason(&self) -> String {
+        match self {
+            AlarmError::WrongCode => "wrong_code".into(),
+            AlarmError::CodeRequired => "code_required".into(),
+            AlarmError::ZoneOpen { zone } => format!("zone_open:{zone}"),
+            AlarmError::Stopped => "not_configured".into(),
+            AlarmError::NotNow { .. } | AlarmError::Store(_) | AlarmError::Gpio(_) => "busy".into(),
+        }
+    }
 }
 
 struct Request {
     action: AlarmAction,
+    source: AlarmSource,
     by: Option<String>,
     code: Option<Secret>,
     reply: oneshot::Sender<Result<AlarmState, AlarmError>>,
@@ -120,16 +131,19 @@ impl Default for AlarmHandle {
 }
 
 impl AlarmHandle {
-    /// Asks the panel to arm, disarm or trigger; returns its new state.
+    /// Asks the panel to arm, disarm or trigger on behalf of `source` (`by` is a label);
+    /// returns its new state.
     pub async fn command(
         &self,
         action: AlarmAction,
+        source: &AlarmSource,
         by: Option<&str>,
         code: Option<&Secret>,
     ) -> Result<AlarmState, AlarmError> {
         let (reply, rx) = oneshot::channel();
         let request = Request {
             action,
+            source: source.clone(),
             by: by.map(str::to_string),
             code: code.cloned(),
             reply,
@@ -247,7 +261,13 @@ impl Driver {
                 // Disabled once every handle is gone; zones keep being watched.
                 Some(req) = requests.recv() => {
                     let now = Instant::now().into_std();
-                    let result = self.panel.handle(req.action, req.by.as_deref(), req.code.as_ref(), now);
+                    let result = self.panel.handle(
+                        req.action,
+                        &req.source,
+                        req.by.as_deref(),
+                        req.code.as_ref(),
+                        now,
+                    );
                     let reply = match result {
                         Ok(effects) => {
                             self.apply(effects).await;

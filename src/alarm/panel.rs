@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{is_trusted, AlarmError};
-use crate::bus::{AlarmAction, AlarmState, Secret};
+use super::AlarmError;
+use crate::bus::{AlarmAction, AlarmSource, AlarmState, Secret};
 use crate::config::{AlarmConfig, AlarmMode};
 
 /// What the panel asks its driver to do, in order.
@@ -234,17 +234,19 @@ impl AlarmPanel {
         }]
     }
 
-    /// A request from a user or a caller. A code, when given, is always checked; without one,
-    /// only a trusted caller (see [`is_trusted`]) is let through when the panel has a code.
-    /// A request that changes nothing (arming the mode already armed) returns no effects.
+    /// A request from `source`, labelled `by`. A code, when given, is always checked; without
+    /// one, only a trusted source (a script, [`AlarmSource::trusted`]) is let through when the
+    /// panel has a code. A request that changes nothing (arming the mode already armed)
+    /// returns no effects.
     pub fn handle(
         &mut self,
         action: AlarmAction,
+        source: &AlarmSource,
         by: Option<&str>,
         code: Option<&Secret>,
         now: Instant,
     ) -> Result<Vec<Effect>, AlarmError> {
-        self.authorise(by, code)?;
+        self.authorise(source, code)?;
         let by = by.map(str::to_string);
         let mut effects = Vec::new();
         match action {
@@ -324,14 +326,14 @@ impl AlarmPanel {
         effects
     }
 
-    fn authorise(&self, by: Option<&str>, code: Option<&Secret>) -> Result<(), AlarmError> {
+    fn authorise(&self, source: &AlarmSource, code: Option<&Secret>) -> Result<(), AlarmError> {
         let Some(expected) = &self.code else {
             return Ok(());
         };
         match code {
             Some(given) if bool::from(expected.ct_eq(&digest(&given.0))) => Ok(()),
             Some(_) => Err(AlarmError::WrongCode),
-            None if is_trusted(by) => Ok(()),
+            None if source.trusted() => Ok(()),
             None => Err(AlarmError::CodeRequired),
         }
     }

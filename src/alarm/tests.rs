@@ -6,7 +6,12 @@ use std::time::{Duration, Instant};
 use super::*;
 use crate::config::{AlarmMode, ZoneConfig};
 
-const OWNER: Option<&str> = Some("plugin:pword_installer");
+const OWNER: Option<&str> = Some("JOHN");
+
+/// A dialect plugin: trusted by the host, out of band.
+fn script() -> AlarmSource {
+    AlarmSource::Script("plugin:pword_installer".into())
+}
 
 fn zone(modes: &[AlarmMode], entry_delay_s: Option<u64>, instant: bool) -> ZoneConfig {
     ZoneConfig {
@@ -68,7 +73,7 @@ fn states(effects: &[Effect]) -> Vec<AlarmState> {
 /// Arms away at t=0 and lets the exit delay end at t=10.
 fn armed_away(cfg: &AlarmConfig) -> (AlarmPanel, Clock) {
     let (mut p, c) = panel(cfg);
-    p.handle(AlarmAction::ArmAway, OWNER, None, c.at(0))
+    p.handle(AlarmAction::ArmAway, &script(), OWNER, None, c.at(0))
         .expect("arming is allowed");
     p.handle_timeout(c.at(10));
     assert_eq!(p.state(), AlarmState::ArmedAway);
@@ -79,7 +84,7 @@ fn armed_away(cfg: &AlarmConfig) -> (AlarmPanel, Clock) {
 fn arming_waits_for_the_exit_delay() {
     let (mut p, c) = panel(&config());
     let effects = p
-        .handle(AlarmAction::ArmAway, OWNER, None, c.at(0))
+        .handle(AlarmAction::ArmAway, &script(), OWNER, None, c.at(0))
         .unwrap();
     assert_eq!(
         effects,
@@ -108,7 +113,7 @@ fn no_exit_delay_arms_at_once() {
     cfg.exit_delay_s = 0;
     let (mut p, c) = panel(&cfg);
     let effects = p
-        .handle(AlarmAction::ArmHome, OWNER, None, c.at(0))
+        .handle(AlarmAction::ArmHome, &script(), OWNER, None, c.at(0))
         .unwrap();
     assert_eq!(states(&effects), vec![AlarmState::ArmedHome]);
 }
@@ -116,7 +121,7 @@ fn no_exit_delay_arms_at_once() {
 #[test]
 fn a_zone_opening_during_the_exit_delay_does_nothing() {
     let (mut p, c) = panel(&config());
-    p.handle(AlarmAction::ArmAway, OWNER, None, c.at(0))
+    p.handle(AlarmAction::ArmAway, &script(), OWNER, None, c.at(0))
         .unwrap();
     assert!(p.handle_input("door", true, c.at(3)).is_empty());
     assert!(p.handle_input("door", false, c.at(4)).is_empty());
@@ -227,7 +232,13 @@ fn disarming_during_the_entry_delay_stops_the_trigger() {
     let (mut p, c) = armed_away(&config());
     p.handle_input("door", true, c.at(100));
     let effects = p
-        .handle(AlarmAction::Disarm, Some("plugin:p:JOHN"), None, c.at(105))
+        .handle(
+            AlarmAction::Disarm,
+            &script(),
+            Some("plugin:p:JOHN"),
+            None,
+            c.at(105),
+        )
         .unwrap();
     assert_eq!(
         effects,
@@ -246,7 +257,7 @@ fn disarming_while_triggered_silences_the_siren() {
     let (mut p, c) = armed_away(&config());
     p.handle_input("window", true, c.at(100));
     let effects = p
-        .handle(AlarmAction::Disarm, OWNER, None, c.at(105))
+        .handle(AlarmAction::Disarm, &script(), OWNER, None, c.at(105))
         .unwrap();
     assert_eq!(states(&effects), vec![AlarmState::Disarmed]);
     assert!(effects.contains(&Effect::Siren(false)));
@@ -256,9 +267,10 @@ fn disarming_while_triggered_silences_the_siren() {
 #[test]
 fn disarming_during_the_exit_delay_cancels_the_arming() {
     let (mut p, c) = panel(&config());
-    p.handle(AlarmAction::ArmAway, OWNER, None, c.at(0))
+    p.handle(AlarmAction::ArmAway, &script(), OWNER, None, c.at(0))
         .unwrap();
-    p.handle(AlarmAction::Disarm, OWNER, None, c.at(5)).unwrap();
+    p.handle(AlarmAction::Disarm, &script(), OWNER, None, c.at(5))
+        .unwrap();
     assert!(p.handle_timeout(c.at(10)).is_empty());
     assert_eq!(p.state(), AlarmState::Disarmed);
 }
@@ -268,7 +280,7 @@ fn a_zone_not_guarding_the_armed_mode_does_nothing() {
     let mut cfg = config();
     cfg.exit_delay_s = 0;
     let (mut p, c) = panel(&cfg);
-    p.handle(AlarmAction::ArmHome, OWNER, None, c.at(0))
+    p.handle(AlarmAction::ArmHome, &script(), OWNER, None, c.at(0))
         .unwrap();
     assert!(p.handle_input("motion", true, c.at(50)).is_empty());
     assert_eq!(p.state(), AlarmState::ArmedHome);
@@ -288,7 +300,7 @@ fn arming_with_a_guarding_zone_open_is_refused_by_default() {
     let inputs = BTreeMap::from([("door".to_string(), true)]);
     let mut p = AlarmPanel::new(&cfg, &inputs);
     let err = p
-        .handle(AlarmAction::ArmAway, OWNER, None, Instant::now())
+        .handle(AlarmAction::ArmAway, &script(), OWNER, None, Instant::now())
         .unwrap_err();
     assert!(
         matches!(err, AlarmError::ZoneOpen { ref zone } if zone == "door"),
@@ -303,7 +315,7 @@ fn an_open_zone_that_does_not_guard_the_mode_does_not_block_arming() {
     let inputs = BTreeMap::from([("motion".to_string(), true)]);
     let mut p = AlarmPanel::new(&cfg, &inputs);
     assert!(p
-        .handle(AlarmAction::ArmHome, OWNER, None, Instant::now())
+        .handle(AlarmAction::ArmHome, &script(), OWNER, None, Instant::now())
         .is_ok());
 }
 
@@ -314,7 +326,7 @@ fn when_allowed_an_open_zone_is_ignored_until_it_closes() {
     let inputs = BTreeMap::from([("door".to_string(), true)]);
     let mut p = AlarmPanel::new(&cfg, &inputs);
     let c = Clock(Instant::now());
-    p.handle(AlarmAction::ArmAway, OWNER, None, c.at(0))
+    p.handle(AlarmAction::ArmAway, &script(), OWNER, None, c.at(0))
         .unwrap();
     // Still open when the exit delay ends: bypassed, so no entry delay.
     assert_eq!(
@@ -331,7 +343,7 @@ fn when_allowed_an_open_zone_is_ignored_until_it_closes() {
 #[test]
 fn a_door_left_open_when_the_exit_delay_ends_starts_the_entry_delay() {
     let (mut p, c) = panel(&config());
-    p.handle(AlarmAction::ArmAway, OWNER, None, c.at(0))
+    p.handle(AlarmAction::ArmAway, &script(), OWNER, None, c.at(0))
         .unwrap();
     p.handle_input("door", true, c.at(5));
     let effects = p.handle_timeout(c.at(10));
@@ -347,7 +359,7 @@ fn arming_while_pending_or_triggered_is_refused() {
     let (mut p, c) = armed_away(&config());
     p.handle_input("door", true, c.at(100));
     let err = p
-        .handle(AlarmAction::ArmHome, OWNER, None, c.at(101))
+        .handle(AlarmAction::ArmHome, &script(), OWNER, None, c.at(101))
         .unwrap_err();
     assert!(
         matches!(
@@ -364,7 +376,7 @@ fn arming_while_pending_or_triggered_is_refused() {
 fn arming_the_mode_already_armed_changes_nothing() {
     let (mut p, c) = armed_away(&config());
     let effects = p
-        .handle(AlarmAction::ArmAway, OWNER, None, c.at(50))
+        .handle(AlarmAction::ArmAway, &script(), OWNER, None, c.at(50))
         .unwrap();
     assert!(effects.is_empty());
     assert_eq!(p.state(), AlarmState::ArmedAway);
@@ -374,7 +386,13 @@ fn arming_the_mode_already_armed_changes_nothing() {
 fn a_manual_trigger_sounds_the_siren() {
     let (mut p, c) = panel(&config());
     let effects = p
-        .handle(AlarmAction::Trigger, Some("rule:panic"), None, c.at(0))
+        .handle(
+            AlarmAction::Trigger,
+            &script(),
+            Some("rule:panic"),
+            None,
+            c.at(0),
+        )
         .unwrap();
     assert_eq!(states(&effects), vec![AlarmState::Triggered]);
     assert!(effects.contains(&Effect::Siren(true)));
@@ -390,20 +408,22 @@ fn with_code() -> AlarmConfig {
 #[test]
 fn a_wrong_code_is_refused_even_from_a_trusted_caller() {
     let (mut p, c) = panel(&with_code());
-    for by in [None, Some("mqtt"), OWNER] {
+    for source in [AlarmSource::External, script()] {
         let err = p
             .handle(
                 AlarmAction::ArmAway,
-                by,
+                &source,
+                OWNER,
                 Some(&Secret("1234".into())),
                 c.at(0),
             )
             .unwrap_err();
-        assert!(matches!(err, AlarmError::WrongCode), "{by:?}: {err}");
+        assert!(matches!(err, AlarmError::WrongCode), "{source:?}: {err}");
     }
     let err = p
         .handle(
             AlarmAction::ArmAway,
+            &AlarmSource::External,
             None,
             Some(&Secret("43210".into())),
             c.at(0),
@@ -417,31 +437,81 @@ fn a_wrong_code_is_refused_even_from_a_trusted_caller() {
 fn the_right_code_is_accepted_from_anyone() {
     let (mut p, c) = panel(&with_code());
     let code = Secret("4321".into());
-    p.handle(AlarmAction::ArmAway, None, Some(&code), c.at(0))
-        .unwrap();
+    p.handle(
+        AlarmAction::ArmAway,
+        &AlarmSource::External,
+        None,
+        Some(&code),
+        c.at(0),
+    )
+    .unwrap();
     assert_eq!(p.state(), AlarmState::Arming);
 }
 
 #[test]
-fn without_a_code_only_trusted_callers_get_through() {
+fn without_a_code_only_scripts_get_through_whatever_by_says() {
     let (mut p, c) = panel(&with_code());
+    // `by` is a label: naming a plugin or rule in it grants nothing.
     for by in [
         None,
         Some("mqtt"),
         Some("JOHN"),
-        Some("plugin:"),
-        Some("Plugin:x"),
+        Some("plugin:pword_installer"),
+        Some("rule:night"),
     ] {
-        let err = p
-            .handle(AlarmAction::Disarm, by, None, c.at(0))
-            .unwrap_err();
-        assert!(matches!(err, AlarmError::CodeRequired), "{by:?}: {err}");
+        for source in [AlarmSource::External, AlarmSource::Script(String::new())] {
+            let err = p
+                .handle(AlarmAction::Disarm, &source, by, None, c.at(0))
+                .unwrap_err();
+            assert!(matches!(err, AlarmError::CodeRequired), "{by:?}: {err}");
+        }
     }
-    for by in ["plugin:pword_installer", "rule:night"] {
+    for name in ["plugin:pword_installer", "rule:night"] {
+        let source = AlarmSource::Script(name.into());
         assert!(p
-            .handle(AlarmAction::Disarm, Some(by), None, c.at(0))
+            .handle(AlarmAction::ArmAway, &source, None, None, c.at(0))
+            .is_ok());
+        assert!(p
+            .handle(AlarmAction::Disarm, &source, Some("mqtt"), None, c.at(1))
             .is_ok());
     }
+}
+
+#[test]
+fn refusals_name_their_reason_for_scripts() {
+    let (mut p, c) = panel(&with_code());
+    let open = p.handle_input("door", true, c.at(0));
+    assert!(open.is_empty());
+    let reason = |r: Result<Vec<Effect>, AlarmError>| r.unwrap_err().reason();
+    assert_eq!(
+        reason(p.handle(AlarmAction::ArmAway, &script(), None, None, c.at(1))),
+        "zone_open:door"
+    );
+    assert_eq!(
+        reason(p.handle(
+            AlarmAction::ArmAway,
+            &AlarmSource::External,
+            None,
+            None,
+            c.at(1)
+        )),
+        "code_required"
+    );
+    assert_eq!(
+        reason(p.handle(
+            AlarmAction::ArmAway,
+            &script(),
+            None,
+            Some(&Secret("0000".into())),
+            c.at(1)
+        )),
+        "wrong_code"
+    );
+    assert_eq!(AlarmError::Stopped.reason(), "not_configured");
+    let busy = AlarmError::NotNow {
+        state: AlarmState::Triggered,
+    };
+    assert_eq!(busy.reason(), "busy");
 }
 
 #[test]
@@ -450,6 +520,7 @@ fn a_panel_without_a_code_takes_any_request() {
     assert!(p
         .handle(
             AlarmAction::ArmAway,
+            &script(),
             None,
             Some(&Secret("x".into())),
             c.at(0)
@@ -548,10 +619,9 @@ fn the_code_never_shows_in_debug_output() {
 }
 
 #[test]
-fn trusted_callers_are_plugins_and_rules_with_a_name() {
-    assert!(is_trusted(Some("plugin:pword_installer")));
-    assert!(is_trusted(Some("rule:night:JOHN")));
-    assert!(!is_trusted(Some("plugin:")));
-    assert!(!is_trusted(Some("mqtt")));
-    assert!(!is_trusted(None));
+fn trusted_sources_are_named_scripts() {
+    assert!(AlarmSource::Script("plugin:pword_installer".into()).trusted());
+    assert!(AlarmSource::Script("rule:night".into()).trusted());
+    assert!(!AlarmSource::Script(String::new()).trusted());
+    assert!(!AlarmSource::External.trusted());
 }

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::watch::Reload;
-use super::{HostOptions, LockoutPolicy, LuaHost, World, LOCKOUT_SCOPE};
+use super::{HostOptions, LockoutPolicy, LuaHost, World, ENROLMENT_SCOPE, LOCKOUT_SCOPE};
 use crate::app::{execute_on, CommandSink};
 use crate::bus::{Command, Event, ModemStatus, ScriptKind, ScriptStatus};
 use crate::config::Config;
@@ -22,6 +22,8 @@ use crate::store;
 /// one happens between two events: none is lost or handled twice.
 enum ScriptRequest {
     Reload(Reload),
+    /// SIGHUP with a re-read config: the script sections of `cfg` take over.
+    Reconfigure(Box<Config>),
     /// Run the due timers and every queued event (and what they cause), then report.
     Flush(oneshot::Sender<FlushReport>),
 }
@@ -45,6 +47,15 @@ impl ScriptsHandle {
     /// Queues a reload, handled between two events; false when the script task has ended.
     pub fn reload(&self, reload: Reload) -> bool {
         self.requests.send(ScriptRequest::Reload(reload)).is_ok()
+    }
+
+    /// Hands the task a re-read config: its plugin list and order, rule list, script folders
+    /// and `[plugins.*]`/`[rules.*]` sections take effect, every script is reloaded, and
+    /// scripts no longer listed are unloaded. False when the task has ended.
+    pub fn reconfigure(&self, cfg: Config) -> bool {
+        self.requests
+            .send(ScriptRequest::Reconfigure(Box::new(cfg)))
+            .is_ok()
     }
 
     /// Waits until the task has run its due timers and handled every event queued so far;
@@ -88,6 +99,15 @@ pub async fn spawn_scripts<S: CommandSink + Send + 'static>(
         cfg: cfg.clone(),
         sink,
     };
+    // Before the plugins load: their grants at load time must find the saved ones.
+    let enrolled = task
+        .sink
+        .store()
+        .kv_all(ENROLMENT_SCOPE)
+        .await
+        .context("reading the saved grants")?;
+    task.host.restore_enrolment(&enrolled);
+    task.host.set_security_alerts(cfg.security.alert_to.clone());
     for name in &cfg.lua.plugins {
         // Saved data that cannot be read would be overwritten by a plugin that starts empty.
         let data = task
@@ -99,9 +119,11 @@ pub async fn spawn_scripts<S: CommandSink + Send + 'static>(
         task.load_plugin(name, data).await;
     }
     task.host.set_order(&cfg.lua.plugins);
+    task.host.set_plugin_text_limit(cfg.lua.plugin_text_limit);
     task.host.set_lockout_policy(LockoutPolicy {
         failures: cfg.lua.lockout_failures,
         window: std::time::Duration::from_secs(cfg.lua.lockout_seconds),
+        global_failures: cfg.lua.global_failures,
     });
     let lockouts = task
         .sink
@@ -179,6 +201,7 @@ impl<S: CommandSink> ScriptTask<S> {
                 // Before events: a reload takes effect from the next event on.
                 req = requests.recv(), if requests_open => match req {
                     Some(ScriptRequest::Reload(r)) => self.reload(r).await,
+                    Some(ScriptRequest::Reconfigure(cfg)) => self.reconfigure(*cfg).await,
                     Some(ScriptRequest::Flush(reply)) => {
                         let report = self.flush(&mut events).await;
                         let _ = reply.send(report);
@@ -326,10 +349,12 @@ impl<S: CommandSink> ScriptTask<S> {
                     to,
                     text,
                     request_id,
+                    priority,
                 } => replies.push(store::NewOutboxSms {
                     to,
                     text,
                     request_id,
+                    priority,
                 }),
                 Command::KvSet { scope, key, value } => {
                     data.push(store::KvChange { scope, key, value })
@@ -426,6 +451,9 @@ impl<S: CommandSink> ScriptTask<S> {
         }
         self.sink.bus().publish(Event::Script(status));
         // What the script did while loading (top level, `init`).
+        for event in self.host.take_events() {
+            self.sink.bus().publish(event);
+        }
         for cmd in self.host.take_commands() {
             execute_on(&self.sink, cmd).await;
         }
@@ -446,6 +474,9 @@ impl<S: CommandSink> ScriptTask<S> {
             self.sink.script_errors(std::slice::from_ref(e));
         }
         self.sink.bus().publish(Event::Script(status));
+        for event in self.host.take_events() {
+            self.sink.bus().publish(event);
+        }
         for cmd in self.host.take_commands() {
             execute_on(&self.sink, cmd).await;
         }
@@ -466,10 +497,52 @@ impl<S: CommandSink> ScriptTask<S> {
         self.load_rule(name, data).await;
     }
 
+    async fn reconfigure(&mut self, cfg: Config) {
+        let old = std::mem::replace(&mut self.cfg, cfg);
+        let rules: Vec<String> = self.cfg.rule_paths().into_iter().map(|(n, _)| n).collect();
+        let dropped_plugins = old
+            .lua
+            .plugins
+            .iter()
+            .filter(|n| !self.cfg.lua.plugins.contains(n));
+        let dropped_rules = old
+            .rule_paths()
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| !rules.contains(n));
+        let dropped: Vec<(ScriptKind, String)> = dropped_plugins
+            .map(|n| (ScriptKind::Plugin, n.clone()))
+            .chain(dropped_rules.map(|n| (ScriptKind::Rule, n)))
+            .collect();
+        for (kind, name) in dropped {
+            match kind {
+                ScriptKind::Plugin => self.host.unload(&name),
+                ScriptKind::Rule => self.host.unload_rule(&name),
+            }
+            let status = ScriptStatus {
+                kind,
+                name: name.clone(),
+                generation: 0,
+                error: Some(format!(
+                    "{name}.lua: no longer in the config (lua.{}); unloaded",
+                    kind.topic()
+                )),
+            };
+            self.sink.bus().publish(Event::Script(status));
+        }
+        self.host.set_order(&self.cfg.lua.plugins);
+        self.reload(Reload::All).await;
+    }
+
     async fn reload(&mut self, reload: Reload) {
         match reload {
             Reload::All => {
                 tracing::info!("reloading every script");
+                // `gsmgw unlock` on the store of a running gateway takes effect here.
+                match self.sink.store().kv_all(LOCKOUT_SCOPE).await {
+                    Ok(saved) => self.host.sync_lockouts(&saved, Instant::now().into_std()),
+                    Err(e) => tracing::error!(error = %e, "cannot re-read the lock-outs"),
+                }
                 for name in self.cfg.lua.plugins.clone() {
                     self.reload_plugin(&name).await;
                 }
@@ -500,6 +573,15 @@ impl<S: CommandSink> ScriptTask<S> {
                         error: Some(format!("{name}.lua: the file was removed; plugin unloaded")),
                     };
                     self.sink.bus().publish(Event::Script(status));
+                }
+            }
+            Reload::Library { path } => {
+                for (kind, name) in self.host.dependents(&path) {
+                    tracing::info!(script = %name, library = %path.display(), "library changed; reloading");
+                    match kind {
+                        ScriptKind::Plugin => self.reload_plugin(&name).await,
+                        ScriptKind::Rule => self.reload_rule(&name).await,
+                    }
                 }
             }
             Reload::Changed {

@@ -90,6 +90,7 @@ impl Fixture {
             text: text.into(),
             time: None,
             incomplete: false,
+            sender_kind: crate::bus::SenderKind::of(from),
         };
         self.host.dispatch_sms(&sms, self.t0)
     }
@@ -104,6 +105,7 @@ pub(super) fn send(to: &str, text: &str) -> Command {
         to: to.into(),
         text: text.into(),
         request_id: None,
+        priority: false,
     }
 }
 
@@ -815,6 +817,7 @@ fn sms_time_reaches_the_hook_as_utc_rfc3339() {
         text: "x".into(),
         time,
         incomplete: false,
+        sender_kind: crate::bus::SenderKind::of(MASTER),
     };
 
     let d = f.host.dispatch_sms(&sms, f.t0);

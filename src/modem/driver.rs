@@ -100,12 +100,15 @@ impl ModemHandle {
         to: &str,
         text: &str,
         request_id: Option<&str>,
+        priority: bool,
     ) -> Result<i64, ModemError> {
-        match self
-            .store
-            .outbox_insert(to, text, request_id, Utc::now())
-            .await
-        {
+        let sms = crate::store::NewOutboxSms {
+            to: to.to_string(),
+            text: text.to_string(),
+            request_id: request_id.map(str::to_string),
+            priority,
+        };
+        match self.store.outbox_queue(sms, Utc::now()).await {
             Ok(id) => {
                 self.announce_queued(to, request_id, &QueuedSms { id, capped: None });
                 self.kick();
@@ -1033,7 +1036,12 @@ impl Driver {
                 return Ok(());
             }
         };
-        let from = phone::normalise(&deliver.sender, self.country_code.as_deref());
+        // A name is kept as sent: normalising `00900123` would make it the number +900123.
+        let from = if deliver.sender_kind == crate::bus::SenderKind::Alphanumeric {
+            deliver.sender.trim().to_string()
+        } else {
+            phone::normalise(&deliver.sender, self.country_code.as_deref())
+        };
         match deliver.concat {
             Some(c) if c.total > 1 => {
                 let part = NewPart {
@@ -1046,9 +1054,16 @@ impl Driver {
                     sent_at: deliver.timestamp,
                 };
                 if let PartInsert::Complete(id) = self.store.part_insert(&part).await? {
+                    // A crash between the two leaves the kind unrecorded: it is then judged
+                    // from the sender's text at the next start.
+                    self.store
+                        .inbox_set_sender_kind(id, deliver.sender_kind)
+                        .await?;
                     if let Some(row) = self.store.inbox_get(id).await? {
                         self.bus.publish(Event::SmsReceived(IncomingSms {
                             id,
+                            // The part that completed the message carries the sender's type.
+                            sender_kind: deliver.sender_kind,
                             from: row.from,
                             text: row.text,
                             time: row.sent_at,
@@ -1065,13 +1080,18 @@ impl Driver {
                     sent_at: deliver.timestamp,
                     incomplete: false,
                 };
-                match self.store.inbox_insert(&row).await? {
+                match self
+                    .store
+                    .inbox_insert_kind(&row, deliver.sender_kind)
+                    .await?
+                {
                     InboxInsert::New(id) => self.bus.publish(Event::SmsReceived(IncomingSms {
                         id,
                         from,
                         text: deliver.text,
                         time: deliver.timestamp,
                         incomplete: false,
+                        sender_kind: deliver.sender_kind,
                     })),
                     InboxInsert::Duplicate(id) => {
                         tracing::debug!(inbox_id = id, "SMS seen before (re-read after a restart)")
@@ -1142,6 +1162,7 @@ impl Driver {
             match self.store.inbox_get(id).await {
                 Ok(Some(row)) => self.bus.publish(Event::SmsReceived(IncomingSms {
                     id,
+                    sender_kind: row.kind(),
                     from: row.from,
                     text: row.text,
                     time: row.sent_at,

@@ -34,7 +34,7 @@ use super::discovery::Discovery;
 use super::messages::{self, Outgoing};
 use super::topics::{CommandTopic, Topics};
 use super::MqttError;
-use crate::bus::{Bus, Command, Event};
+use crate::bus::{AlarmSource, Bus, Command, Event};
 
 /// Events (SMS, calls) kept while the broker is away; beyond this the oldest are dropped.
 pub const EVENT_QUEUE_LIMIT: usize = 1000;
@@ -551,6 +551,7 @@ impl Publisher {
             self.topics.sms_send(),
             self.topics.sms_send_text(),
             self.topics.alarm_set(),
+            self.topics.security_unlock(),
             // Its retained message is the previous manifest; it arrives before our new one.
             self.topics.discovery_manifest(),
         ]
@@ -700,6 +701,7 @@ impl Router {
                         to: req.to,
                         text: req.text,
                         request_id: req.id,
+                        priority: false,
                     }),
                     Err(rejection) => {
                         tracing::warn!(error = %rejection.error, "MQTT: SMS request refused");
@@ -709,11 +711,23 @@ impl Router {
                     }
                 }
             }
+            CommandTopic::SecurityUnlock => match messages::parse_unlock_command(payload) {
+                Ok(number) => Some(Command::Unlock {
+                    number,
+                    by: "mqtt".into(),
+                }),
+                Err(e) => {
+                    tracing::warn!(topic = %publish.topic, error = %e, "MQTT: bad unlock command ignored");
+                    None
+                }
+            },
             CommandTopic::AlarmSet => match messages::parse_alarm_command(payload) {
                 Ok(req) => Some(Command::Alarm {
                     action: req.action,
+                    source: AlarmSource::External,
                     by: Some("mqtt".into()),
                     code: req.code,
+                    reply: None,
                 }),
                 Err(e) => {
                     tracing::warn!(topic = %publish.topic, error = %e, "MQTT: bad alarm command ignored");

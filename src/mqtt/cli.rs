@@ -1,4 +1,5 @@
-//! The MQTT side of the command line: `gsmgw send` and `gsmgw discovery`.
+//! The MQTT side of the command line: `gsmgw send`, `gsmgw discovery` and the running-gateway
+//! half of `gsmgw unlock`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -28,6 +29,7 @@ pub async fn send(cfg: &Config, to: &str, text: &str, timeout_s: u64) -> anyhow:
     )
     .context("the [mqtt] settings")?;
     let (client, mut eventloop) = AsyncClient::new(options, 16);
+    eventloop.set_network_options(super::network_options());
     let sent_topic = topics.sms_sent();
     let wait = async {
         loop {
@@ -84,6 +86,61 @@ pub async fn send(cfg: &Config, to: &str, text: &str, timeout_s: u64) -> anyhow:
             );
             Ok(ExitCode::FAILURE)
         }
+    }
+}
+
+/// Asks a running gateway to lift the lock-out of sender `key` over `<p>/security/unlock` and
+/// waits (at most `timeout_s`) for its `unlocked` event on `<p>/security`. `Ok(false)` when no
+/// gateway answered in time (it may be stopped: the store change then applies at its start).
+pub async fn unlock(cfg: &Config, key: &str, timeout_s: u64) -> anyhow::Result<bool> {
+    let topics = topics_for(cfg);
+    let id = format!("cli-unlock-{}", std::process::id());
+    let options = connection_options(
+        &cfg.mqtt,
+        &format!("{}-{id}", client_id(&cfg.mqtt, &cfg.gateway.device_id)),
+    )
+    .context("the [mqtt] settings")?;
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    let security = topics.security();
+    let request = json!({ "number": key }).to_string();
+    let wait = async {
+        loop {
+            let event = eventloop
+                .poll()
+                .await
+                .with_context(|| format!("connecting to {}", cfg.mqtt.url))?;
+            match event {
+                MqttEvent::Incoming(Packet::ConnAck(_)) => {
+                    client
+                        .subscribe(security.as_str(), QoS::AtLeastOnce)
+                        .await?;
+                }
+                MqttEvent::Incoming(Packet::SubAck(_)) => {
+                    client
+                        .publish(
+                            topics.security_unlock(),
+                            QoS::AtLeastOnce,
+                            false,
+                            request.clone(),
+                        )
+                        .await?;
+                }
+                MqttEvent::Incoming(Packet::Publish(p)) if p.topic == security => {
+                    let event: Value = serde_json::from_slice(&p.payload).unwrap_or(Value::Null);
+                    if event["event_type"] == "unlocked" && event["number"] == key {
+                        return anyhow::Ok(());
+                    }
+                }
+                _ => {}
+            }
+        }
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(timeout_s), wait).await;
+    let _ = client.try_disconnect();
+    match outcome {
+        Ok(Ok(())) => Ok(true),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Ok(false),
     }
 }
 

@@ -129,6 +129,16 @@ impl Discovery {
                 "icon": "mdi:phone-incoming",
             }),
         ));
+        out.push(self.entity(
+            "event",
+            "security",
+            "Security",
+            json!({
+                "state_topic": t.security(),
+                "event_types": crate::bus::Security::EVENT_TYPES,
+                "icon": "mdi:shield-alert",
+            }),
+        ));
         for target in &cfg.mqtt.notify {
             check_target_name(&target.name)?;
             check_number(target.number.trim()).map_err(|reason| MqttError::InvalidConfig {

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::topics::Topics;
-use crate::bus::{AlarmAction, Event, OutputAction, Secret, SendStatus};
+use crate::bus::{AlarmAction, Event, OutputAction, Secret, Security, SendStatus};
 
 /// Longer than any real output command; refusing early keeps a 1 MB payload out of the parser.
 const MAX_OUTPUT_COMMAND_BYTES: usize = 1024;
@@ -130,13 +130,69 @@ pub fn for_event(topics: &Topics, event: &Event, publish_imei: bool) -> Option<O
         // Incoming direction: the bridge produces these, it does not publish them.
         Event::Mqtt { .. } => return None,
         // Answers to one script's request, not news for the broker.
-        Event::UssdResult { .. } | Event::MqttSession { .. } => return None,
+        Event::UssdResult { .. } | Event::MqttSession { .. } | Event::AlarmResult { .. } => {
+            return None
+        }
         Event::Lockout { number, until } => Outgoing::event(
-            topics.under("security"),
+            topics.security(),
             &json!({ "event_type": "lockout", "number": number, "until": until.to_rfc3339() }),
         ),
+        Event::Security(s) => Outgoing::event(topics.security(), &security_payload(s)),
+        // A request for the script task; its outcome is published as `unlocked`.
+        Event::UnlockRequest { .. } => return None,
     };
     Some(out)
+}
+
+/// The `<p>/security` message of a security event.
+fn security_payload(s: &Security) -> Value {
+    let mut v = match s {
+        Security::Granted {
+            script,
+            number,
+            role,
+        } => json!({ "script": script, "number": number, "role": role }),
+        Security::Revoked {
+            script,
+            number,
+            role,
+        } => json!({ "script": script, "number": number, "role": role }),
+        Security::EnrolledTargeted {
+            number,
+            failures,
+            until,
+        } => json!({ "number": number, "failures": failures, "until": until.to_rfc3339() }),
+        Security::BudgetSpent { failures, until } => {
+            json!({ "failures": failures, "until": until.to_rfc3339() })
+        }
+        Security::Unlocked { number, by } => json!({ "number": number, "by": by }),
+    };
+    v["event_type"] = json!(s.event_type());
+    v
+}
+
+/// The number in an `<p>/security/unlock` payload: the number as plain text, or JSON
+/// `{"number": "…"}`.
+pub fn parse_unlock_command(payload: &[u8]) -> Result<String, String> {
+    if payload.len() > 256 {
+        return Err("payload too long for a number".into());
+    }
+    let text = std::str::from_utf8(payload)
+        .map_err(|_| "payload is not UTF-8".to_string())?
+        .trim();
+    let number = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(o)) => o
+            .get("number")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| "JSON payload without a \"number\" string".to_string())?,
+        _ => text.to_string(),
+    };
+    let number = number.trim().to_string();
+    if number.is_empty() {
+        return Err("no number given".into());
+    }
+    Ok(number)
 }
 
 /// The failure reply on `sms/sent` to a request that could not be accepted.
@@ -614,6 +670,7 @@ mod tests {
             text: "hi".into(),
             time,
             incomplete: false,
+            sender_kind: crate::bus::SenderKind::of("+4470"),
         };
         let out = for_event(&t, &Event::SmsReceived(sms), false)
             .unwrap_or_else(|| Outgoing::state(String::new(), ""));
@@ -671,5 +728,56 @@ mod tests {
             out.as_ref().map(json_of),
             Some(json!({"state":"loaded","error":null,"generation":3}))
         );
+    }
+
+    #[test]
+    fn security_events_are_published_on_security_with_their_event_type() {
+        let t = Topics::new("g/d");
+        let granted = Security::Granted {
+            script: "plugin:crc".into(),
+            number: "+447700900123".into(),
+            role: "master".into(),
+        };
+        let out = for_event(&t, &Event::Security(granted), false);
+        assert_eq!(
+            out.as_ref().map(|o| (o.topic.as_str(), o.retain)),
+            Some(("g/d/security", false))
+        );
+        assert_eq!(
+            out.as_ref().map(json_of),
+            Some(
+                json!({"event_type":"granted","script":"plugin:crc","number":"+447700900123","role":"master"})
+            )
+        );
+        let unlocked = Security::Unlocked {
+            number: "bank".into(),
+            by: "mqtt".into(),
+        };
+        let out = for_event(&t, &Event::Security(unlocked), false);
+        assert_eq!(
+            out.as_ref().map(json_of),
+            Some(json!({"event_type":"unlocked","number":"bank","by":"mqtt"}))
+        );
+        let request = Event::UnlockRequest {
+            number: "x".into(),
+            by: "mqtt".into(),
+        };
+        assert_eq!(for_event(&t, &request, false), None);
+    }
+
+    #[test]
+    fn unlock_commands_take_a_plain_number_or_json_and_refuse_garbage() {
+        assert_eq!(
+            parse_unlock_command(b" +447700900123 ").as_deref(),
+            Ok("+447700900123")
+        );
+        assert_eq!(
+            parse_unlock_command(br#"{"number":"Bank"}"#).as_deref(),
+            Ok("Bank")
+        );
+        assert!(parse_unlock_command(b"").is_err());
+        assert!(parse_unlock_command(br#"{"nr":"1"}"#).is_err());
+        assert!(parse_unlock_command(&[0xff, 0xfe]).is_err());
+        assert!(parse_unlock_command(&[b'1'; 1000]).is_err());
     }
 }

@@ -22,6 +22,8 @@ pub enum CommandTopic<'a> {
     SmsSendText,
     /// `<p>/alarm/set`.
     AlarmSet,
+    /// `<p>/security/unlock`: lift a sender's lock-out.
+    SecurityUnlock,
 }
 
 impl Topics {
@@ -105,6 +107,16 @@ impl Topics {
         self.under("alarm")
     }
 
+    /// `<p>/security`: grants, lock-outs, attacks, unlocks (events).
+    pub fn security(&self) -> String {
+        self.under("security")
+    }
+
+    /// `<p>/security/unlock`, where requests to lift a lock-out arrive.
+    pub fn security_unlock(&self) -> String {
+        self.under("security/unlock")
+    }
+
     /// `<p>/alarm/set`, where alarm commands arrive.
     pub fn alarm_set(&self) -> String {
         self.under("alarm/set")
@@ -138,6 +150,7 @@ impl Topics {
             "sms/send" => return Some(CommandTopic::SmsSend),
             "sms/send_text" => return Some(CommandTopic::SmsSendText),
             "alarm/set" => return Some(CommandTopic::AlarmSet),
+            "security/unlock" => return Some(CommandTopic::SecurityUnlock),
             _ => {}
         }
         let name = rest.strip_prefix("output/")?.strip_suffix("/set")?;
@@ -227,6 +240,11 @@ mod tests {
             t.classify("gsmgw/gate/alarm/set"),
             Some(CommandTopic::AlarmSet)
         );
+        assert_eq!(
+            t.classify("gsmgw/gate/security/unlock"),
+            Some(CommandTopic::SecurityUnlock)
+        );
+        assert_eq!(t.classify("gsmgw/gate/security"), None);
         assert_eq!(
             t.classify("gsmgw/gate/sms/send_text"),
             Some(CommandTopic::SmsSendText)

@@ -25,6 +25,7 @@ use chrono::{DateTime, FixedOffset, TimeDelta, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use sha2::{Digest, Sha256};
 
+use crate::bus::SenderKind;
 use crate::config::SmsConfig;
 
 pub use attempts::DispatchAttempt;
@@ -215,6 +216,16 @@ pub struct InboxRow {
     pub received_at: DateTime<Utc>,
     /// True when parts of a concatenated message never arrived.
     pub incomplete: bool,
+    /// The sender's type-of-address when it was recorded ([`Store::inbox_insert_kind`]).
+    pub sender_kind: Option<SenderKind>,
+}
+
+impl InboxRow {
+    /// The sender's kind: as recorded, else judged from its text.
+    pub fn kind(&self) -> SenderKind {
+        self.sender_kind
+            .unwrap_or_else(|| SenderKind::of(&self.from))
+    }
 }
 
 /// A reply a plugin asked to send while handling a received SMS (see
@@ -226,6 +237,8 @@ pub struct NewOutboxSms {
     pub text: String,
     /// The requester's correlation id, echoed in status events.
     pub request_id: Option<String>,
+    /// May use the caps' priority reserve (alarm, notify, security alerts).
+    pub priority: bool,
 }
 
 /// A change to script data made while handling a received SMS.
@@ -470,6 +483,44 @@ impl Store {
         Ok(result)
     }
 
+    /// [`Store::inbox_insert`], recording the sender's type-of-address in the same
+    /// transaction (a new row only).
+    pub fn inbox_insert_kind(
+        &mut self,
+        msg: &NewInboxSms,
+        kind: SenderKind,
+    ) -> Result<InboxInsert, StoreError> {
+        let tx = self.write(Durability::Full)?;
+        let result = insert_inbox_row(
+            &tx,
+            &msg.pdu_hash,
+            &msg.from,
+            &msg.text,
+            msg.sent_at,
+            Utc::now(),
+            msg.incomplete,
+        )?;
+        if let InboxInsert::New(id) = result {
+            tx.execute(
+                "UPDATE inbox SET sender_kind = ?2 WHERE id = ?1",
+                params![id, kind.as_str()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(result)
+    }
+
+    /// Records the sender's type-of-address of inbox row `id` (a concatenated message, once
+    /// its last part arrived).
+    pub fn inbox_set_sender_kind(&mut self, id: i64, kind: SenderKind) -> Result<(), StoreError> {
+        self.update_row(
+            "inbox",
+            id,
+            "UPDATE inbox SET sender_kind = ?2 WHERE id = ?1",
+            params![id, kind.as_str()],
+        )
+    }
+
     /// Records that the message was handed to the consumers, so it is not delivered again on
     /// start-up.
     pub fn inbox_mark_delivered(&mut self, id: i64) -> Result<(), StoreError> {
@@ -528,14 +579,7 @@ impl Store {
         )?;
         let mut queued = Vec::with_capacity(outbox.len());
         for sms in outbox {
-            let (id, capped) = insert_outbox_row(
-                &tx,
-                &limits,
-                &sms.to,
-                &sms.text,
-                sms.request_id.as_deref(),
-                now,
-            )?;
+            let (id, capped) = insert_outbox_row(&tx, &limits, sms, now)?;
             queued.push(QueuedSms { id, capped });
         }
         for change in kv {
@@ -554,7 +598,7 @@ impl Store {
     /// The messages stored but never marked delivered, oldest first: delivered on start-up.
     pub fn inbox_undelivered(&mut self) -> Result<Vec<InboxRow>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, sender, text, sent_at, received_at, incomplete FROM inbox \
+            "SELECT id, sender, text, sent_at, received_at, incomplete, sender_kind FROM inbox \
              WHERE delivered_at IS NULL ORDER BY id",
         )?;
         let rows = stmt
@@ -566,7 +610,8 @@ impl Store {
     /// One inbox row.
     pub fn inbox_get(&mut self, id: i64) -> Result<Option<InboxRow>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, sender, text, sent_at, received_at, incomplete FROM inbox WHERE id = ?1",
+            "SELECT id, sender, text, sent_at, received_at, incomplete, sender_kind FROM inbox \
+             WHERE id = ?1",
         )?;
         Ok(stmt.query_row([id], inbox_row).optional()?)
     }
@@ -697,9 +742,24 @@ impl Store {
         request_id: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
+        let sms = NewOutboxSms {
+            to: to.to_string(),
+            text: text.to_string(),
+            request_id: request_id.map(str::to_string),
+            priority: false,
+        };
+        self.outbox_queue(&sms, now)
+    }
+
+    /// [`Store::outbox_insert`] for `sms`, which may ask for the priority reserve.
+    pub fn outbox_queue(
+        &mut self,
+        sms: &NewOutboxSms,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
         let limits = self.limits.clone();
         let tx = self.write(Durability::Full)?;
-        let (id, capped) = insert_outbox_row(&tx, &limits, to, text, request_id, now)?;
+        let (id, capped) = insert_outbox_row(&tx, &limits, sms, now)?;
         tx.commit()?;
         match capped {
             Some(reason) => Err(StoreError::Capped { id, reason }),
@@ -1103,11 +1163,14 @@ fn write_kv(
 fn insert_outbox_row(
     tx: &Transaction<'_>,
     limits: &SmsConfig,
-    to: &str,
-    text: &str,
-    request_id: Option<&str>,
+    sms: &NewOutboxSms,
     now: DateTime<Utc>,
 ) -> Result<(i64, Option<String>), StoreError> {
+    let (to, text, request_id) = (
+        sms.to.as_str(),
+        sms.text.as_str(),
+        sms.request_id.as_deref(),
+    );
     let hour_ago = (now - TimeDelta::hours(1)).timestamp_millis();
     let day_ago = (now - TimeDelta::days(1)).timestamp_millis();
     let (all_hour, all_day, to_hour, to_day): (u32, u32, u32, u32) = tx.query_row(
@@ -1219,6 +1282,10 @@ fn inbox_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<InboxRow> {
         sent_at: offset_column(row, 3)?,
         received_at: utc_column(row, 4)?,
         incomplete: row.get(5)?,
+        sender_kind: row
+            .get::<_, Option<String>>(6)?
+            .as_deref()
+            .and_then(SenderKind::parse),
     })
 }
 

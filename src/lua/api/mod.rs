@@ -17,6 +17,7 @@ mod output;
 mod phone;
 mod sms;
 pub(crate) mod store;
+mod text;
 mod timer;
 
 use std::collections::BTreeMap;
@@ -28,10 +29,12 @@ use mlua::{DeserializeOptions, Function, Lua, LuaSerdeExt, SerializeOptions, Tab
 use sha2::{Digest, Sha256};
 
 use super::clock::{self, WallClock};
-use super::lockout::{Lockouts, LOCKOUT_SCOPE};
+use super::lockout::{Enrolment, Lockouts, LOCKOUT_SCOPE};
 use super::sandbox::Budget;
 use super::{Caps, World};
-use crate::bus::{AlarmAction, Command, Event, OutputAction, ScriptKind, Secret};
+use crate::bus::{
+    AlarmAction, AlarmSource, Command, Event, OutputAction, ScriptKind, Secret, SenderKind,
+};
 
 /// Where the host keeps the Lua functions of pending timers (id → function).
 pub(crate) const TIMERS_REGISTRY_KEY: &str = "gsmgw.timers";
@@ -48,6 +51,10 @@ pub(crate) struct Shared {
     pub events: Vec<Event>,
     pub country_code: Option<String>,
     pub lockouts: Lockouts,
+    /// Who was granted authority, by number (`gw.auth.grant`).
+    pub enrolment: Enrolment,
+    /// Numbers told about attacks (`security.alert_to`).
+    pub alert_to: Vec<String>,
     pub clock: WallClock,
     /// `None` when MQTT is disabled.
     pub mqtt_connected: Option<bool>,
@@ -55,6 +62,18 @@ pub(crate) struct Shared {
     pub next_request_id: u64,
     /// Requests whose callback waits for the result, by id.
     pub pending: BTreeMap<u64, Owner>,
+    /// What scripts marked on the SMS being dispatched; `None` outside an SMS dispatch.
+    pub sms_marks: Option<SmsMarks>,
+}
+
+/// What the scripts handling one SMS said about it (contract C).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct SmsMarks {
+    /// Texts to mask (`***`) wherever the SMS is shown or kept: `gw.sms.secret`.
+    pub secrets: Vec<String>,
+    /// The SMS carries a credential (a secret was marked, or `gw.auth.fail` counted it):
+    /// it is never forwarded.
+    pub credential_bearing: bool,
 }
 
 impl Shared {
@@ -65,10 +84,13 @@ impl Shared {
             events: Vec::new(),
             country_code,
             lockouts: Lockouts::default(),
+            enrolment: Enrolment::default(),
+            alert_to: Vec::new(),
             clock,
             mqtt_connected: None,
             next_request_id: 0,
             pending: BTreeMap::new(),
+            sms_marks: None,
         }
     }
 }
@@ -80,6 +102,9 @@ pub(crate) struct Owner {
     pub kind: ScriptKind,
     pub name: String,
     pub generation: u64,
+    /// The message being handled when the request was made: the callback answers it
+    /// (`gw.sms.reply` replies to the sender of the SMS that asked).
+    pub current: Current,
 }
 
 impl Owner {
@@ -89,12 +114,15 @@ impl Owner {
 }
 
 /// What a callback knows about the message being handled.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Current {
     /// The number `gw.sms.reply` answers to.
     pub reply_to: Option<String>,
     /// The call `gw.call.*` act on when no id is given.
     pub call_id: Option<u64>,
+    /// The sender of the SMS being handled and its kind: an alphanumeric sender never
+    /// matches a number in `gw.phone` nor gets a grant, whatever its characters.
+    pub sender: Option<(String, SenderKind)>,
 }
 
 /// When a timer fires again.
@@ -166,6 +194,12 @@ impl ApiContext {
 
     fn script(&self) -> MutexGuard<'_, ScriptCtx> {
         self.script.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// True when `address` is the alphanumeric sender of the SMS being handled.
+    fn is_alphanumeric_sender(&self, address: &str) -> bool {
+        matches!(&self.script().current.sender,
+            Some((from, SenderKind::Alphanumeric)) if from.trim() == address.trim())
     }
 
     /// Queues `command`; past [`Caps::commands_per_call`] it is dropped and the call ends
@@ -251,6 +285,7 @@ impl ApiContext {
                 kind: script.kind,
                 name: script.name.clone(),
                 generation: script.generation,
+                current: script.current.clone(),
             }
         };
         let mut shared = self.shared();
@@ -308,6 +343,8 @@ pub(crate) fn register_all(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
     alarm::register(lua, ctx)?;
     mqtt::register(lua, ctx)?;
     auth::register(lua, ctx)?;
+    text::register(lua, ctx)?;
+    sms::mark_failures(lua, ctx)?;
     Ok(())
 }
 

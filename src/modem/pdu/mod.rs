@@ -12,6 +12,8 @@ use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, TimeZone, Timelike};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::bus::SenderKind;
+
 /// The alphabet of a message's user data (from its data coding scheme).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Encoding {
@@ -55,6 +57,8 @@ pub struct Deliver {
     pub smsc: Option<String>,
     /// Originating address: `+` and digits, national digits, or an alphanumeric name.
     pub sender: String,
+    /// What the type-of-address says `sender` is (a name of digits stays alphanumeric).
+    pub sender_kind: SenderKind,
     /// Service centre time stamp, in the time zone the network gave.
     pub timestamp: Option<DateTime<FixedOffset>>,
     /// The text (for 8-bit data, the bytes read as Latin-1).
@@ -274,7 +278,8 @@ fn parse_hex(hex: &str) -> Result<Vec<u8>, PduError> {
 const UDHI: u8 = 0x40;
 
 fn decode_deliver(r: &mut Reader, smsc: Option<String>, fo: u8) -> Result<Deliver, PduError> {
-    let sender = r.address("originating address")?;
+    let (sender, toa) = r.typed_address("originating address")?;
+    let sender_kind = sender_kind(toa, &sender);
     let pid = r.u8("protocol identifier")?;
     let dcs = r.u8("data coding scheme")?;
     let timestamp = r.timestamp("service centre time stamp")?;
@@ -283,6 +288,7 @@ fn decode_deliver(r: &mut Reader, smsc: Option<String>, fo: u8) -> Result<Delive
     Ok(Deliver {
         smsc,
         sender,
+        sender_kind,
         timestamp,
         text: ud.text,
         encoding: scheme.encoding,
@@ -446,6 +452,11 @@ impl<'a> Reader<'a> {
 
     /// An address field: a length in useful semi-octets, the type of address, the digits.
     fn address(&mut self, field: &'static str) -> Result<String, PduError> {
+        Ok(self.typed_address(field)?.0)
+    }
+
+    /// An address field and its type-of-address octet.
+    fn typed_address(&mut self, field: &'static str) -> Result<(String, u8), PduError> {
         let len = usize::from(self.u8(field)?);
         if len > 20 {
             return Err(PduError::AddressTooLong { field, length: len });
@@ -456,10 +467,10 @@ impl<'a> Reader<'a> {
             // Alphanumeric: GSM 7-bit packed; count whole septets only, or a padding septet
             // shows up as a trailing '@'.
             let septets = gsm7::unpack(octets, 0, len * 4 / 7);
-            return Ok(gsm7::decode(&septets));
+            return Ok((gsm7::decode(&septets), toa));
         }
         let number = semi_octet_digits(octets, len, field)?;
-        Ok(with_type_prefix(toa, number))
+        Ok((with_type_prefix(toa, number), toa))
     }
 
     /// A time stamp; `None` when its digits make no date (all zeros, as some SIMs store),
@@ -614,6 +625,19 @@ fn semi_octet_digits(octets: &[u8], count: usize, field: &'static str) -> Result
         out.push(c);
     }
     Ok(out)
+}
+
+/// The kind of an originating address from its type-of-address (3GPP TS 23.040 9.1.2.5):
+/// type 5 is alphanumeric whatever the characters; type 3 (network specific) is a service's
+/// short code; otherwise the digits decide between a short code and a number.
+fn sender_kind(toa: u8, address: &str) -> SenderKind {
+    match (toa >> 4) & 0x07 {
+        _ if address.trim().is_empty() => SenderKind::Empty,
+        0x05 => SenderKind::Alphanumeric,
+        0x03 => SenderKind::Short,
+        0x01 => SenderKind::of_number(address, true),
+        _ => SenderKind::of_number(address, false),
+    }
 }
 
 fn with_type_prefix(toa: u8, number: String) -> String {
@@ -1119,6 +1143,7 @@ mod tests {
         assert_eq!(parts.len(), 1);
         let d = deliver(&parts[0]);
         assert_eq!(d.sender, "+447700900123");
+        assert_eq!(d.sender_kind, SenderKind::International);
         assert_eq!(d.text, "Hello {world} €5");
         assert_eq!(d.encoding, Encoding::Gsm7);
         assert_eq!(d.timestamp, Some(when));
@@ -1132,6 +1157,35 @@ mod tests {
         // SMSC "00", first octet, then address length + type of address.
         assert_eq!(&parts[0][4..8], "0ED0");
         assert_eq!(deliver(&parts[0]).sender, "Vodafone");
+        assert_eq!(deliver(&parts[0]).sender_kind, SenderKind::Alphanumeric);
+    }
+
+    #[test]
+    fn a_sender_name_made_of_digits_stays_alphanumeric() {
+        // TOA 0xD0 with the GSM 7-bit packed name "00900123" (the digits of a master's
+        // number, chosen freely at a bulk-SMS service): 8 septets = 7 octets = 14 semi-octets.
+        let hex_of = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02X}")).collect::<String>();
+        let name = hex_of(&gsm7::pack(b"00900123", 0));
+        let text = hex_of(&gsm7::pack(b"hi", 0));
+        let hex = format!("00040ED0{name}0000421030210354400{}{text}", 2);
+        let d = match decode(&hex, true) {
+            Ok(Pdu::Deliver(d)) => d,
+            other => panic!("not a deliver: {other:?}"),
+        };
+        assert_eq!(d.sender, "00900123");
+        assert_eq!(d.sender_kind, SenderKind::Alphanumeric);
+    }
+
+    #[test]
+    fn short_codes_and_national_numbers_are_told_apart_by_their_digits() {
+        assert_eq!(sender_kind(0x81, "12345"), SenderKind::Short);
+        assert_eq!(sender_kind(0xB1, "80080080"), SenderKind::Short);
+        assert_eq!(sender_kind(0x81, "07700900123"), SenderKind::National);
+        assert_eq!(
+            sender_kind(0x91, "+447700900123"),
+            SenderKind::International
+        );
+        assert_eq!(sender_kind(0x91, ""), SenderKind::Empty);
     }
 
     #[test]
