@@ -431,7 +431,7 @@ impl Default for LuaConfig {
             plugin_text_limit: crate::lua::PLUGIN_TEXT_LIMIT,
             // Above what the instruction budget allows on a Pi Zero 2 W (~100 ms of plain Lua,
             // a few times that for string work), so it only stops what the budget cannot see.
-            call_deadline_ms: 500,
+            call_deadline_ms: 1000,
             max_commands_per_call: 100,
             max_mqtt_payload_bytes: 64 * 1024,
             max_store_value_bytes: 64 * 1024,
