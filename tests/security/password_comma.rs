@@ -96,7 +96,7 @@ proptest! {
     fn out_of_shape_messages_tell_nothing_even_with_the_right_password(
         sender in senders(),
         guess in guesses(),
-        tail in "[a-z0-9=# ]{0,10}",
+        tail in "[a-z0-9= ]{0,10}",
     ) {
         let now = Instant::now();
         for shape in ["{p},status,{t}#", "{p},{t},connect#", "{p},status{t}", ",{p},r1=on#"] {
