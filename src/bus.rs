@@ -83,7 +83,10 @@ impl SenderKind {
         if !crate::phone::is_number(trimmed) {
             return SenderKind::Alphanumeric;
         }
-        Self::of_number(trimmed, trimmed.starts_with('+') || trimmed.starts_with("00"))
+        Self::of_number(
+            trimmed,
+            trimmed.starts_with('+') || trimmed.starts_with("00"),
+        )
     }
 
     /// The kind of a numeric address: short below [`MIN_REAL_NUMBER_DIGITS`] digits.
@@ -302,7 +305,10 @@ pub enum Event {
     Security(Security),
     /// Someone with access to the gateway (MQTT, `gsmgw unlock`) asks to lift the lock-out of
     /// `number`; the script task does it and answers with [`Security::Unlocked`].
-    UnlockRequest { number: String, by: String },
+    UnlockRequest {
+        number: String,
+        by: String,
+    },
 }
 
 /// Security events, published on `<p>/security` with their `event_type`.
@@ -435,7 +441,10 @@ pub enum Command {
     },
     /// Lift the lock-out of `number` (MQTT `<p>/security/unlock`): becomes
     /// [`Event::UnlockRequest`] for the script task.
-    Unlock { number: String, by: String },
+    Unlock {
+        number: String,
+        by: String,
+    },
 }
 
 /// The fan-out of events to every subscriber.

@@ -736,7 +736,10 @@ impl Config {
             if !kind.is_real_number() {
                 bad(
                     "security.alert_to",
-                    format!("entry {} is not a phone number with at least 8 digits", i + 1),
+                    format!(
+                        "entry {} is not a phone number with at least 8 digits",
+                        i + 1
+                    ),
                 );
             }
         }

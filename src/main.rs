@@ -226,7 +226,9 @@ fn unlock(cfg: &Config, sender: &str, timeout: u64) -> anyhow::Result<ExitCode> 
         }
     );
     if !cfg.mqtt.enabled {
-        println!("MQTT is off: if the gateway is running, `systemctl reload gsmgw` (SIGHUP) applies it");
+        println!(
+            "MQTT is off: if the gateway is running, `systemctl reload gsmgw` (SIGHUP) applies it"
+        );
         return Ok(ExitCode::SUCCESS);
     }
     match runtime()?.block_on(gsmgw::mqtt::cli::unlock(cfg, &key, timeout)) {

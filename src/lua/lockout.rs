@@ -353,7 +353,10 @@ mod tests {
         let t = t0 + Duration::from_secs(19);
         l.fail("sender19", false, t);
         assert_eq!(l.budget_spent(t), Some(t0 + Duration::from_secs(3600)));
-        assert_eq!(l.budget_newly_spent(t), Some(t0 + Duration::from_secs(3600)));
+        assert_eq!(
+            l.budget_newly_spent(t),
+            Some(t0 + Duration::from_secs(3600))
+        );
         assert_eq!(l.budget_newly_spent(t), None);
         assert_eq!(l.budget_spent(t0 + Duration::from_secs(3600)), None);
     }
@@ -376,7 +379,11 @@ mod tests {
         let t0 = Instant::now();
         let mut l = Lockouts::default();
         for i in 0..(MAX_TRACKED_SENDERS + 100) {
-            l.fail(&format!("s{i}"), false, t0 + Duration::from_millis(i as u64));
+            l.fail(
+                &format!("s{i}"),
+                false,
+                t0 + Duration::from_millis(i as u64),
+            );
         }
         assert!(l.failures.len() <= MAX_TRACKED_SENDERS);
     }

@@ -1575,6 +1575,8 @@ fn check(
 #[cfg(test)]
 mod marks_tests;
 #[cfg(test)]
+mod auth_tests;
+#[cfg(test)]
 mod rule_tests;
 #[cfg(test)]
 mod tests;

@@ -96,8 +96,7 @@ pub async fn spawn_scripts<S: CommandSink + Send + 'static>(
         .await
         .context("reading the saved grants")?;
     task.host.restore_enrolment(&enrolled);
-    task.host
-        .set_security_alerts(cfg.security.alert_to.clone());
+    task.host.set_security_alerts(cfg.security.alert_to.clone());
     for name in &cfg.lua.plugins {
         // Saved data that cannot be read would be overwritten by a plugin that starts empty.
         let data = task

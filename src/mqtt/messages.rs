@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::topics::Topics;
-use crate::bus::{AlarmAction, Event, OutputAction, Secret, SendStatus, Security};
+use crate::bus::{AlarmAction, Event, OutputAction, Secret, Security, SendStatus};
 
 /// Longer than any real output command; refusing early keeps a 1 MB payload out of the parser.
 const MAX_OUTPUT_COMMAND_BYTES: usize = 1024;
@@ -717,5 +717,56 @@ mod tests {
             out.as_ref().map(json_of),
             Some(json!({"state":"loaded","error":null,"generation":3}))
         );
+    }
+
+    #[test]
+    fn security_events_are_published_on_security_with_their_event_type() {
+        let t = Topics::new("g/d");
+        let granted = Security::Granted {
+            script: "plugin:crc".into(),
+            number: "+447700900123".into(),
+            role: "master".into(),
+        };
+        let out = for_event(&t, &Event::Security(granted), false);
+        assert_eq!(
+            out.as_ref().map(|o| (o.topic.as_str(), o.retain)),
+            Some(("g/d/security", false))
+        );
+        assert_eq!(
+            out.as_ref().map(json_of),
+            Some(
+                json!({"event_type":"granted","script":"plugin:crc","number":"+447700900123","role":"master"})
+            )
+        );
+        let unlocked = Security::Unlocked {
+            number: "bank".into(),
+            by: "mqtt".into(),
+        };
+        let out = for_event(&t, &Event::Security(unlocked), false);
+        assert_eq!(
+            out.as_ref().map(json_of),
+            Some(json!({"event_type":"unlocked","number":"bank","by":"mqtt"}))
+        );
+        let request = Event::UnlockRequest {
+            number: "x".into(),
+            by: "mqtt".into(),
+        };
+        assert_eq!(for_event(&t, &request, false), None);
+    }
+
+    #[test]
+    fn unlock_commands_take_a_plain_number_or_json_and_refuse_garbage() {
+        assert_eq!(
+            parse_unlock_command(b" +447700900123 ").as_deref(),
+            Ok("+447700900123")
+        );
+        assert_eq!(
+            parse_unlock_command(br#"{"number":"Bank"}"#).as_deref(),
+            Ok("Bank")
+        );
+        assert!(parse_unlock_command(b"").is_err());
+        assert!(parse_unlock_command(br#"{"nr":"1"}"#).is_err());
+        assert!(parse_unlock_command(&[0xff, 0xfe]).is_err());
+        assert!(parse_unlock_command(&[b'1'; 1000]).is_err());
     }
 }

@@ -241,6 +241,11 @@ mod tests {
             Some(CommandTopic::AlarmSet)
         );
         assert_eq!(
+            t.classify("gsmgw/gate/security/unlock"),
+            Some(CommandTopic::SecurityUnlock)
+        );
+        assert_eq!(t.classify("gsmgw/gate/security"), None);
+        assert_eq!(
             t.classify("gsmgw/gate/sms/send_text"),
             Some(CommandTopic::SmsSendText)
         );

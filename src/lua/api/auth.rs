@@ -6,7 +6,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 
 use super::*;
-use crate::bus::{SenderKind, Security};
+use crate::bus::{Security, SenderKind};
 use crate::lua::lockout::{Failure, ENROLMENT_SCOPE};
 
 /// `gw.auth`: credential checks, hashes, lock-out and grants.
@@ -48,9 +48,7 @@ pub(crate) fn register(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
     let c = ctx.clone();
     m.set(
         "locked",
-        lua.create_function(move |_, sender: Option<String>| {
-            Ok(c.sms_locked(sender.as_deref()))
-        })?,
+        lua.create_function(move |_, sender: Option<String>| Ok(c.sms_locked(sender.as_deref())))?,
     )?;
     let c = ctx.clone();
     m.set(
@@ -228,9 +226,8 @@ impl Shared {
     }
 
     fn persist_lockout(&mut self, key: &str, until: chrono::DateTime<chrono::Utc>) {
-        let json = serde_json::Value::String(
-            until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        );
+        let json =
+            serde_json::Value::String(until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
         self.commands.push(Command::KvSet {
             scope: LOCKOUT_SCOPE.to_string(),
             key: key.to_string(),

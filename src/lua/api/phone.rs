@@ -19,7 +19,9 @@ pub(crate) fn register(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
         lua.create_function(move |_, (a, b): (Option<String>, Option<String>)| {
             let cc = c.shared().country_code.clone();
             Ok(match (a, b) {
-                (Some(a), Some(b)) if !c.is_alphanumeric_sender(&a) && !c.is_alphanumeric_sender(&b) => {
+                (Some(a), Some(b))
+                    if !c.is_alphanumeric_sender(&a) && !c.is_alphanumeric_sender(&b) =>
+                {
                     crate::phone::same(&a, &b, cc.as_deref(), None)
                 }
                 _ => false,
@@ -36,7 +38,8 @@ pub(crate) fn register(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
         lua.create_function(
             move |_, (n, list, digits): (Option<String>, Option<Vec<String>>, Option<usize>)| {
                 let cc = c.shared().country_code.clone();
-                let Some(n) = n.filter(|n| !is_withheld(Some(n)) && !c.is_alphanumeric_sender(n)) else {
+                let Some(n) = n.filter(|n| !is_withheld(Some(n)) && !c.is_alphanumeric_sender(n))
+                else {
                     return Ok(false);
                 };
                 Ok(list
@@ -52,7 +55,9 @@ pub(crate) fn register(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
         lua.create_function(
             move |_, (a, b, n): (Option<String>, Option<String>, usize)| {
                 Ok(match (a, b) {
-                    (Some(a), Some(b)) if !c.is_alphanumeric_sender(&a) && !c.is_alphanumeric_sender(&b) => {
+                    (Some(a), Some(b))
+                        if !c.is_alphanumeric_sender(&a) && !c.is_alphanumeric_sender(&b) =>
+                    {
                         crate::phone::same(&a, &b, None, Some(n))
                     }
                     _ => false,

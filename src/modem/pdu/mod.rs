@@ -1181,7 +1181,10 @@ mod tests {
         assert_eq!(sender_kind(0x81, "12345"), SenderKind::Short);
         assert_eq!(sender_kind(0xB1, "80080080"), SenderKind::Short);
         assert_eq!(sender_kind(0x81, "07700900123"), SenderKind::National);
-        assert_eq!(sender_kind(0x91, "+447700900123"), SenderKind::International);
+        assert_eq!(
+            sender_kind(0x91, "+447700900123"),
+            SenderKind::International
+        );
         assert_eq!(sender_kind(0x91, ""), SenderKind::Empty);
     }
 
