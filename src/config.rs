@@ -136,6 +136,29 @@ pub struct SmsConfig {
     /// Seconds to wait for the missing parts of a concatenated SMS before delivering what
     /// arrived, with markers.
     pub concat_timeout_s: u64,
+    /// Parts of each cap that only priority SMS (alarm, notify, security alerts) may use.
+    pub priority_reserve: u32,
+    /// SMS parts the scripts may send while handling ONE incoming SMS from a sender nobody
+    /// enrolled (replies and anything else they send then); priority SMS do not count.
+    pub reply_budget: u32,
+    /// SMS parts a sender nobody enrolled may receive per hour (not counting priority SMS).
+    pub stranger_replies_per_hour: u32,
+    /// When non-empty, every outgoing SMS must go to a number starting with one of these
+    /// (normalised like recipients: `+44…`), or be listed in `allow_recipients`.
+    pub allow_prefixes: Vec<String>,
+    /// No SMS ever goes to a number starting with one of these (premium ranges).
+    pub deny_prefixes: Vec<String>,
+    /// Short codes, alphanumeric addresses and numbers with fewer than 8 digits that may be
+    /// sent to (otherwise only enrolled numbers may be).
+    pub allow_recipients: Vec<String>,
+    /// USSD codes a script may send while handling an SMS (exactly these).
+    pub ussd_allow: Vec<String>,
+    /// SMS older than this (by their service-centre time stamp, else when they were stored)
+    /// found undelivered at start reach only rules and MQTT, marked `stale`.
+    pub max_command_age_s: u64,
+    /// `gateway.country_code`, copied here at load so the outbox can normalise recipients.
+    #[serde(skip)]
+    pub country_code: Option<String>,
 }
 
 impl Default for SmsConfig {
@@ -148,6 +171,22 @@ impl Default for SmsConfig {
             send_attempts: 3,
             delivery_reports: false,
             concat_timeout_s: 3600,
+            priority_reserve: 3,
+            reply_budget: 3,
+            stranger_replies_per_hour: 6,
+            allow_prefixes: Vec::new(),
+            deny_prefixes: vec!["+979".into(), "+881".into(), "+882".into(), "+883".into()],
+            allow_recipients: Vec::new(),
+            ussd_allow: vec![
+                "*100#".into(),
+                "*101#".into(),
+                "*102#".into(),
+                "*#100#".into(),
+                "*#101#".into(),
+                "*#102#".into(),
+            ],
+            max_command_age_s: 900,
+            country_code: None,
         }
     }
 }
@@ -560,6 +599,16 @@ impl Config {
                 message: "no such file (help: pass the config with --config FILE)".into(),
             });
         }
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Parse {
+            file: file.clone(),
+            key: "-".into(),
+            message: format!("cannot read it: {e}"),
+        })?;
+        // Parsed here first: the config crate's errors quote the offending line, which may
+        // hold a secret. Ours say file:line:column and the key only.
+        if let Err(e) = toml::from_str::<toml::Table>(&text) {
+            return Err(syntax_error(&file, &text, &e));
+        }
         let built = ::config::Config::builder()
             .add_source(::config::File::from(path).format(::config::FileFormat::Toml))
             .add_source(
@@ -570,8 +619,11 @@ impl Config {
                     .source(Some(config_env_vars())),
             )
             .build()
-            .map_err(|e| parse_error(&file, e))?;
-        let cfg: Config = built.try_deserialize().map_err(|e| parse_error(&file, e))?;
+            .map_err(|e| parse_error(&file, &text, e))?;
+        let mut cfg: Config = built
+            .try_deserialize()
+            .map_err(|e| parse_error(&file, &text, e))?;
+        cfg.sms.country_code = cfg.country_code().map(str::to_string);
         let problems = cfg.validate();
         if !problems.is_empty() {
             return Err(ConfigError::Invalid { file, problems });
@@ -582,19 +634,8 @@ impl Config {
 
     /// Parses a TOML string without environment overrides (for tests and the demo).
     pub fn from_toml(text: &str, name: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
-            ConfigError::Parse {
-                file: match line {
-                    Some(l) => format!("{name}:{l}"),
-                    None => name.to_string(),
-                },
-                key: "-".into(),
-                message: e.message().to_string(),
-            }
-        })?;
+        let mut cfg: Config = toml::from_str(text).map_err(|e| syntax_error(name, text, &e))?;
+        cfg.sms.country_code = cfg.country_code().map(str::to_string);
         let problems = cfg.validate();
         if problems.is_empty() {
             Ok(cfg)
@@ -660,6 +701,32 @@ impl Config {
         }
         if self.sms.send_attempts == 0 {
             bad("sms.send_attempts", "must be at least 1".into());
+        }
+        for (key, list) in [
+            ("sms.allow_prefixes", &self.sms.allow_prefixes),
+            ("sms.deny_prefixes", &self.sms.deny_prefixes),
+        ] {
+            for p in list {
+                let digits = p.strip_prefix('+').unwrap_or(p);
+                if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+                    bad(
+                        key,
+                        format!("{p:?} must be digits, optionally after +, like \"+449\""),
+                    );
+                }
+            }
+        }
+        for code in &self.sms.ussd_allow {
+            if code.is_empty()
+                || !code
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || "*#+".contains(c))
+            {
+                bad(
+                    "sms.ussd_allow",
+                    format!("{code:?} is not a USSD code like \"*100#\""),
+                );
+            }
         }
         if let Some(key) = &self.modem.power_key {
             if !self.outputs.contains_key(key) {
@@ -777,15 +844,8 @@ impl Config {
             }
         }
         if self.mqtt.enabled {
-            match self.mqtt.url.split_once("://") {
-                Some(("mqtt" | "mqtts", rest)) if !rest.is_empty() => {}
-                _ => bad(
-                    "mqtt.url",
-                    format!(
-                        "{:?} must look like mqtt://host:1883 or mqtts://host:8883",
-                        self.mqtt.url
-                    ),
-                ),
+            if let Err(e) = crate::mqtt::parse_url(&self.mqtt.url) {
+                bad("mqtt.url", e.to_string());
             }
             if self.mqtt.prefix.is_empty() || self.mqtt.prefix.contains(['#', '+']) {
                 bad(
@@ -920,7 +980,7 @@ fn config_env_vars() -> ::config::Map<String, String> {
         .collect()
 }
 
-fn parse_error(file: &str, e: ::config::ConfigError) -> ConfigError {
+fn parse_error(file: &str, text: &str, e: ::config::ConfigError) -> ConfigError {
     let (key, message) = match &e {
         ::config::ConfigError::Type {
             key: Some(k),
@@ -929,35 +989,233 @@ fn parse_error(file: &str, e: ::config::ConfigError) -> ConfigError {
             ..
         } => (
             k.clone(),
-            format!("invalid type: {unexpected}, expected {expected}"),
+            // The kind of value only: the value itself may be a secret.
+            format!("invalid type: {}, expected {expected}", kind_of(unexpected)),
         ),
         ::config::ConfigError::At {
             error,
             key: Some(k),
             ..
-        } => (k.clone(), error.to_string()),
+        } => (k.clone(), without_values(&error.to_string())),
         ::config::ConfigError::At {
             error, key: None, ..
-        } => ("-".into(), error.to_string()),
-        other => ("-".into(), other.to_string()),
+        } => ("-".into(), without_values(&error.to_string())),
+        other => ("-".into(), without_values(&other.to_string())),
+    };
+    let file = match find_key(text, &key) {
+        Some((line, column)) => format!("{file}:{line}:{column}"),
+        None => file.to_string(),
+    };
+    ConfigError::Parse { file, key, message }
+}
+
+/// A TOML syntax or type error as `file:line:column`, the key being defined there, and what is
+/// wrong, never the text of the line (it may hold a secret).
+fn syntax_error(file: &str, text: &str, e: &toml::de::Error) -> ConfigError {
+    let (file, key) = match e.span() {
+        Some(span) => {
+            let start = span.start.min(text.len());
+            let before = text.get(..start).unwrap_or_default();
+            let line = before.matches('\n').count() + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let column = before
+                .get(line_start..)
+                .map_or(1, |l| l.chars().count() + 1);
+            (
+                format!("{file}:{line}:{column}"),
+                key_at(text, line).unwrap_or_else(|| "-".into()),
+            )
+        }
+        None => (file.to_string(), "-".into()),
     };
     ConfigError::Parse {
-        file: file.to_string(),
+        file,
         key,
-        message,
+        message: without_values(e.message()),
+    }
+}
+
+/// The kind of an unexpected value (`string`, `integer`, …) without the value, for type
+/// errors.
+fn kind_of(unexpected: &impl fmt::Display) -> String {
+    let shown = unexpected.to_string();
+    shown
+        .split([' ', '`', '"'])
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `message` with every double-quoted value replaced by `"…"`: parsers quote the values they
+/// did not expect, and a value may be a secret. Keys are quoted with backticks and stay.
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut inside = false;
+    for c in message.chars() {
+        if c == '"' {
+            if inside {
+                out.push_str("…\"");
+            } else {
+                out.push('"');
+            }
+            inside = !inside;
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    if inside {
+        out.push('…');
+    }
+    out
+}
+
+/// The dotted key defined on 1-based `line`: the last `[table]` header above it and the bare
+/// key before `=` on the line (or the header itself).
+fn key_at(text: &str, line: usize) -> Option<String> {
+    let mut table = String::new();
+    for (n, l) in text.lines().enumerate() {
+        let l = l.trim();
+        if let Some(header) = l.strip_prefix('[') {
+            let header = header.trim_start_matches('[');
+            let name = header.split(']').next().unwrap_or_default().trim();
+            table = name.to_string();
+            if n + 1 == line {
+                return Some(table);
+            }
+            continue;
+        }
+        if n + 1 == line {
+            let key = l.split('=').next().unwrap_or_default().trim();
+            let bare = !key.is_empty()
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            return match (bare, table.is_empty()) {
+                (false, true) => None,
+                (false, false) => Some(table),
+                (true, true) => Some(key.to_string()),
+                (true, false) => Some(format!("{table}.{key}")),
+            };
+        }
+    }
+    None
+}
+
+/// Where dotted `key` (`modem.baud`, `plugins.x.password`) is set in `text`: its 1-based line
+/// and column, when it is written as `[table]` + `key = …`.
+fn find_key(text: &str, key: &str) -> Option<(usize, usize)> {
+    let (table, name) = key.rsplit_once('.').unwrap_or(("", key));
+    let mut current = String::new();
+    for (n, l) in text.lines().enumerate() {
+        let trimmed = l.trim_start();
+        if let Some(header) = trimmed.strip_prefix('[') {
+            current = header
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            continue;
+        }
+        let Some((k, _)) = trimmed.split_once('=') else {
+            continue;
+        };
+        if current == table && k.trim() == name {
+            return Some((n + 1, l.len() - trimmed.len() + 1));
+        }
+    }
+    None
+}
+
+/// `url` with any `user:password@` part replaced by `***@`, for errors and logs.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let redacted = match rest[..authority_end].rfind('@') {
+        Some(at) => format!("***{}", &rest[at..]),
+        None => rest.to_string(),
+    };
+    match scheme {
+        Some(scheme) => format!("{scheme}://{redacted}"),
+        None => redacted,
+    }
+}
+
+/// Key names that hold secrets wherever they appear (plugin and rule sections included).
+const SECRET_WORDS: [&str; 7] = [
+    "password", "passwd", "pwd", "pin", "code", "secret", "token",
+];
+
+/// True when the key name says it holds a secret (`password`, `installer_code`, `pin`, …).
+fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key.split(['_', '-', '.'])
+        .any(|word| SECRET_WORDS.contains(&word))
+        || SECRET_WORDS.iter().any(|w| key.ends_with(w))
+}
+
+/// The dotted keys of `value` (a script section) that hold a secret, with a value set.
+fn secret_keys(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                let key = format!("{prefix}.{k}");
+                let set = !matches!(v, serde_json::Value::Null)
+                    && v.as_str().map_or(true, |s| !s.is_empty());
+                if is_secret_key(k) && set && !v.is_object() {
+                    out.push(key);
+                } else {
+                    secret_keys(&key, v, out);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for v in items {
+                secret_keys(prefix, v, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+impl Config {
+    /// Every key of this config that holds a secret: the modem PIN, MQTT password, alarm
+    /// code, and any plugin or rule setting named like a password, PIN or code.
+    pub fn secret_keys(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.modem.pin.is_some() {
+            out.push("modem.pin".to_string());
+        }
+        if self.mqtt.password.is_some() {
+            out.push("mqtt.password".to_string());
+        }
+        if self.alarm.code.is_some() {
+            out.push("alarm.code".to_string());
+        }
+        for (name, section) in &self.plugins {
+            secret_keys(&format!("plugins.{name}"), section, &mut out);
+        }
+        for (name, section) in &self.rules {
+            secret_keys(&format!("rules.{name}"), section, &mut out);
+        }
+        out
     }
 }
 
 #[cfg(unix)]
 fn warn_if_secrets_are_world_readable(path: &Path, cfg: &Config) {
     use std::os::unix::fs::PermissionsExt;
-    let has_secret =
-        cfg.modem.pin.is_some() || cfg.mqtt.password.is_some() || cfg.alarm.code.is_some();
+    let secrets = cfg.secret_keys();
     let world_readable = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o004 != 0);
-    if has_secret && matches!(world_readable, Ok(true)) {
+    if !secrets.is_empty() && matches!(world_readable, Ok(true)) {
         tracing::warn!(
             file = %path.display(),
-            "the config holds secrets and is world-readable (help: chmod 640 it, or pass secrets as GSMGW_MODEM__PIN / GSMGW_MQTT__PASSWORD)"
+            keys = %secrets.join(", "),
+            "the config holds secrets and is world-readable (help: chmod 640 it, or pass secrets in the environment, e.g. GSMGW_MODEM__PIN, GSMGW_PLUGINS__<NAME>__PASSWORD)"
         );
     }
 }

@@ -32,10 +32,9 @@ pub async fn send(cfg: &Config, to: &str, text: &str, timeout_s: u64) -> anyhow:
     let sent_topic = topics.sms_sent();
     let wait = async {
         loop {
-            let event = eventloop
-                .poll()
-                .await
-                .with_context(|| format!("connecting to {}", cfg.mqtt.url))?;
+            let event = eventloop.poll().await.with_context(|| {
+                format!("connecting to {}", crate::config::redact_url(&cfg.mqtt.url))
+            })?;
             match event {
                 MqttEvent::Incoming(Packet::ConnAck(_)) => {
                     client

@@ -159,7 +159,8 @@ pub struct BrokerAddress {
 /// hosts in brackets.
 pub fn parse_url(url: &str) -> Result<BrokerAddress, MqttError> {
     let invalid = |reason: &str| MqttError::InvalidUrl {
-        url: url.to_string(),
+        // Never the credentials someone put in the URL.
+        url: crate::config::redact_url(url),
         reason: reason.to_string(),
     };
     let (scheme, rest) = url

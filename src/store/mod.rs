@@ -376,9 +376,25 @@ impl Store {
                 source,
             })?;
         }
+        // Best effort: when it fails (a directory in the way, no permission), opening fails
+        // too and SQLite's error says why.
+        let _ = private_file(path);
         let open = || -> Result<Store, StoreError> {
             let conn = Connection::open(path)?;
-            Store::init(conn, path, limits)
+            let store = Store::init(conn, path, limits)?;
+            // SQLite gives -wal and -shm the database file's mode; files left by an older
+            // version (or copied in) are made private too.
+            for suffix in ["", "-wal", "-shm"] {
+                let mut side = path.as_os_str().to_owned();
+                side.push(suffix);
+                let side = PathBuf::from(side);
+                if side.exists() {
+                    if let Err(e) = make_private(&side) {
+                        tracing::warn!(file = %side.display(), error = %e, "store: cannot make the file private (mode 0600)");
+                    }
+                }
+            }
+            Ok(store)
         };
         // SQLite opens lazily: a file that is not a database is only noticed by the first
         // statement, inside `init`, so every error from there names the path.
@@ -412,6 +428,9 @@ impl Store {
             tracing::warn!(mode, "store: WAL not available, using this journal mode");
         }
         conn.pragma_update(None, "foreign_keys", true)?;
+        // Deleted and overwritten content (an inbox row rewritten masked, assembled parts) is
+        // zeroed in the file instead of lingering in free space.
+        conn.pragma_update(None, "secure_delete", true)?;
         schema::migrate(&mut conn, path)?;
         Ok(Store {
             conn,
@@ -679,10 +698,11 @@ impl Store {
 
     // ---- outbox ----
 
-    /// Queues an outgoing SMS to `to` (normalised), checking the caps of `[sms]` over the rows
-    /// queued or sent in the hour and the day before `now`. Over a cap, the row is still
-    /// recorded, as `failed` with the reason, and [`StoreError::Capped`] carries its id.
-    /// A cap of 0 allows nothing. A row counts once, however many parts it is sent in.
+    /// Queues an outgoing SMS to `to` (normalised), checking the recipient and the caps of
+    /// `[sms]` over the parts queued or sent in the hour and the day before `now`. Refused or
+    /// over a cap, the row is still recorded, as `failed` with the reason, and
+    /// [`StoreError::Capped`] carries its id. A cap of 0 allows nothing. A message counts as
+    /// many times as it has parts.
     pub fn outbox_insert(
         &mut self,
         to: &str,
@@ -1105,8 +1125,14 @@ fn write_kv(
     Ok(())
 }
 
-/// Inserts one outgoing SMS inside `tx`, checking the caps of `limits` over the rows queued or
-/// sent in the hour and the day before `now`. Returns the row id and, when a cap was reached,
+/// The kv scope where `gw.auth.grant` records enrolled numbers (key = normalised number).
+const ENROLMENT_SCOPE: &str = "gateway:enrolled";
+
+/// Inserts one outgoing SMS inside `tx`. Every outgoing SMS passes here, whoever sent it
+/// (plugins, rules, MQTT, the CLI), so this is the one place that refuses recipients (see
+/// [`recipient_refusal`]) and applies the caps of `limits` over the message *parts* queued or
+/// sent in the hour and the day before `now`; a message that is not `priority` must also leave
+/// `priority_reserve` parts of each cap free. Returns the row id and, when refused or capped,
 /// the reason (the row is then recorded as failed).
 fn insert_outbox_row(
     tx: &Transaction<'_>,
@@ -1114,24 +1140,57 @@ fn insert_outbox_row(
     sms: &NewOutboxSms,
     now: DateTime<Utc>,
 ) -> Result<(i64, Option<String>), StoreError> {
-    let (to, text, request_id) = (
-        sms.to.as_str(),
-        sms.text.as_str(),
-        sms.request_id.as_deref(),
-    );
+    let to = crate::phone::normalise(&sms.to, limits.country_code.as_deref());
+    let (text, request_id) = (sms.text.as_str(), sms.request_id.as_deref());
+    let parts = u32::try_from(crate::modem::pdu::part_count(text)).unwrap_or(u32::MAX);
+    let refused = match recipient_refusal(tx, limits, &to)? {
+        Some(reason) => Some(reason),
+        None => cap_reached(tx, limits, &to, parts, sms.priority, now)?,
+    };
+    let (status, error) = match &refused {
+        Some(reason) => (OutboxStatus::Failed, Some(reason.as_str())),
+        None => (OutboxStatus::Queued, None),
+    };
+    tx.execute(
+        "INSERT INTO outbox (recipient, text, request_id, status, error, created_at, parts) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            to,
+            text,
+            request_id,
+            status.as_str(),
+            error,
+            now.timestamp_millis(),
+            parts
+        ],
+    )?;
+    Ok((tx.last_insert_rowid(), refused))
+}
+
+/// Why `parts` more parts to `to` would pass a cap, if they would.
+fn cap_reached(
+    tx: &Transaction<'_>,
+    limits: &SmsConfig,
+    to: &str,
+    parts: u32,
+    priority: bool,
+    now: DateTime<Utc>,
+) -> Result<Option<String>, StoreError> {
     let hour_ago = (now - TimeDelta::hours(1)).timestamp_millis();
     let day_ago = (now - TimeDelta::days(1)).timestamp_millis();
     let (all_hour, all_day, to_hour, to_day): (u32, u32, u32, u32) = tx.query_row(
-        "SELECT COALESCE(SUM(created_at > ?1), 0), COUNT(*), \
-                    COALESCE(SUM(recipient = ?3 AND created_at > ?1), 0), \
-                    COALESCE(SUM(recipient = ?3), 0) \
+        "SELECT COALESCE(SUM(CASE WHEN created_at > ?1 THEN parts END), 0), \
+                COALESCE(SUM(parts), 0), \
+                COALESCE(SUM(CASE WHEN recipient = ?3 AND created_at > ?1 THEN parts END), 0), \
+                COALESCE(SUM(CASE WHEN recipient = ?3 THEN parts END), 0) \
              FROM outbox WHERE status IN ('queued', 'sent') AND created_at > ?2",
         params![hour_ago, day_ago, to],
         |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
     )?;
+    let reserve = if priority { 0 } else { limits.priority_reserve };
     let gateway = String::new();
     let recipient = format!(" to {to}");
-    let capped = [
+    let caps = [
         (
             all_hour,
             limits.max_per_hour,
@@ -1154,32 +1213,119 @@ fn insert_outbox_row(
             "day",
             "max_per_recipient_per_day",
         ),
-    ]
-    .into_iter()
-    .find(|(count, max, ..)| count >= max)
-    .map(|(count, max, scope, window, key)| {
-        format!(
-            "{count} SMS{scope} sent or queued in the last {window} \
-                 (limit sms.{key} = {max})"
+    ];
+    let reason = caps
+        .into_iter()
+        .find(|(count, max, ..)| count.saturating_add(parts) > max.saturating_sub(reserve))
+        .map(|(count, max, scope, window, key)| {
+            let held = if reserve > 0 && max > 0 {
+                format!(", {reserve} kept for priority SMS by sms.priority_reserve")
+            } else {
+                String::new()
+            };
+            format!(
+                "{count} SMS parts{scope} sent or queued in the last {window}, {parts} more \
+                 would pass the limit (sms.{key} = {max}{held})"
+            )
+        });
+    Ok(reason)
+}
+
+/// Why no SMS may go to `to` (normalised), if so: a number in `sms.deny_prefixes` (premium
+/// ranges; nothing overrides it), a number outside a non-empty `sms.allow_prefixes`, or an
+/// alphanumeric address, short code or number with fewer than 8 digits that is neither listed
+/// in `sms.allow_recipients` nor enrolled.
+fn recipient_refusal(
+    tx: &Transaction<'_>,
+    limits: &SmsConfig,
+    to: &str,
+) -> Result<Option<String>, StoreError> {
+    let cc = limits.country_code.as_deref();
+    let norm = |p: &str| crate::phone::normalise(p, cc);
+    if let Some(p) = limits
+        .deny_prefixes
+        .iter()
+        .find(|p| to.starts_with(norm(p).as_str()))
+    {
+        return Ok(Some(format!(
+            "recipient {to} refused: it starts with {p} (sms.deny_prefixes)"
+        )));
+    }
+    let listed = limits
+        .allow_recipients
+        .iter()
+        .any(|r| norm(r).eq_ignore_ascii_case(to));
+    if listed {
+        return Ok(None);
+    }
+    if !limits.allow_prefixes.is_empty()
+        && !limits
+            .allow_prefixes
+            .iter()
+            .any(|p| to.starts_with(norm(p).as_str()))
+    {
+        return Ok(Some(format!(
+            "recipient {to} refused: it starts with none of sms.allow_prefixes"
+        )));
+    }
+    let digits = to.strip_prefix('+').unwrap_or(to);
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Ok(Some(format!(
+            "recipient {to:?} refused: not a phone number (help: list it in sms.allow_recipients)"
+        )));
+    }
+    if digits.len() < MIN_RECIPIENT_DIGITS && !enrolled(tx, to)? {
+        return Ok(Some(format!(
+            "recipient {to} refused: a short code or a number of fewer than \
+             {MIN_RECIPIENT_DIGITS} digits (help: list it in sms.allow_recipients)"
+        )));
+    }
+    Ok(None)
+}
+
+/// Numbers with fewer digits are short codes (often premium services), never sent to unless
+/// listed or enrolled.
+const MIN_RECIPIENT_DIGITS: usize = 8;
+
+/// True when a script enrolled `number` (`gw.auth.grant`).
+fn enrolled(tx: &Transaction<'_>, number: &str) -> Result<bool, StoreError> {
+    Ok(tx
+        .query_row(
+            "SELECT 1 FROM kv WHERE scope = ?1 AND key = ?2",
+            params![ENROLMENT_SCOPE, number],
+            |_| Ok(()),
         )
-    });
-    let (status, error) = match &capped {
-        Some(reason) => (OutboxStatus::Failed, Some(reason.as_str())),
-        None => (OutboxStatus::Queued, None),
-    };
-    tx.execute(
-        "INSERT INTO outbox (recipient, text, request_id, status, error, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            to,
-            text,
-            request_id,
-            status.as_str(),
-            error,
-            now.timestamp_millis()
-        ],
-    )?;
-    Ok((tx.last_insert_rowid(), capped))
+        .optional()?
+        .is_some())
+}
+
+/// Creates the database file with mode 0600 if it does not exist, and makes an existing one
+/// private: it holds messages, numbers and script data.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+    }
+    make_private(path)
+}
+
+fn make_private(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+        if mode != 0o600 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 /// True when a delivery report's recipient is the stored recipient.

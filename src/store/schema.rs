@@ -98,6 +98,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
         action     TEXT    NOT NULL
     );
     ",
+    // 2: caps count message parts, not rows.
+    r"
+    ALTER TABLE outbox ADD COLUMN parts INTEGER NOT NULL DEFAULT 1;
+    ",
 ];
 
 /// The schema version this build writes.

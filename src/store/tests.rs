@@ -12,6 +12,7 @@ fn limits() -> SmsConfig {
         max_per_recipient_per_hour: 2,
         max_per_recipient_per_day: 4,
         send_attempts: 3,
+        priority_reserve: 0,
         ..SmsConfig::default()
     }
 }
@@ -23,6 +24,7 @@ fn generous() -> SmsConfig {
         max_per_recipient_per_hour: 1000,
         max_per_recipient_per_day: 1000,
         send_attempts: 3,
+        priority_reserve: 0,
         ..SmsConfig::default()
     }
 }
@@ -169,7 +171,7 @@ fn sms_writes_are_fully_synced_and_script_data_is_not() {
     };
     store.kv_set("rule", "k", Some("1")).unwrap();
     assert_eq!(synchronous(&store), 1, "NORMAL for script data");
-    store.inbox_insert(&sms("h", "+441", "x")).unwrap();
+    store.inbox_insert(&sms("h", "+447700900001", "x")).unwrap();
     assert_eq!(synchronous(&store), 2, "FULL for the inbox");
 }
 
@@ -178,12 +180,16 @@ fn sms_writes_are_fully_synced_and_script_data_is_not() {
 #[test]
 fn the_same_pdu_read_twice_is_a_duplicate_of_the_first_row() {
     let mut store = Store::open_in_memory(limits()).unwrap();
-    let first = store.inbox_insert(&sms("h1", "+441", "hello")).unwrap();
+    let first = store
+        .inbox_insert(&sms("h1", "+447700900001", "hello"))
+        .unwrap();
     let InboxInsert::New(id) = first else {
         panic!("expected New, got {first:?}")
     };
     assert_eq!(
-        store.inbox_insert(&sms("h1", "+441", "hello")).unwrap(),
+        store
+            .inbox_insert(&sms("h1", "+447700900001", "hello"))
+            .unwrap(),
         InboxInsert::Duplicate(id)
     );
     assert_eq!(store.inbox_undelivered().unwrap().len(), 1);
@@ -196,9 +202,11 @@ fn undelivered_messages_survive_a_reopen_oldest_first_and_delivered_ones_do_not_
         let mut store = Store::open(&file.path, limits()).unwrap();
         let ids: Vec<i64> = ["a", "b", "c"]
             .iter()
-            .map(|h| match store.inbox_insert(&sms(h, "+441", h)).unwrap() {
-                InboxInsert::New(id) | InboxInsert::Duplicate(id) => id,
-            })
+            .map(
+                |h| match store.inbox_insert(&sms(h, "+447700900001", h)).unwrap() {
+                    InboxInsert::New(id) | InboxInsert::Duplicate(id) => id,
+                },
+            )
             .collect();
         store.inbox_mark_delivered(ids[1]).unwrap();
         (ids[0], ids[1], ids[2])
@@ -228,10 +236,10 @@ fn parts_from_two_senders_with_interleaved_references_arrive_out_of_order_and_as
     let mut store = Store::open_in_memory(limits()).unwrap();
     // Both senders use reference 7; the second also has reference 8 open.
     let arrivals = [
-        part("b2", "+442", 7, 2, 2, "world"),
-        part("a3", "+441", 7, 3, 3, "three"),
-        part("c1", "+442", 8, 2, 1, "other "),
-        part("a1", "+441", 7, 3, 1, "one "),
+        part("b2", "+447700900002", 7, 2, 2, "world"),
+        part("a3", "+447700900001", 7, 3, 3, "three"),
+        part("c1", "+447700900002", 8, 2, 1, "other "),
+        part("a1", "+447700900001", 7, 3, 1, "one "),
     ];
     for p in &arrivals {
         assert_eq!(
@@ -242,13 +250,13 @@ fn parts_from_two_senders_with_interleaved_references_arrive_out_of_order_and_as
         );
     }
     let PartInsert::Complete(b) = store
-        .part_insert(&part("b1", "+442", 7, 2, 1, "hello "))
+        .part_insert(&part("b1", "+447700900002", 7, 2, 1, "hello "))
         .unwrap()
     else {
         panic!("+442 ref 7 should be complete")
     };
     let PartInsert::Complete(a) = store
-        .part_insert(&part("a2", "+441", 7, 3, 2, "two "))
+        .part_insert(&part("a2", "+447700900001", 7, 3, 2, "two "))
         .unwrap()
     else {
         panic!("+441 ref 7 should be complete")
@@ -257,11 +265,11 @@ fn parts_from_two_senders_with_interleaved_references_arrive_out_of_order_and_as
     let b = store.inbox_get(b).unwrap().unwrap();
     assert_eq!(
         (a.from.as_str(), a.text.as_str(), a.incomplete),
-        ("+441", "one two three", false)
+        ("+447700900001", "one two three", false)
     );
     assert_eq!(
         (b.from.as_str(), b.text.as_str(), b.incomplete),
-        ("+442", "hello world", false)
+        ("+447700900002", "hello world", false)
     );
     // The third message is still waiting.
     let waiting: i64 = store
@@ -276,25 +284,25 @@ fn a_duplicate_part_is_ignored_also_after_its_message_was_assembled() {
     let mut store = Store::open_in_memory(limits()).unwrap();
     assert_eq!(
         store
-            .part_insert(&part("p1", "+441", 1, 2, 1, "a"))
+            .part_insert(&part("p1", "+447700900001", 1, 2, 1, "a"))
             .unwrap(),
         PartInsert::Pending
     );
     assert_eq!(
         store
-            .part_insert(&part("p1", "+441", 1, 2, 1, "a"))
+            .part_insert(&part("p1", "+447700900001", 1, 2, 1, "a"))
             .unwrap(),
         PartInsert::Duplicate
     );
     // The network retransmitted part 1 with another time stamp, so another hash.
     assert_eq!(
         store
-            .part_insert(&part("p1b", "+441", 1, 2, 1, "a"))
+            .part_insert(&part("p1b", "+447700900001", 1, 2, 1, "a"))
             .unwrap(),
         PartInsert::Duplicate
     );
     let done = store
-        .part_insert(&part("p2", "+441", 1, 2, 2, "b"))
+        .part_insert(&part("p2", "+447700900001", 1, 2, 2, "b"))
         .unwrap();
     let PartInsert::Complete(id) = done else {
         panic!("expected Complete, got {done:?}")
@@ -303,7 +311,7 @@ fn a_duplicate_part_is_ignored_also_after_its_message_was_assembled() {
     // Re-read from the SIM after a crash before AT+CMGD.
     assert_eq!(
         store
-            .part_insert(&part("p2", "+441", 1, 2, 2, "b"))
+            .part_insert(&part("p2", "+447700900001", 1, 2, 2, "b"))
             .unwrap(),
         PartInsert::Duplicate
     );
@@ -315,7 +323,7 @@ fn a_part_with_impossible_numbering_is_rejected() {
     let mut store = Store::open_in_memory(limits()).unwrap();
     for (total, seq) in [(0, 0), (2, 0), (2, 3)] {
         let err = store
-            .part_insert(&part("x", "+441", 1, total, seq, "x"))
+            .part_insert(&part("x", "+447700900001", 1, total, seq, "x"))
             .unwrap_err();
         assert!(
             matches!(err, StoreError::InvalidPart { .. }),
@@ -330,12 +338,12 @@ fn partial_parts_survive_a_reopen_and_complete_afterwards() {
     {
         let mut store = Store::open(&file.path, limits()).unwrap();
         store
-            .part_insert(&part("p1", "+441", 300, 2, 1, "before "))
+            .part_insert(&part("p1", "+447700900001", 300, 2, 1, "before "))
             .unwrap();
     }
     let mut store = Store::open(&file.path, limits()).unwrap();
     let done = store
-        .part_insert(&part("p2", "+441", 300, 2, 2, "after"))
+        .part_insert(&part("p2", "+447700900001", 300, 2, 2, "after"))
         .unwrap();
     let PartInsert::Complete(id) = done else {
         panic!("expected Complete, got {done:?}")
@@ -347,10 +355,10 @@ fn partial_parts_survive_a_reopen_and_complete_afterwards() {
 fn expired_groups_become_incomplete_messages_with_a_marker_for_each_missing_part() {
     let mut store = Store::open_in_memory(limits()).unwrap();
     store
-        .part_insert(&part("a2", "+441", 5, 4, 2, "two "))
+        .part_insert(&part("a2", "+447700900001", 5, 4, 2, "two "))
         .unwrap();
     store
-        .part_insert(&part("a4", "+441", 5, 4, 4, "four"))
+        .part_insert(&part("a4", "+447700900001", 5, 4, 4, "four"))
         .unwrap();
     // Nothing is older than an hour ago.
     assert_eq!(
@@ -374,7 +382,7 @@ fn expired_groups_become_incomplete_messages_with_a_marker_for_each_missing_part
     // A straggler arriving later is not turned into a second message.
     assert_eq!(
         store
-            .part_insert(&part("a4", "+441", 5, 4, 4, "four"))
+            .part_insert(&part("a4", "+447700900001", 5, 4, 4, "four"))
             .unwrap(),
         PartInsert::Duplicate
     );
@@ -386,11 +394,11 @@ fn expired_groups_become_incomplete_messages_with_a_marker_for_each_missing_part
 fn the_global_hourly_cap_records_a_failed_row_with_the_reason() {
     let mut store = Store::open_in_memory(limits()).unwrap();
     let now = at(12, 0);
-    for to in ["+441", "+442", "+443"] {
+    for to in ["+447700900001", "+447700900002", "+447700900003"] {
         store.outbox_insert(to, "hi", None, now).unwrap();
     }
     let err = store
-        .outbox_insert("+444", "hi", Some("req-9"), now)
+        .outbox_insert("+447700900004", "hi", Some("req-9"), now)
         .unwrap_err();
     let StoreError::Capped { id, reason } = err else {
         panic!("expected Capped, got {err}")
@@ -403,7 +411,7 @@ fn the_global_hourly_cap_records_a_failed_row_with_the_reason() {
     assert_eq!(store.outbox_pending().unwrap().len(), 3);
     // An hour later the window has moved on.
     store
-        .outbox_insert("+444", "hi", None, now + TimeDelta::minutes(61))
+        .outbox_insert("+447700900004", "hi", None, now + TimeDelta::minutes(61))
         .unwrap();
 }
 
@@ -412,11 +420,11 @@ fn the_global_daily_cap_counts_the_whole_day() {
     let mut store = Store::open_in_memory(limits()).unwrap();
     for (i, hour) in [1, 3, 5, 7, 9].into_iter().enumerate() {
         store
-            .outbox_insert(&format!("+44{i}"), "hi", None, at(hour, 0))
+            .outbox_insert(&format!("+447700900{i:03}"), "hi", None, at(hour, 0))
             .unwrap();
     }
     let err = store
-        .outbox_insert("+449", "hi", None, at(23, 0))
+        .outbox_insert("+447700900009", "hi", None, at(23, 0))
         .unwrap_err();
     assert!(
         matches!(&err, StoreError::Capped { reason, .. } if reason.contains("max_per_day")),
@@ -424,7 +432,7 @@ fn the_global_daily_cap_counts_the_whole_day() {
     );
     // 24 hours after the first one, a slot is free again.
     store
-        .outbox_insert("+449", "hi", None, at(1, 0) + TimeDelta::days(1))
+        .outbox_insert("+447700900009", "hi", None, at(1, 0) + TimeDelta::days(1))
         .unwrap();
 }
 
@@ -436,23 +444,31 @@ fn the_per_recipient_caps_apply_to_one_number_only() {
         ..limits()
     })
     .unwrap();
-    store.outbox_insert("+441", "1", None, at(10, 0)).unwrap();
-    store.outbox_insert("+441", "2", None, at(10, 30)).unwrap();
+    store
+        .outbox_insert("+447700900001", "1", None, at(10, 0))
+        .unwrap();
+    store
+        .outbox_insert("+447700900001", "2", None, at(10, 30))
+        .unwrap();
     let err = store
-        .outbox_insert("+441", "3", None, at(10, 45))
+        .outbox_insert("+447700900001", "3", None, at(10, 45))
         .unwrap_err();
     assert!(
         matches!(&err, StoreError::Capped { reason, .. }
-            if reason.contains("max_per_recipient_per_hour") && reason.contains("+441")),
+            if reason.contains("max_per_recipient_per_hour") && reason.contains("+447700900001")),
         "{err}"
     );
     store
-        .outbox_insert("+442", "other", None, at(10, 45))
+        .outbox_insert("+447700900002", "other", None, at(10, 45))
         .unwrap();
-    store.outbox_insert("+441", "3", None, at(12, 0)).unwrap();
-    store.outbox_insert("+441", "4", None, at(14, 0)).unwrap();
+    store
+        .outbox_insert("+447700900001", "3", None, at(12, 0))
+        .unwrap();
+    store
+        .outbox_insert("+447700900001", "4", None, at(14, 0))
+        .unwrap();
     let err = store
-        .outbox_insert("+441", "5", None, at(16, 0))
+        .outbox_insert("+447700900001", "5", None, at(16, 0))
         .unwrap_err();
     assert!(
         matches!(&err, StoreError::Capped { reason, .. } if reason.contains("max_per_recipient_per_day")),
@@ -464,14 +480,22 @@ fn the_per_recipient_caps_apply_to_one_number_only() {
 fn capped_and_failed_rows_do_not_count_against_the_caps() {
     let mut store = Store::open_in_memory(limits()).unwrap();
     let now = at(12, 0);
-    let a = store.outbox_insert("+441", "a", None, now).unwrap();
-    store.outbox_insert("+441", "b", None, now).unwrap();
-    assert!(store.outbox_insert("+441", "c", None, now).is_err());
+    let a = store
+        .outbox_insert("+447700900001", "a", None, now)
+        .unwrap();
+    store
+        .outbox_insert("+447700900001", "b", None, now)
+        .unwrap();
+    assert!(store
+        .outbox_insert("+447700900001", "c", None, now)
+        .is_err());
     assert_eq!(
         store.outbox_attempt_failed(a, "no network", 1).unwrap(),
         OutboxStatus::Failed
     );
-    store.outbox_insert("+441", "d", None, now).unwrap();
+    store
+        .outbox_insert("+447700900001", "d", None, now)
+        .unwrap();
 }
 
 #[test]
@@ -480,7 +504,7 @@ fn sent_parts_survive_a_reopen_so_only_unsent_parts_are_sent_again() {
     let id = {
         let mut store = Store::open(&file.path, generous()).unwrap();
         let id = store
-            .outbox_insert("+441", "long text", Some("r1"), at(12, 0))
+            .outbox_insert("+447700900001", "long text", Some("r1"), at(12, 0))
             .unwrap();
         store.outbox_record_part(id, 0, 41).unwrap();
         store.outbox_record_part(id, 1, 42).unwrap();
@@ -510,7 +534,9 @@ fn sent_parts_survive_a_reopen_so_only_unsent_parts_are_sent_again() {
 #[test]
 fn failed_attempts_are_counted_until_the_row_is_marked_failed() {
     let mut store = Store::open_in_memory(generous()).unwrap();
-    let id = store.outbox_insert("+441", "x", None, at(12, 0)).unwrap();
+    let id = store
+        .outbox_insert("+447700900001", "x", None, at(12, 0))
+        .unwrap();
     assert_eq!(
         store
             .outbox_attempt_failed(id, "+CMS ERROR: 500", 3)
@@ -628,7 +654,7 @@ fn output_states_keep_the_last_value_across_a_reopen() {
 fn calls_are_logged_newest_first_with_withheld_callers() {
     let mut store = Store::open_in_memory(limits()).unwrap();
     store
-        .call_log(Some("+441"), at(9, 0), at(9, 1), "rejected")
+        .call_log(Some("+447700900001"), at(9, 0), at(9, 1), "rejected")
         .unwrap();
     store
         .call_log(None, at(10, 0), at(10, 2), "ignored")
@@ -641,7 +667,7 @@ fn calls_are_logged_newest_first_with_withheld_callers() {
     );
     assert_eq!(
         (calls[1].from.as_deref(), calls[1].ended_at),
-        (Some("+441"), at(9, 1))
+        (Some("+447700900001"), at(9, 1))
     );
 }
 
@@ -661,7 +687,11 @@ async fn the_handle_runs_requests_on_the_store_thread_and_reports_closed_after_s
     let file = test_file();
     let (handle, thread) = spawn(Store::open(&file.path, generous()).unwrap());
     let other = handle.clone();
-    let id = match handle.inbox_insert(&sms("h", "+441", "hi")).await.unwrap() {
+    let id = match handle
+        .inbox_insert(&sms("h", "+447700900001", "hi"))
+        .await
+        .unwrap()
+    {
         InboxInsert::New(id) => id,
         dup => panic!("expected New, got {dup:?}"),
     };
@@ -673,7 +703,7 @@ async fn the_handle_runs_requests_on_the_store_thread_and_reports_closed_after_s
         Some("true")
     );
     let out = handle
-        .outbox_insert("+441", "x", None, at(12, 0))
+        .outbox_insert("+447700900001", "x", None, at(12, 0))
         .await
         .unwrap();
     handle.outbox_record_part(out, 0, 5).await.unwrap();
@@ -732,13 +762,19 @@ fn kv(key: &str, value: Option<&str>) -> KvChange {
 #[test]
 fn commit_dispatch_marks_delivered_and_keeps_replies_and_data_together() {
     let mut s = Store::open_in_memory(generous()).unwrap();
-    let InboxInsert::New(id) = s.inbox_insert(&sms("h1", "+4470", "STATUS")).unwrap() else {
+    let InboxInsert::New(id) = s
+        .inbox_insert(&sms("h1", "+447700900070", "STATUS"))
+        .unwrap()
+    else {
         panic!("new row expected");
     };
     let done = s
         .commit_dispatch(
             id,
-            &[reply("+4470", "ack STATUS"), reply("+4471", "copy")],
+            &[
+                reply("+447700900070", "ack STATUS"),
+                reply("+447700900071", "copy"),
+            ],
             &[kv("n", Some("1")), kv("bad", Some("{not json"))],
         )
         .unwrap();
@@ -761,13 +797,16 @@ fn commit_dispatch_marks_delivered_and_keeps_replies_and_data_together() {
 #[test]
 fn commit_dispatch_of_a_delivered_message_writes_nothing() {
     let mut s = Store::open_in_memory(generous()).unwrap();
-    let InboxInsert::New(id) = s.inbox_insert(&sms("h1", "+4470", "STATUS")).unwrap() else {
+    let InboxInsert::New(id) = s
+        .inbox_insert(&sms("h1", "+447700900070", "STATUS"))
+        .unwrap()
+    else {
         panic!("new row expected");
     };
-    s.commit_dispatch(id, &[reply("+4470", "one")], &[])
+    s.commit_dispatch(id, &[reply("+447700900070", "one")], &[])
         .unwrap();
     let again = s
-        .commit_dispatch(id, &[reply("+4470", "two")], &[kv("k", Some("2"))])
+        .commit_dispatch(id, &[reply("+447700900070", "two")], &[kv("k", Some("2"))])
         .unwrap();
     assert_eq!(again, DispatchCommit::AlreadyDelivered);
     assert_eq!(s.outbox_pending().unwrap().len(), 1);
@@ -781,7 +820,7 @@ fn commit_dispatch_of_a_delivered_message_writes_nothing() {
 #[test]
 fn commit_dispatch_records_a_capped_reply_as_failed_and_still_commits() {
     let mut s = Store::open_in_memory(limits()).unwrap();
-    let InboxInsert::New(id) = s.inbox_insert(&sms("h1", "+4470", "x")).unwrap() else {
+    let InboxInsert::New(id) = s.inbox_insert(&sms("h1", "+447700900070", "x")).unwrap() else {
         panic!("new row expected");
     };
     // max_per_recipient_per_hour = 2: the third reply to the same number is capped.
@@ -789,9 +828,9 @@ fn commit_dispatch_records_a_capped_reply_as_failed_and_still_commits() {
         .commit_dispatch(
             id,
             &[
-                reply("+4470", "a"),
-                reply("+4470", "b"),
-                reply("+4470", "c"),
+                reply("+447700900070", "a"),
+                reply("+447700900070", "b"),
+                reply("+447700900070", "c"),
             ],
             &[],
         )

@@ -1000,6 +1000,16 @@ fn body_part(encoding: Encoding, header: Option<Vec<u8>>, chunk: &[u8]) -> BodyP
     }
 }
 
+/// How many SMS parts `text` is sent in (what the operator bills): as [`encode_submit`] cuts
+/// it, GSM 7-bit when every character fits, else UCS-2, with 8-bit concatenation references.
+pub fn part_count(text: &str) -> usize {
+    match split_text(text, false, 0) {
+        Ok(body) => body.parts.len(),
+        Err(PduError::TooManyParts { parts }) => parts,
+        Err(_) => 1,
+    }
+}
+
 /// Septets `text` needs in the GSM 7-bit alphabet (extension characters count two), or `None`
 /// when some character is not in the alphabet (the text goes out as UCS-2).
 pub fn gsm7_septets(text: &str) -> Option<usize> {
