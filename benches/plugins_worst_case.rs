@@ -73,14 +73,24 @@ fn worst_texts() -> Vec<(&'static str, String)> {
     vec![
         (
             "spaces",
-            format!("{}1234,status#{}", " ".repeat(LEN / 2), " ".repeat(LEN / 2 - 12)),
+            format!(
+                "{}1234,status#{}",
+                " ".repeat(LEN / 2),
+                " ".repeat(LEN / 2 - 12)
+            ),
         ),
         ("commas", pad(",".to_string())),
         ("hashes", pad("#".to_string())),
         ("comma_hash", pad(", #".to_string())),
         ("status_words", pad("STATUS ".to_string())),
-        ("pword_params", format!("PROG 7982 USRS:{}", ",".repeat(LEN - 15))),
-        ("david_program", format!("PC,{}", pad("ARX,ON,".to_string()))),
+        (
+            "pword_params",
+            format!("PROG 7982 USRS:{}", ",".repeat(LEN - 15)),
+        ),
+        (
+            "david_program",
+            format!("PC,{}", pad("ARX,ON,".to_string())),
+        ),
         ("pattern_bait", pad("%s.-( a".to_string())),
     ]
 }
@@ -98,7 +108,10 @@ fn sms(text: &str, from: String) -> IncomingSms {
 
 fn dispatch_worst(c: &mut Criterion) {
     let texts = worst_texts();
-    for (label, limit) in [("capped", LuaConfig::default().plugin_text_limit), ("uncapped", LEN)] {
+    for (label, limit) in [
+        ("capped", LuaConfig::default().plugin_text_limit),
+        ("uncapped", LEN),
+    ] {
         let mut group = c.benchmark_group(format!("plugins_worst_case_{label}"));
         group.sample_size(10);
         let sets: Vec<(String, Vec<&str>)> = ORDER
@@ -117,7 +130,8 @@ fn dispatch_worst(c: &mut Criterion) {
                     for (_, text) in &texts {
                         n += 1;
                         now += Duration::from_secs(7200);
-                        let d = h.dispatch_sms(&sms(text, format!("+4477009{:05}", n % 100_000)), now);
+                        let d =
+                            h.dispatch_sms(&sms(text, format!("+4477009{:05}", n % 100_000)), now);
                         black_box(d);
                     }
                 })

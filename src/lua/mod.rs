@@ -1573,9 +1573,9 @@ fn check(
 }
 
 #[cfg(test)]
-mod marks_tests;
-#[cfg(test)]
 mod auth_tests;
+#[cfg(test)]
+mod marks_tests;
 #[cfg(test)]
 mod rule_tests;
 #[cfg(test)]

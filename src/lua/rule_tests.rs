@@ -806,7 +806,7 @@ fn rules_are_sandboxed_stopped_and_disabled_like_plugins() {
         r#"return { on = { sms = true }, execute = function(gw, ev)
             if ev.text == "loop" then while true do end end
             if ev.text == "escape" then return os.execute("true") end
-            gw.sms.reply(tostring(io) .. tostring(require) .. tostring(debug))
+            gw.sms.reply(tostring(io) .. tostring(package) .. tostring(debug))
         end }"#,
     );
     assert_eq!(f.sms(MASTER, "x").commands, vec![send(MASTER, "nilnilnil")]);

@@ -51,9 +51,10 @@ impl Leftovers {
         }
         // Each line's first word is its time stamp, whose microseconds could be any code.
         let log = String::from_utf8_lossy(&self.log);
-        let stamped = log
-            .lines()
-            .any(|line| line.split_once(' ').is_some_and(|(_, rest)| has(rest.as_bytes())));
+        let stamped = log.lines().any(|line| {
+            line.split_once(' ')
+                .is_some_and(|(_, rest)| has(rest.as_bytes()))
+        });
         if stamped {
             places.push("the trace-level log".to_string());
         }
@@ -66,7 +67,13 @@ impl Leftovers {
     }
 }
 
-fn write_config(dir: &Path, modem: &Path, broker_url: &str, plugin: &str, section: &str) -> PathBuf {
+fn write_config(
+    dir: &Path,
+    modem: &Path,
+    broker_url: &str,
+    plugin: &str,
+    section: &str,
+) -> PathBuf {
     let plugins_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugins");
     let config = format!(
         r#"
@@ -133,7 +140,9 @@ impl Gateway {
                 }
             }
         };
-        timeout(WAIT, online).await.expect("the gateway comes online");
+        timeout(WAIT, online)
+            .await
+            .expect("the gateway comes online");
         Some(Gateway {
             child,
             sim,

@@ -117,7 +117,11 @@ fn kv_values(d: &gsmgw::lua::Dispatch, wanted: &str) -> Vec<String> {
     d.commands
         .iter()
         .filter_map(|c| match c {
-            Command::KvSet { key, value: Some(v), .. } if key == wanted => Some(v.clone()),
+            Command::KvSet {
+                key,
+                value: Some(v),
+                ..
+            } if key == wanted => Some(v.clone()),
             _ => None,
         })
         .collect()
@@ -128,19 +132,31 @@ fn codes_pins_and_pwords_set_by_sms_are_stored_hashed_and_work() {
     let now = Instant::now();
     let mut gw = plugin();
     let from = "+447700900999";
-    let d = gw.dispatch_sms(&sms(from, &format!("{PWORD} {CODE} USRS:1,2468,ANN,1")), now);
+    let d = gw.dispatch_sms(
+        &sms(from, &format!("{PWORD} {CODE} USRS:1,2468,ANN,1")),
+        now,
+    );
     assert_eq!(sent(&d)[0].1, "USRS:OK");
     let users = kv_values(&d, "users").join("");
-    assert!(users.contains("$argon2id$") && !users.contains("2468"), "{users}");
+    assert!(
+        users.contains("$argon2id$") && !users.contains("2468"),
+        "{users}"
+    );
     assert!(d.secrets.iter().any(|s| s == "2468"), "{:?}", d.secrets);
     let d = gw.dispatch_sms(&sms(from, &format!("{PWORD} {CODE} INST:97531")), now);
     assert_eq!(sent(&d)[0].1, "INST:OK");
     let inst = kv_values(&d, "installer_code").join("");
-    assert!(inst.contains("$argon2id$") && !inst.contains("97531"), "{inst}");
+    assert!(
+        inst.contains("$argon2id$") && !inst.contains("97531"),
+        "{inst}"
+    );
     let d = gw.dispatch_sms(&sms(from, &format!("{PWORD} 97531 PWRD:Tiger")), now);
     assert_eq!(sent(&d)[0].1, "PWRD:OK");
     let pword = kv_values(&d, "pword").join("");
-    assert!(pword.contains("$argon2id$") && !pword.contains("TIGER"), "{pword}");
+    assert!(
+        pword.contains("$argon2id$") && !pword.contains("TIGER"),
+        "{pword}"
+    );
     // The P-Word stays case-insensitive through its hash; the user PIN works for MOD?.
     let d = gw.dispatch_sms(&sms(from, "tIGER 2468 MOD?:"), now);
     assert_eq!(sent(&d)[0].1, "MODE?D");
@@ -153,16 +169,28 @@ fn a_report_number_is_granted_and_revoked_and_only_a_real_number_is() {
     let now = Instant::now();
     let mut gw = plugin();
     let from = "+447700900999";
-    let d = gw.dispatch_sms(&sms(from, &format!("{PWORD} {CODE} RPEX:1,0,+447700900555")), now);
+    let d = gw.dispatch_sms(
+        &sms(from, &format!("{PWORD} {CODE} RPEX:1,0,+447700900555")),
+        now,
+    );
     assert_eq!(sent(&d)[0].1, "RPEX:OK");
     let granted = format!("{:?}", d.events);
-    assert!(granted.contains("Granted") && granted.contains("+447700900555"), "{granted}");
+    assert!(
+        granted.contains("Granted") && granted.contains("+447700900555"),
+        "{granted}"
+    );
     let d = gw.dispatch_sms(&sms(from, &format!("{PWORD} {CODE} RPEX:1,,")), now);
     assert_eq!(sent(&d)[0].1, "RPEX:OK");
     let revoked = format!("{:?}", d.events);
-    assert!(revoked.contains("Revoked") && revoked.contains("+447700900555"), "{revoked}");
+    assert!(
+        revoked.contains("Revoked") && revoked.contains("+447700900555"),
+        "{revoked}"
+    );
     for number in ["12345", "BANK", "+44 abc"] {
-        let d = gw.dispatch_sms(&sms(from, &format!("{PWORD} {CODE} RPEX:2,0,{number}")), now);
+        let d = gw.dispatch_sms(
+            &sms(from, &format!("{PWORD} {CODE} RPEX:2,0,{number}")),
+            now,
+        );
         assert_eq!(sent(&d)[0].1, "RPEX:ERROR", "{number}");
     }
 }
@@ -170,7 +198,10 @@ fn a_report_number_is_granted_and_revoked_and_only_a_real_number_is() {
 #[test]
 fn worst_case_texts_of_39000_characters_run_within_the_default_budget() {
     let now = Instant::now();
-    for limit in [gsmgw::config::LuaConfig::default().plugin_text_limit, 100_000] {
+    for limit in [
+        gsmgw::config::LuaConfig::default().plugin_text_limit,
+        100_000,
+    ] {
         let mut gw = plugin();
         gw.set_plugin_text_limit(limit);
         let words = [
@@ -185,11 +216,20 @@ fn worst_case_texts_of_39000_characters_run_within_the_default_budget() {
         for (i, text) in worst_case_texts(&words).iter().enumerate() {
             let from = format!("+4477009{i:05}");
             let d = gw.dispatch_sms(&sms(&from, text), now);
-            assert!(d.errors.is_empty(), "text {i} (limit {limit}): {:?}", d.errors);
+            assert!(
+                d.errors.is_empty(),
+                "text {i} (limit {limit}): {:?}",
+                d.errors
+            );
         }
         let params = format!("{PWORD} {CODE} USRS:{}", ",".repeat(39_000));
         let d = gw.dispatch_sms(&sms("+447700900998", &params), now);
-        assert_eq!(sent(&d).len(), 1, "a command with 39 000 parameters is an error: {:?}", d.errors);
+        assert_eq!(
+            sent(&d).len(),
+            1,
+            "a command with 39 000 parameters is an error: {:?}",
+            d.errors
+        );
     }
 }
 
@@ -209,8 +249,15 @@ async fn old_and_new_codes_are_nowhere_after_they_change() {
     let replies = gw.sms(from, "newpword 161803 ECHO:", 1).await;
     assert_eq!(replies, ["ECHO:OK"]);
     let left = gw.finish().await;
-    assert!(left.places_of("ECHO:").len() > 0, "the conversation is recorded somewhere");
+    assert!(
+        !left.places_of("ECHO:").is_empty(),
+        "the conversation is recorded somewhere"
+    );
     for secret in ["OLDPWORD", "314159", "271828", "NEWPWORD", "161803"] {
-        assert_eq!(left.places_of(secret), Vec::<String>::new(), "{secret} leaked");
+        assert_eq!(
+            left.places_of(secret),
+            Vec::<String>::new(),
+            "{secret} leaked"
+        );
     }
 }
