@@ -12,8 +12,9 @@ use std::time::Duration;
 use chrono::{DateTime, FixedOffset};
 use tokio::sync::mpsc;
 
-/// A received SMS, after it is committed to the store's inbox.
-#[derive(Debug, Clone, PartialEq)]
+/// A received SMS, after it is committed to the store's inbox. Its `Debug` leaves the text
+/// out: it may hold a password, and events are logged.
+#[derive(Clone, PartialEq)]
 pub struct IncomingSms {
     /// The inbox row id.
     pub id: i64,
@@ -27,6 +28,34 @@ pub struct IncomingSms {
     pub incomplete: bool,
     /// What kind of address `from` is (from the PDU's type-of-address when known).
     pub sender_kind: SenderKind,
+}
+
+impl std::fmt::Debug for IncomingSms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IncomingSms")
+            .field("id", &self.id)
+            .field("from", &self.from)
+            .field(
+                "text",
+                &format_args!("<{} chars>", self.text.chars().count()),
+            )
+            .field("time", &self.time)
+            .field("incomplete", &self.incomplete)
+            .field("sender_kind", &self.sender_kind)
+            .finish()
+    }
+}
+
+/// A received SMS after the scripts handled it: what may be shown of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandledSms {
+    /// The SMS with every secret a script marked (`gw.sms.secret`) masked as `***`.
+    pub sms: IncomingSms,
+    /// The plugin that handled it, if any.
+    pub handled_by: Option<String>,
+    /// Found undelivered at start and older than `sms.max_command_age_s`: plugins never saw
+    /// it, rules saw it marked stale.
+    pub stale: bool,
 }
 
 /// What kind of address an SMS came from. Only a real number (international or national,
@@ -255,7 +284,11 @@ pub enum AlarmAction {
 /// Everything that happens, as seen by the sinks.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
+    /// Stored in the inbox, not yet handled: for the script task only (nothing publishes it;
+    /// it may hold a secret that is only known once a script marked it).
     SmsReceived(IncomingSms),
+    /// Handled by the scripts (or found stale): published on MQTT `<p>/sms/received`.
+    SmsHandled(HandledSms),
     SmsStatus(SmsStatus),
     CallRinging(Call),
     CallEnded(Call),

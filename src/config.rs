@@ -173,7 +173,7 @@ impl Default for SmsConfig {
             concat_timeout_s: 3600,
             priority_reserve: 3,
             reply_budget: 3,
-            stranger_replies_per_hour: 6,
+            stranger_replies_per_hour: 20,
             allow_prefixes: Vec::new(),
             deny_prefixes: vec!["+979".into(), "+881".into(), "+882".into(), "+883".into()],
             allow_recipients: Vec::new(),
@@ -319,11 +319,11 @@ pub struct LuaConfig {
     pub lockout_failures: u32,
     /// The lock-out window and duration, in seconds.
     pub lockout_seconds: u64,
-    /// Characters of an SMS text dialect plugins see (trimmed, then cut); rules see all.
-    pub plugin_text_limit: usize,
     /// Wrong passwords, codes or PINs from all senders together within `lockout_seconds`
     /// that suspend credential-bearing SMS commands from senders nobody enrolled.
     pub global_failures: u32,
+    /// Characters of an SMS text dialect plugins see (trimmed, then cut); rules see all.
+    pub plugin_text_limit: usize,
 }
 
 impl Default for LuaConfig {
@@ -340,8 +340,8 @@ impl Default for LuaConfig {
             rules: Vec::new(),
             lockout_failures: 5,
             lockout_seconds: 3600,
-            plugin_text_limit: crate::lua::PLUGIN_TEXT_LIMIT,
             global_failures: 20,
+            plugin_text_limit: crate::lua::PLUGIN_TEXT_LIMIT,
         }
     }
 }

@@ -185,7 +185,13 @@ async fn sms_and_call_events_are_published_as_json() {
         incomplete: false,
         sender_kind: gsmgw::bus::SenderKind::of("+447700900123"),
     };
-    gw.bus.publish(Event::SmsReceived(sms));
+    // Only once handled: the scripts may have marked secrets to mask.
+    gw.bus.publish(Event::SmsReceived(sms.clone()));
+    gw.bus.publish(Event::SmsHandled(gsmgw::bus::HandledSms {
+        sms,
+        handled_by: None,
+        stale: true,
+    }));
     gw.bus
         .publish(Event::CallRinging(Call { id: 1, from: None }));
     let received = observer.next_on(&gw.topic("sms/received")).await;
@@ -193,7 +199,7 @@ async fn sms_and_call_events_are_published_as_json() {
     assert_eq!(received.qos, QoS::AtLeastOnce);
     assert_eq!(
         json_of(&received),
-        json!({"event_type":"received","from":"+447700900123","text":"OPEN","time":null,"id":12})
+        json!({"event_type":"received","from":"+447700900123","text":"OPEN","time":null,"id":12,"stale":true})
     );
     let call = observer.next_on(&gw.topic("call")).await;
     assert_eq!(json_of(&call), json!({"event_type":"ringing","from":null}));

@@ -12,6 +12,7 @@
 //! local time; this file loads scripts and routes work to them.
 
 mod api;
+mod budget;
 mod clock;
 mod lockout;
 mod rules;
@@ -32,6 +33,7 @@ use crate::bus::{
 };
 use api::{ApiContext, Current, Repeat, ScriptCtx, Shared, Timer};
 use api::{CALLBACKS_REGISTRY_KEY, TIMERS_REGISTRY_KEY};
+pub use budget::SmsPolicy;
 use clock::WallClock;
 pub use lockout::{LockoutPolicy, ENROLMENT_SCOPE, LOCKOUT_SCOPE};
 use rules::{Mode, Rule, RuleEvent, TimerSpec};
@@ -350,6 +352,11 @@ impl LuaHost {
         }
     }
 
+    /// Sets the reply budgets and the USSD allow-list (default: `[sms]`'s defaults).
+    pub fn set_sms_policy(&mut self, policy: SmsPolicy) {
+        self.shared().sms_policy = policy;
+    }
+
     /// Sets the lock-out numbers (default: 5 wrong attempts within an hour lock out for an hour).
     pub fn set_lockout_policy(&mut self, policy: LockoutPolicy) {
         self.shared().lockouts.policy = policy;
@@ -662,6 +669,16 @@ impl LuaHost {
     /// to every rule whose `on.sms` matches. A locked-out sender reaches nobody; an empty one
     /// reaches the rules only (it cannot be answered nor held to account).
     pub fn dispatch_sms(&mut self, sms: &IncomingSms, now: Instant) -> Dispatch {
+        self.dispatch_sms_as(sms, false, now)
+    }
+
+    /// Like [`LuaHost::dispatch_sms`] for an SMS that waited too long to be a command
+    /// (`sms.max_command_age_s`): no plugin sees it; rules see it with `ev.stale = true`.
+    pub fn dispatch_stale_sms(&mut self, sms: &IncomingSms, now: Instant) -> Dispatch {
+        self.dispatch_sms_as(sms, true, now)
+    }
+
+    fn dispatch_sms_as(&mut self, sms: &IncomingSms, stale: bool, now: Instant) -> Dispatch {
         self.expire_lockouts(now);
         if self.is_locked_out(&sms.from, now) {
             tracing::debug!(from = %sms.from, "SMS ignored: the sender is locked out");
@@ -673,26 +690,42 @@ impl LuaHost {
             sender: Some((sms.from.clone(), sms.sender_kind)),
         };
         let empty = self.shared().sender_key(&sms.from).is_none();
-        let for_plugins = IncomingSms {
-            text: plugin_text(&sms.text, self.plugin_text_limit).to_string(),
-            ..sms.clone()
-        };
         self.shared().sms_marks = Some(api::SmsMarks::default());
         let mut out = if empty {
             tracing::debug!("SMS without a sender: not offered to plugins");
             Dispatch::default()
+        } else if stale {
+            tracing::info!(from = %sms.from, "stale SMS (older than sms.max_command_age_s): not offered to plugins");
+            Dispatch::default()
         } else {
+            let for_plugins = IncomingSms {
+                text: plugin_text(&sms.text, self.plugin_text_limit).to_string(),
+                ..sms.clone()
+            };
             self.offer("sms", &HookArg::Sms(&for_plugins), current, now)
         };
         let ev = RuleEvent::Sms {
             sms: sms.clone(),
             handled_by: out.handled_by.clone(),
+            stale,
         };
         self.run_rules(&ev, now, &mut out);
         let marks = self.shared().sms_marks.take().unwrap_or_default();
         out.secrets = marks.secrets;
         out.credential_bearing = marks.credential_bearing;
-        self.finish(out)
+        let mut out = self.finish(out);
+        // An enrolled number's answers (a master's long LIST) count against the caps only.
+        if !self.is_enrolled(&sms.from) {
+            let mut shared = self.shared();
+            let policy = shared.sms_policy.clone();
+            let dropped = shared
+                .stranger_budgets
+                .apply(&policy, &sms.from, &mut out.commands, now);
+            if dropped > 0 {
+                tracing::warn!(from = %sms.from, dropped, "replies dropped: over the reply budget of a sender nobody enrolled (sms.reply_budget, sms.stranger_replies_per_hour)");
+            }
+        }
+        out
     }
 
     /// Offers `call` to each plugin in order, then to the rules, like [`LuaHost::dispatch_sms`].

@@ -100,6 +100,8 @@ pub(crate) enum RuleEvent {
     Sms {
         sms: IncomingSms,
         handled_by: Option<String>,
+        /// Found undelivered at start and too old for plugins (`sms.max_command_age_s`).
+        stale: bool,
     },
     Call {
         call: Call,
@@ -134,9 +136,14 @@ impl RuleEvent {
     pub fn to_lua(&self, lua: &Lua) -> mlua::Result<Table> {
         let t = lua.create_table()?;
         let kind = match self {
-            RuleEvent::Sms { sms, handled_by } => {
+            RuleEvent::Sms {
+                sms,
+                handled_by,
+                stale,
+            } => {
                 super::sms_fields(&t, sms)?;
                 t.set("handled_by", handled_by.as_deref())?;
+                t.set("stale", *stale)?;
                 "sms"
             }
             RuleEvent::Call { call, handled_by } => {
@@ -273,7 +280,9 @@ impl Rule {
     pub fn matches(&self, ev: &RuleEvent, country_code: Option<&str>) -> mlua::Result<bool> {
         let on = &self.on;
         Ok(match ev {
-            RuleEvent::Sms { sms, handled_by } => {
+            RuleEvent::Sms {
+                sms, handled_by, ..
+            } => {
                 let Some(f) = &on.sms else { return Ok(false) };
                 if f.unhandled && handled_by.is_some() {
                     return Ok(false);

@@ -11,7 +11,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::watch::Reload;
-use super::{HostOptions, LockoutPolicy, LuaHost, World, ENROLMENT_SCOPE, LOCKOUT_SCOPE};
+use super::{
+    HostOptions, LockoutPolicy, LuaHost, SmsPolicy, World, ENROLMENT_SCOPE, LOCKOUT_SCOPE,
+};
 use crate::app::{execute_on, CommandSink};
 use crate::bus::{Command, Event, ModemStatus, ScriptKind, ScriptStatus};
 use crate::config::Config;
@@ -61,6 +63,10 @@ struct ScriptTask<S> {
     host: LuaHost,
     cfg: Config,
     sink: S,
+    /// When this task started: SMS sent before it may be stale (`sms.max_command_age_s`).
+    started: chrono::DateTime<chrono::Utc>,
+    /// Inbox rows found undelivered at start.
+    backlog: std::collections::HashSet<i64>,
 }
 
 /// Creates the Lua host, loads the configured plugins in order and spawns the task that feeds
@@ -87,6 +93,14 @@ pub async fn spawn_scripts<S: CommandSink + Send + 'static>(
         host,
         cfg: cfg.clone(),
         sink,
+        started: chrono::Utc::now(),
+        backlog: backlog
+            .iter()
+            .filter_map(|ev| match ev {
+                Event::SmsReceived(sms) => Some(sms.id),
+                _ => None,
+            })
+            .collect(),
     };
     // Before the plugins load: their grants at load time must find the saved ones.
     let enrolled = task
@@ -108,6 +122,7 @@ pub async fn spawn_scripts<S: CommandSink + Send + 'static>(
         task.load_plugin(name, data).await;
     }
     task.host.set_order(&cfg.lua.plugins);
+    task.host.set_sms_policy(SmsPolicy::from(&cfg.sms));
     task.host.set_plugin_text_limit(cfg.lua.plugin_text_limit);
     task.host.set_lockout_policy(LockoutPolicy {
         failures: cfg.lua.lockout_failures,
@@ -274,6 +289,8 @@ impl<S: CommandSink> ScriptTask<S> {
                 // delivery to record, so it is handled like any other event.
                 let d = self.host.dispatch_sms(&sms, Instant::now().into_std());
                 self.sink.handled(d.handled_by.as_deref());
+                let masked = crate::lua::mask(&sms.text, &d.secrets);
+                self.announce_handled(sms, masked, &d, false);
                 self.finish_dispatch(d).await;
                 return;
             }
@@ -290,8 +307,14 @@ impl<S: CommandSink> ScriptTask<S> {
                 return;
             }
         }
-        let mut d = self.host.dispatch_sms(&sms, Instant::now().into_std());
-        if d.handled_by.is_none() {
+        let stale = self.is_stale(&sms).await;
+        let now = Instant::now().into_std();
+        let mut d = if stale {
+            self.host.dispatch_stale_sms(&sms, now)
+        } else {
+            self.host.dispatch_sms(&sms, now)
+        };
+        if d.handled_by.is_none() && !stale {
             tracing::info!(from = %sms.from, "no plugin handled the SMS");
         }
         self.sink.handled(d.handled_by.as_deref());
@@ -317,10 +340,13 @@ impl<S: CommandSink> ScriptTask<S> {
                 other => rest.push(other),
             }
         }
+        // What may be shown or kept of the text: with the marked secrets masked.
+        let masked = crate::lua::mask(&sms.text, &d.secrets);
+        let rewrite = (masked != sms.text).then(|| masked.clone());
         match self
             .sink
             .store()
-            .commit_dispatch(sms.id, replies.clone(), data)
+            .commit_dispatch(sms.id, replies.clone(), data, rewrite)
             .await
         {
             Ok(store::DispatchCommit::Committed(queued)) => {
@@ -338,8 +364,54 @@ impl<S: CommandSink> ScriptTask<S> {
                 return;
             }
         }
+        self.announce_handled(sms, masked, &d, stale);
         d.commands = rest;
         self.finish_dispatch(d).await;
+    }
+
+    /// Publishes a handled SMS (for MQTT `<p>/sms/received`) with its secrets masked, and
+    /// logs its masked text at trace level (the only level that shows SMS text).
+    fn announce_handled(
+        &self,
+        sms: crate::bus::IncomingSms,
+        masked: String,
+        d: &crate::lua::Dispatch,
+        stale: bool,
+    ) {
+        tracing::trace!(inbox_id = sms.id, from = %sms.from, text = %masked, "SMS handled");
+        let sms = crate::bus::IncomingSms {
+            text: masked,
+            ..sms
+        };
+        self.sink
+            .bus()
+            .publish(Event::SmsHandled(crate::bus::HandledSms {
+                sms,
+                handled_by: d.handled_by.clone(),
+                stale,
+            }));
+    }
+
+    /// True when `sms` is too old to be a command: found undelivered at start (in the inbox,
+    /// or on the SIM, sent before this start) and older than `sms.max_command_age_s` by its
+    /// service-centre time stamp or, for the inbox backlog, the time it was stored.
+    async fn is_stale(&self, sms: &crate::bus::IncomingSms) -> bool {
+        let max = chrono::TimeDelta::seconds(
+            i64::try_from(self.cfg.sms.max_command_age_s).unwrap_or(i64::MAX),
+        );
+        let now = chrono::Utc::now();
+        let sent = sms.time.map(|t| t.to_utc());
+        let in_backlog = self.backlog.contains(&sms.id);
+        let mut times: Vec<chrono::DateTime<chrono::Utc>> = Vec::new();
+        if in_backlog {
+            if let Ok(Some(row)) = self.sink.store().inbox_get(sms.id).await {
+                times.push(row.received_at);
+            }
+            times.extend(sent);
+        } else if let Some(sent) = sent.filter(|t| *t < self.started) {
+            times.push(sent);
+        }
+        times.into_iter().any(|t| now - t > max)
     }
 
     async fn finish_dispatch(&mut self, d: crate::lua::Dispatch) {

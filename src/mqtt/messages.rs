@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::topics::Topics;
-use crate::bus::{AlarmAction, Event, OutputAction, Secret, Security, SendStatus};
+use crate::bus::{AlarmAction, Event, HandledSms, OutputAction, Secret, Security, SendStatus};
 
 /// Longer than any real output command; refusing early keeps a 1 MB payload out of the parser.
 const MAX_OUTPUT_COMMAND_BYTES: usize = 1024;
@@ -59,7 +59,9 @@ pub fn for_event(topics: &Topics, event: &Event, publish_imei: bool) -> Option<O
     let out = match event {
         Event::OutputChanged { name, on } => Outgoing::state(topics.output(name), on_off(*on)),
         Event::InputChanged { name, on } => Outgoing::state(topics.input(name), on_off(*on)),
-        Event::SmsReceived(sms) => Outgoing::event(
+        // Published once handled, with the secrets scripts marked already masked.
+        Event::SmsReceived(_) => return None,
+        Event::SmsHandled(HandledSms { sms, stale, .. }) => Outgoing::event(
             topics.sms_received(),
             &json!({
                 "event_type": "received",
@@ -67,6 +69,7 @@ pub fn for_event(topics: &Topics, event: &Event, publish_imei: bool) -> Option<O
                 "text": sms.text,
                 "time": sms.time.map(|t| t.to_rfc3339()),
                 "id": sms.id,
+                "stale": stale,
             }),
         ),
         Event::CallRinging(call) => Outgoing::event(
@@ -661,13 +664,19 @@ mod tests {
             incomplete: false,
             sender_kind: crate::bus::SenderKind::of("+4470"),
         };
-        let out = for_event(&t, &Event::SmsReceived(sms), false)
+        assert!(for_event(&t, &Event::SmsReceived(sms.clone()), false).is_none());
+        let handled = HandledSms {
+            sms,
+            handled_by: None,
+            stale: false,
+        };
+        let out = for_event(&t, &Event::SmsHandled(handled), false)
             .unwrap_or_else(|| Outgoing::state(String::new(), ""));
         assert_eq!(out.topic, "g/d/sms/received");
         assert!(!out.retain);
         assert_eq!(
             json_of(&out),
-            json!({"event_type":"received","from":"+4470","text":"hi","time":"2024-05-01T10:00:00+02:00","id":4})
+            json!({"event_type":"received","from":"+4470","text":"hi","time":"2024-05-01T10:00:00+02:00","id":4,"stale":false})
         );
         let out = for_event(&t, &Event::CallRinging(Call { id: 1, from: None }), false);
         assert_eq!(

@@ -126,14 +126,15 @@ impl StoreHandle {
         self.call(move |s| s.inbox_delivered(id)).await
     }
 
-    /// See [`Store::commit_dispatch`].
+    /// See [`Store::commit_dispatch_masked`].
     pub async fn commit_dispatch(
         &self,
         inbox_id: i64,
         outbox: Vec<NewOutboxSms>,
         kv: Vec<KvChange>,
+        masked: Option<String>,
     ) -> Result<DispatchCommit, StoreError> {
-        self.call(move |s| s.commit_dispatch(inbox_id, &outbox, &kv))
+        self.call(move |s| s.commit_dispatch_masked(inbox_id, &outbox, &kv, masked.as_deref()))
             .await
     }
 

@@ -521,6 +521,20 @@ impl Store {
         outbox: &[NewOutboxSms],
         kv: &[KvChange],
     ) -> Result<DispatchCommit, StoreError> {
+        self.commit_dispatch_masked(inbox_id, outbox, kv, None)
+    }
+
+    /// [`Store::commit_dispatch`] that also rewrites the inbox row's text as `masked` (the
+    /// secrets a script marked replaced by `***`), in the same transaction. The clear text is
+    /// then wiped from the files: `secure_delete` zeroes the old row, and the write-ahead log
+    /// that still held it is checkpointed and truncated.
+    pub fn commit_dispatch_masked(
+        &mut self,
+        inbox_id: i64,
+        outbox: &[NewOutboxSms],
+        kv: &[KvChange],
+        masked: Option<&str>,
+    ) -> Result<DispatchCommit, StoreError> {
         let limits = self.limits.clone();
         let now = Utc::now();
         let tx = self.write(Durability::Full)?;
@@ -545,6 +559,12 @@ impl Store {
             "UPDATE inbox SET delivered_at = ?2 WHERE id = ?1",
             params![inbox_id, now.timestamp_millis()],
         )?;
+        if let Some(text) = masked {
+            tx.execute(
+                "UPDATE inbox SET text = ?2 WHERE id = ?1",
+                params![inbox_id, text],
+            )?;
+        }
         let mut queued = Vec::with_capacity(outbox.len());
         for sms in outbox {
             let (id, capped) = insert_outbox_row(&tx, &limits, sms, now)?;
@@ -560,7 +580,31 @@ impl Store {
             write_kv(&tx, &change.scope, &change.key, change.value.as_deref())?;
         }
         tx.commit()?;
+        if masked.is_some() {
+            self.wipe_log();
+        }
         Ok(DispatchCommit::Committed(queued))
+    }
+
+    /// Copies the write-ahead log into the database and truncates it to nothing, so that
+    /// page images it held (a row before it was masked) are gone from the disk. Best effort:
+    /// a reader holding an old snapshot makes it wait for the next one.
+    fn wipe_log(&mut self) {
+        let result: rusqlite::Result<(i64, i64, i64)> =
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                });
+        match result {
+            Ok((0, _, _)) => {}
+            Ok((busy, _, _)) => {
+                tracing::warn!(
+                    busy,
+                    "store: the log could not be truncated now (a reader is busy)"
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "store: the log could not be truncated"),
+        }
     }
 
     /// The messages stored but never marked delivered, oldest first: delivered on start-up.

@@ -251,6 +251,7 @@ impl Shared {
                 to,
                 text: text.to_string(),
                 request_id: None,
+                // Strangers must not be able to spend the SMS that tell the owner about them.
                 priority: true,
             });
         }

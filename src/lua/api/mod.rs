@@ -63,6 +63,10 @@ pub(crate) struct Shared {
     pub pending: BTreeMap<u64, Owner>,
     /// What scripts marked on the SMS being dispatched; `None` outside an SMS dispatch.
     pub sms_marks: Option<SmsMarks>,
+    /// Reply budgets and the USSD allow-list.
+    pub sms_policy: super::budget::SmsPolicy,
+    /// What SMS from strangers caused to be sent in the last hour.
+    pub stranger_budgets: super::budget::StrangerBudgets,
 }
 
 /// What the scripts handling one SMS said about it (contract C).
@@ -90,6 +94,8 @@ impl Shared {
             next_request_id: 0,
             pending: BTreeMap::new(),
             sms_marks: None,
+            sms_policy: Default::default(),
+            stranger_budgets: Default::default(),
         }
     }
 }

@@ -46,7 +46,18 @@ fn register_ussd(lua: &Lua, ctx: &ApiContext, m: &Table) -> mlua::Result<()> {
                 ));
             }
             let id = c.await_result(lua, f)?;
-            c.emit(Command::Ussd { id, code });
+            let mut shared = c.shared();
+            // A USSD code can move credit (airtime transfers): one that an SMS asks for must
+            // be on the allow-list. The refusal reaches the callback like a network error.
+            if shared.sms_marks.is_some() && !shared.sms_policy.ussd_allowed(&code) {
+                tracing::warn!(%code, "USSD code asked for by an SMS refused: not in sms.ussd_allow");
+                shared.events.push(Event::UssdResult {
+                    id,
+                    result: Err(format!("refused: {code} is not in sms.ussd_allow")),
+                });
+                return Ok(id);
+            }
+            shared.commands.push(Command::Ussd { id, code });
             Ok(id)
         })?,
     )
