@@ -78,6 +78,7 @@ enabled = false
             cfg,
             RunOptions {
                 gpio_backend: Some(backend),
+                ..Default::default()
             },
         )
         .await

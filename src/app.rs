@@ -24,6 +24,10 @@ use crate::store::{self, Store, StoreHandle};
 pub struct RunOptions {
     /// Drive this GPIO backend instead of the configured one (the simulated one).
     pub gpio_backend: Option<Box<dyn GpioBackend>>,
+    /// Use this bus (subscribed to already, so nothing published at start is missed).
+    pub bus: Option<Bus>,
+    /// The config file, re-read on SIGHUP; without it SIGHUP reloads the scripts only.
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 /// The handles of a running gateway.
@@ -94,7 +98,7 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 /// Builds every task. Config problems were found before; what can fail here is the outside
 /// world (a store that cannot be opened, a GPIO line that is busy).
 pub async fn start(cfg: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
-    let bus = Bus::new();
+    let bus = opts.bus.unwrap_or_default();
     // Subscribed before anything can publish, so the Lua host misses no event.
     let script_events = bus.subscribe();
 
@@ -230,7 +234,11 @@ pub async fn start(cfg: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
     };
     tasks.push((
         "sighup",
-        tokio::spawn(reload_on_sighup(scripts.clone(), stopped(stop_rx.clone()))),
+        tokio::spawn(reload_on_sighup(
+            scripts.clone(),
+            opts.config_path.map(|path| (path, cfg.clone())),
+            stopped(stop_rx.clone()),
+        )),
     ));
 
     Ok(Gateway {
@@ -521,7 +529,19 @@ async fn route_commands(mut rx: mpsc::Receiver<Command>, handles: Handles) {
     }
 }
 
-async fn reload_on_sighup(scripts: ScriptsHandle, shutdown: impl Future<Output = ()>) {
+/// SIGHUP: re-reads the config file (when there is one) and hands its script sections to the
+/// script task, which reloads every script; what else changed is named as needing a restart
+/// (the modem, GPIO, store, MQTT and alarm owners are built once, at start). A config that
+/// does not load changes nothing: the scripts are reloaded with the running config.
+async fn reload_on_sighup(
+    scripts: ScriptsHandle,
+    config: Option<(std::path::PathBuf, Config)>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (path, mut running) = match config {
+        Some((path, cfg)) => (Some(path), Some(cfg)),
+        None => (None, None),
+    };
     let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => s,
         Err(e) => {
@@ -534,14 +554,89 @@ async fn reload_on_sighup(scripts: ScriptsHandle, shutdown: impl Future<Output =
         tokio::select! {
             _ = &mut shutdown => break,
             got = hangups.recv() => match got {
-                Some(()) => {
-                    tracing::info!("SIGHUP: reloading every script");
-                    scripts.reload(Reload::All);
-                }
+                Some(()) => match (&path, &mut running) {
+                    (Some(path), Some(running)) => match Config::load(path) {
+                        Ok(new) => {
+                            let restart = needs_restart(running, &new);
+                            if !restart.is_empty() {
+                                tracing::warn!(
+                                    changed = %restart.join(", "),
+                                    "SIGHUP: these settings changed and take effect only after a restart (systemctl restart gsmgw)"
+                                );
+                            }
+                            tracing::info!(config = %path.display(), "SIGHUP: config re-read; reloading every script");
+                            *running = new.clone();
+                            scripts.reconfigure(new);
+                        }
+                        Err(e) => {
+                            tracing::error!(config = %path.display(), error = %e, "SIGHUP: the config does not load, nothing of it applied; reloading every script");
+                            scripts.reload(Reload::All);
+                        }
+                    },
+                    _ => {
+                        tracing::info!("SIGHUP: reloading every script");
+                        scripts.reload(Reload::All);
+                    }
+                },
                 None => break,
             },
         }
     }
+}
+
+/// The settings that differ between `old` and `new` and that only a restart applies: every
+/// section but the scripts' (`lua.plugins`, `lua.rules`, the script folders, `[plugins.*]`,
+/// `[rules.*]`, which SIGHUP applies).
+pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
+    // Debug shows every field (secrets redacted, so a changed secret is named by section
+    // only if something else there changed too: a known limit, see docs).
+    fn differs<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
+        format!("{a:?}") != format!("{b:?}")
+    }
+    let mut out = Vec::new();
+    let sections: [(&str, bool); 9] = [
+        ("[gateway]", differs(&old.gateway, &new.gateway)),
+        ("[modem]", differs(&old.modem, &new.modem)),
+        ("[sms]", differs(&old.sms, &new.sms)),
+        ("[gpio]", differs(&old.gpio, &new.gpio)),
+        ("[outputs]", differs(&old.outputs, &new.outputs)),
+        ("[inputs]", differs(&old.inputs, &new.inputs)),
+        ("[store]", differs(&old.store, &new.store)),
+        ("[mqtt]", differs(&old.mqtt, &new.mqtt)),
+        ("[alarm]", differs(&old.alarm, &new.alarm)),
+    ];
+    out.extend(
+        sections
+            .into_iter()
+            .filter(|(_, changed)| *changed)
+            .map(|(name, _)| name.to_string()),
+    );
+    let (a, b) = (&old.lua, &new.lua);
+    let lua: [(&str, bool); 5] = [
+        (
+            "lua.memory_limit_kb",
+            a.memory_limit_kb != b.memory_limit_kb,
+        ),
+        (
+            "lua.instruction_limit",
+            a.instruction_limit != b.instruction_limit,
+        ),
+        ("lua.hot_reload", a.hot_reload != b.hot_reload),
+        (
+            "lua.lockout_failures",
+            a.lockout_failures != b.lockout_failures,
+        ),
+        (
+            "lua.lockout_seconds",
+            a.lockout_seconds != b.lockout_seconds,
+        ),
+    ];
+    out.extend(
+        lua.into_iter()
+            .filter(|(_, changed)| *changed)
+            .map(|(name, _)| name.to_string()),
+    );
+    out
 }
 
 /// What `gsmgw check` found: what would be used, and every problem.
@@ -564,10 +659,10 @@ pub fn check(path: &std::path::Path) -> CheckReport {
         }
     };
     report.lines.extend(gpio::describe(&cfg));
+    check_devices(&cfg, path, &mut report);
     let opts = HostOptions {
-        memory_limit_kb: cfg.lua.memory_limit_kb,
-        instruction_limit: cfg.lua.instruction_limit,
         country_code: cfg.country_code().map(str::to_string),
+        ..HostOptions::from(&cfg.lua)
     };
     for (name, script) in cfg.plugin_paths() {
         if !script.is_file() {
@@ -596,6 +691,42 @@ pub fn check(path: &std::path::Path) -> CheckReport {
         }
     }
     report
+}
+
+/// The modem port exists (it is not opened: the running gateway may hold it) and, with the cdev
+/// backend, every line resolves on the real chip (line info only, no request).
+fn check_devices(cfg: &Config, path: &std::path::Path, report: &mut CheckReport) {
+    let port = &cfg.modem.port;
+    if port.exists() {
+        report
+            .lines
+            .push(format!("modem port {}: exists", port.display()));
+    } else {
+        report.problems.push(format!(
+            "{}: modem.port: {} does not exist (help: `ls /dev/serial/by-id/` for USB modems; \
+             /dev/serial0 needs the UART enabled)",
+            path.display(),
+            port.display()
+        ));
+    }
+    if cfg.gpio.backend != crate::config::GpioBackendKind::Cdev {
+        return;
+    }
+    let lines = cfg
+        .outputs
+        .iter()
+        .map(|(n, o)| ("output", n, &o.line))
+        .chain(cfg.inputs.iter().map(|(n, i)| ("input", n, &i.line)));
+    for (kind, name, line) in lines {
+        match gpio::resolve_cdev_line(&cfg.gpio.chip, line) {
+            Ok(found) => report
+                .lines
+                .push(format!("{kind} {name}: resolves to {found}")),
+            Err(e) => report
+                .problems
+                .push(format!("{}: {kind}s.{name}.line: {e}", path.display())),
+        }
+    }
 }
 
 /// The gateway a script will run in, as far as the config tells: every output and input

@@ -289,6 +289,12 @@ pub enum Event {
     SmsReceived(IncomingSms),
     /// Handled by the scripts (or found stale): published on MQTT `<p>/sms/received`.
     SmsHandled(HandledSms),
+    /// A received SMS whose dispatch failed or was cut off `lua.max_dispatch_attempts` times:
+    /// quarantined, handed to rules only, never to plugins again.
+    SmsFailed {
+        sms: IncomingSms,
+        error: String,
+    },
     SmsStatus(SmsStatus),
     CallRinging(Call),
     CallEnded(Call),

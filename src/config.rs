@@ -324,6 +324,29 @@ pub struct LuaConfig {
     pub global_failures: u32,
     /// Characters of an SMS text dialect plugins see (trimmed, then cut); rules see all.
     pub plugin_text_limit: usize,
+    /// Wall-clock time one call may run, in milliseconds: the backstop behind
+    /// `instruction_limit` for work that is one instruction of large cost.
+    pub call_deadline_ms: u64,
+    /// Commands (sends, publishes, output changes, store writes…) one call may issue.
+    pub max_commands_per_call: usize,
+    /// Bytes of one `gw.mqtt.publish` payload.
+    pub max_mqtt_payload_bytes: usize,
+    /// Bytes of one `gw.store` value (as JSON).
+    pub max_store_value_bytes: usize,
+    /// Keys one script may keep in `gw.store`.
+    pub max_store_keys: usize,
+    /// Characters of one SMS that `gw.sms.send` / `reply` may send.
+    pub max_sms_chars: usize,
+    /// Timers one script may have pending.
+    pub max_timers: usize,
+    /// The longest duration a script may ask for (timers, output pulses, MQTT sessions), in
+    /// seconds.
+    pub max_duration_s: u64,
+    /// Dispatches of one SMS that may fail or be cut off (a crash, a kill) before it is
+    /// quarantined: handed to rules and MQTT as failed, never to the plugins again.
+    pub max_dispatch_attempts: u32,
+    /// Seconds after which a script disabled for failing is tried again.
+    pub disabled_retry_s: u64,
 }
 
 impl Default for LuaConfig {
@@ -342,6 +365,18 @@ impl Default for LuaConfig {
             lockout_seconds: 3600,
             global_failures: 20,
             plugin_text_limit: crate::lua::PLUGIN_TEXT_LIMIT,
+            // Above what the instruction budget allows on a Pi Zero 2 W (~100 ms of plain Lua,
+            // a few times that for string work), so it only stops what the budget cannot see.
+            call_deadline_ms: 500,
+            max_commands_per_call: 100,
+            max_mqtt_payload_bytes: 64 * 1024,
+            max_store_value_bytes: 64 * 1024,
+            max_store_keys: 1000,
+            max_sms_chars: 1600,
+            max_timers: 1000,
+            max_duration_s: 7 * 24 * 3600,
+            max_dispatch_attempts: 3,
+            disabled_retry_s: 600,
         }
     }
 }
@@ -787,6 +822,59 @@ impl Config {
             bad(
                 "lua.plugin_text_limit",
                 "must be between 160 (one SMS) and 100000 characters".into(),
+            );
+        }
+        let lua = &self.lua;
+        if !(10..=60_000).contains(&lua.call_deadline_ms) {
+            bad(
+                "lua.call_deadline_ms",
+                "must be between 10 and 60000".into(),
+            );
+        }
+        for (key, value, range) in [
+            (
+                "lua.max_commands_per_call",
+                lua.max_commands_per_call,
+                1..=100_000,
+            ),
+            (
+                "lua.max_mqtt_payload_bytes",
+                lua.max_mqtt_payload_bytes,
+                1..=16 << 20,
+            ),
+            (
+                "lua.max_store_value_bytes",
+                lua.max_store_value_bytes,
+                1..=16 << 20,
+            ),
+            ("lua.max_store_keys", lua.max_store_keys, 1..=1_000_000),
+            ("lua.max_sms_chars", lua.max_sms_chars, 1..=100_000),
+            ("lua.max_timers", lua.max_timers, 1..=1_000_000),
+        ] {
+            if !range.contains(&value) {
+                bad(
+                    key,
+                    format!("must be between {} and {}", range.start(), range.end()),
+                );
+            }
+        }
+        // Ten years: far beyond any timer anyone needs, far below what overflows an instant.
+        if !(1..=315_360_000).contains(&lua.max_duration_s) {
+            bad(
+                "lua.max_duration_s",
+                "must be between 1 and 315360000".into(),
+            );
+        }
+        if !(1..=100).contains(&lua.max_dispatch_attempts) {
+            bad(
+                "lua.max_dispatch_attempts",
+                "must be between 1 and 100".into(),
+            );
+        }
+        if !(1..=315_360_000).contains(&lua.disabled_retry_s) {
+            bad(
+                "lua.disabled_retry_s",
+                "must be between 1 and 315360000".into(),
             );
         }
         if self.lua.lockout_failures == 0 || self.lua.lockout_seconds == 0 {

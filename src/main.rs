@@ -33,6 +33,10 @@ enum Cmd {
         /// The first port to try for the embedded MQTT broker.
         #[arg(long, default_value_t = 1883)]
         mqtt_port: u16,
+        /// Use this broker (mqtt://host:port) instead of the embedded one, e.g. your Home
+        /// Assistant's, to see the demo's entities appear there.
+        #[arg(long, value_name = "URL")]
+        mqtt_url: Option<String>,
     },
     /// Validate the config and compile every script.
     Check {
@@ -93,7 +97,7 @@ enum PduCmd {
         /// The PDU has no SMSC prefix (a bare TPDU).
         #[arg(long)]
         no_smsc: bool,
-        /// Print one JSON object.
+        /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -107,7 +111,7 @@ enum PduCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(matches!(cli.command, Cmd::Demo { .. }));
+    init_tracing(matches!(cli.command, Cmd::Demo { .. } | Cmd::Try { .. }));
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -117,9 +121,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(demo: bool) {
-    // The demo's console is the user interface: keep the log to warnings unless asked.
-    let default = if demo { "gsmgw=warn" } else { "gsmgw=info" };
+fn init_tracing(quiet: bool) {
+    // The demo's console and try's results are the user interface: keep the log to warnings
+    // unless asked.
+    let default = if quiet { "gsmgw=warn" } else { "gsmgw=info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("GSMGW_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
@@ -132,14 +137,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Cmd::Run { config } => {
             let cfg = Config::load(&config)?;
+            let opts = gsmgw::app::RunOptions {
+                config_path: Some(config),
+                ..Default::default()
+            };
             runtime()?.block_on(async {
                 let shutdown = shutdown_signal();
-                gsmgw::app::run(cfg, Default::default(), shutdown).await
+                gsmgw::app::run(cfg, opts, shutdown).await
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Demo { config, mqtt_port } => {
-            runtime()?.block_on(gsmgw::demo::run(config, mqtt_port))?;
+        Cmd::Demo {
+            config,
+            mqtt_port,
+            mqtt_url,
+        } => {
+            let opts = gsmgw::demo::DemoOptions {
+                config,
+                mqtt_port,
+                mqtt_url,
+            };
+            runtime()?.block_on(gsmgw::demo::run(opts))?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Check { config } => Ok(check(&config)),
@@ -259,6 +277,41 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
+/// A decoded PDU as `field: value` lines: the fields it has, the text last since it may run
+/// over several lines.
+fn pdu_text(decoded: &serde_json::Value) -> String {
+    use serde_json::Value;
+    const ORDER: [&str; 11] = [
+        "type",
+        "sender",
+        "recipient",
+        "smsc",
+        "timestamp",
+        "encoding",
+        "class",
+        "concat",
+        "message_ref",
+        "status",
+        "data_hex",
+    ];
+    let mut out = String::new();
+    for key in ORDER.into_iter().chain(["text"]) {
+        let shown = match (key, decoded.get(key)) {
+            (_, None | Some(Value::Null)) => continue,
+            ("concat", Some(c)) => format!(
+                "part {} of {} (reference {})",
+                c.get("seq").unwrap_or(&Value::Null),
+                c.get("total").unwrap_or(&Value::Null),
+                c.get("ref").unwrap_or(&Value::Null)
+            ),
+            (_, Some(Value::String(s))) => s.clone(),
+            (_, Some(other)) => other.to_string(),
+        };
+        out.push_str(&format!("{}: {shown}\n", key.replace('_', " ")));
+    }
+    out
+}
+
 fn pdu(command: PduCmd) -> ExitCode {
     use gsmgw::modem::pdu;
     match command {
@@ -268,7 +321,7 @@ fn pdu(command: PduCmd) -> ExitCode {
                 println!("{}", pdu::to_json(&result));
             } else {
                 match &result {
-                    Ok(p) => println!("{p:#?}"),
+                    Ok(_) => print!("{}", pdu_text(&pdu::to_json(&result))),
                     Err(e) => eprintln!("error: {e}"),
                 }
             }

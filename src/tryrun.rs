@@ -621,6 +621,7 @@ fn modem_status() -> ModemStatus {
 pub struct Runner {
     simulation: Option<Simulation>,
     steps: usize,
+    load_errors: Vec<String>,
     /// Keeps a blocking task alive: tokio does not move a paused clock on its own while one
     /// runs, so time passes only when an `advance` step says so (not while the store thread
     /// works, say).
@@ -661,10 +662,12 @@ impl Runner {
             }
         };
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::demo::find_stock_plugins(&mut cfg, &dir)?;
         let started = runtime.block_on(Simulation::start(cfg, &dir.join("gsmgw.db")));
         let mut runner = Runner {
             simulation: None,
             steps: 0,
+            load_errors: Vec::new(),
             clock_hold: Some(clock_hold),
             temp_dir,
             runtime,
@@ -672,9 +675,15 @@ impl Runner {
         let simulation = started?;
         // What loading the scripts did (errors, init commands) is not any step's.
         let _ = runner.runtime.block_on(simulation.settle());
-        lock(&simulation.record).errors.clear();
+        runner.load_errors = std::mem::take(&mut lock(&simulation.record).errors);
         runner.simulation = Some(simulation);
         Ok(runner)
+    }
+
+    /// What went wrong while the gateway started: scripts that did not load (`file:line:
+    /// message`) and errors their top level or `init` raised.
+    pub fn load_errors(&self) -> &[String] {
+        &self.load_errors
     }
 
     /// Runs `step` and everything it causes.
@@ -809,9 +818,14 @@ pub fn check_expect(result: &StepResult, expect: &Value) -> Result<(), String> {
     }
 }
 
-/// The base config: `path`, else `config/demo.toml` when it is here, else the built-in copy
-/// of it; with `patch` (a conversation's first line) merged over it.
+/// The base config: `path` (with the environment overrides, as `gsmgw run` reads it, when
+/// there is no patch), else `config/demo.toml` when it is here, else the built-in copy of it;
+/// with `patch` (a conversation's first line) merged over it.
 pub fn load_config(path: Option<&Path>, patch: Option<&Value>) -> anyhow::Result<Config> {
+    if let (Some(path), None) = (path, patch) {
+        // As the gateway loads it: with the GSMGW_* environment overrides.
+        return Ok(Config::load(path)?);
+    }
     let demo = Path::new("config/demo.toml");
     let (text, name) = match path {
         Some(p) => (
@@ -921,7 +935,8 @@ pub fn check_conversation_file(path: &Path) -> Result<(), String> {
 }
 
 /// The `gsmgw try` command: steps from stdin, one JSON result a line on stdout. `expect`
-/// lines are checked; a failed one is reported on stderr and makes the exit code 1.
+/// lines are checked; a failed one is reported on stderr and makes the exit code 1. So does a
+/// script that failed to load: its error is also in the first step's `errors`.
 pub fn run_cli(config: Option<&Path>, state: Option<&Path>) -> anyhow::Result<ExitCode> {
     let stdin = std::io::stdin();
     let mut runner: Option<Runner> = None;
@@ -962,14 +977,25 @@ pub fn run_cli(config: Option<&Path>, state: Option<&Path>) -> anyhow::Result<Ex
                 }
             },
             Line::Step(step) => {
-                let runner = match &mut runner {
-                    Some(r) => r,
+                let (runner, first) = match &mut runner {
+                    Some(r) => (r, false),
                     None => {
                         let cfg = load_config(config, patch.as_ref())?;
-                        runner.insert(Runner::new(cfg, state)?)
+                        (runner.insert(Runner::new(cfg, state)?), true)
                     }
                 };
-                let result = runner.step(&step);
+                let mut result = runner.step(&step);
+                if first && !runner.load_errors().is_empty() {
+                    // A conversation against a half-loaded gateway proves little: say so in
+                    // the output (the first step's errors) and in the exit code.
+                    for e in runner.load_errors() {
+                        eprintln!("not loaded: {e}");
+                    }
+                    let mut errors = runner.load_errors().to_vec();
+                    errors.append(&mut result.errors);
+                    result.errors = errors;
+                    failed = true;
+                }
                 println!("{}", serde_json::to_string(&result)?);
                 last = Some(result);
             }

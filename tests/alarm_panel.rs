@@ -374,6 +374,7 @@ async fn through_the_gateway_an_armed_alarm_sounds_the_siren_when_the_door_opens
         cfg,
         RunOptions {
             gpio_backend: Some(backend),
+            ..Default::default()
         },
     )
     .await

@@ -61,6 +61,7 @@ fn host_options() -> HostOptions {
         memory_limit_kb: 16 * 1024,
         instruction_limit: 10_000_000,
         country_code: Some("44".into()),
+        ..HostOptions::default()
     }
 }
 

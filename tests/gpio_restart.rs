@@ -44,6 +44,7 @@ async fn start(dir: &Path) -> (Gateway, SimGpio) {
         cfg,
         RunOptions {
             gpio_backend: Some(backend),
+            ..Default::default()
         },
     )
     .await

@@ -353,6 +353,9 @@ fn host_options() -> HostOptions {
         memory_limit_kb: 16 * 1024,
         instruction_limit: 10_000_000,
         country_code: Some("44".into()),
+        // A debug build is slow; the deadline is tested in src/lua/hostile_tests.rs.
+        call_deadline_ms: 20_000,
+        ..HostOptions::default()
     }
 }
 

@@ -113,6 +113,51 @@ fn request_error(chip: &Path, e: gpiocdev::Error) -> Box<dyn std::error::Error +
     }
 }
 
+/// Where `line` is on this machine, for `gsmgw check`: `Ok("/dev/gpiochip0 line 17 \"GPIO17\"")`
+/// (with `, in use by <consumer>` when another program holds it), or what is wrong. Reads
+/// the chip's line info only: no line is requested, so nothing is driven or reconfigured.
+pub fn resolve(chip: &Path, line: &LineId) -> Result<String, String> {
+    let (chip, info) = match offset_of(line) {
+        Some(offset) => {
+            let opened = gpiocdev::chip::Chip::from_path(chip).map_err(|e| {
+                format!(
+                    "cannot open {}: {e} (help: `gpiodetect` lists the chips; set `chip` in [gpio])",
+                    chip.display()
+                )
+            })?;
+            let info = opened.line_info(offset).map_err(|e| {
+                format!(
+                    "{} has no line {offset}: {e} (help: `gpioinfo` lists its lines)",
+                    chip.display()
+                )
+            })?;
+            (chip.to_path_buf(), info)
+        }
+        None => {
+            let name = line.to_string();
+            let found = gpiocdev::find_named_line(&name).ok_or_else(|| {
+                format!(
+                    "no GPIO line is named {name:?} on any chip (help: `gpioinfo` lists line names)"
+                )
+            })?;
+            (found.chip, found.info)
+        }
+    };
+    let mut text = format!("{} line {}", chip.display(), info.offset);
+    if !info.name.is_empty() {
+        text.push_str(&format!(" {:?}", info.name));
+    }
+    if info.used {
+        let by = if info.consumer.is_empty() {
+            "another program"
+        } else {
+            info.consumer.as_str()
+        };
+        text.push_str(&format!(", in use by {by}"));
+    }
+    Ok(text)
+}
+
 impl CdevBackend {
     /// A backend for lines on `chip` (and named lines anywhere). Opens nothing yet.
     pub fn new(chip: PathBuf) -> Self {

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use crate::config::{Bias, Config, GpioBackendKind, InputConfig, LineId, OutputConfig};
 
 mod cdev;
+pub use cdev::resolve as resolve_cdev_line;
 mod controller;
 mod rpi;
 mod sim;

@@ -36,7 +36,7 @@ impl WallClock {
     /// The `Instant` at which the wall clock will show `wall` (now or earlier when it is past).
     pub fn instant_of(&self, wall: DateTime<Local>) -> Instant {
         match (wall - self.wall).to_std() {
-            Ok(ahead) => self.mono + ahead,
+            Ok(ahead) => super::api::later(self.mono, ahead),
             Err(_) => {
                 let behind = (self.wall - wall).to_std().unwrap_or_default();
                 self.mono.checked_sub(behind).unwrap_or(self.mono)

@@ -15,6 +15,7 @@ mod api;
 mod budget;
 mod clock;
 mod lockout;
+mod pattern;
 mod rules;
 mod sandbox;
 pub mod task;
@@ -62,6 +63,32 @@ pub struct HostOptions {
     pub instruction_limit: u64,
     /// Digits of the home country code (`"44"`), for `gw.phone` and `gw.sms.send`.
     pub country_code: Option<String>,
+    /// Wall-clock time one call may run, in milliseconds.
+    pub call_deadline_ms: u64,
+    /// What one call may ask of the gateway outside its Lua state.
+    pub caps: Caps,
+    /// The longest duration a script may ask for, in seconds.
+    pub max_duration_s: u64,
+    /// Seconds after which a disabled script is tried again.
+    pub disabled_retry_s: u64,
+}
+
+/// Caps on what a script holds or asks for outside its Lua state (whose memory is limited
+/// by `memory_limit_kb`); going over one is a Lua error naming it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    pub commands_per_call: usize,
+    pub mqtt_payload_bytes: usize,
+    pub store_value_bytes: usize,
+    pub store_keys: usize,
+    pub sms_chars: usize,
+    pub timers: usize,
+}
+
+impl Default for HostOptions {
+    fn default() -> Self {
+        Self::from(&crate::config::LuaConfig::default())
+    }
 }
 
 impl From<&crate::config::LuaConfig> for HostOptions {
@@ -70,6 +97,28 @@ impl From<&crate::config::LuaConfig> for HostOptions {
             memory_limit_kb: c.memory_limit_kb,
             instruction_limit: c.instruction_limit,
             country_code: None,
+            call_deadline_ms: c.call_deadline_ms,
+            caps: Caps {
+                commands_per_call: c.max_commands_per_call,
+                mqtt_payload_bytes: c.max_mqtt_payload_bytes,
+                store_value_bytes: c.max_store_value_bytes,
+                store_keys: c.max_store_keys,
+                sms_chars: c.max_sms_chars,
+                timers: c.max_timers,
+            },
+            max_duration_s: c.max_duration_s,
+            disabled_retry_s: c.disabled_retry_s,
+        }
+    }
+}
+
+impl HostOptions {
+    fn limits(&self) -> sandbox::Limits {
+        sandbox::Limits {
+            memory_limit_kb: self.memory_limit_kb,
+            instruction_limit: self.instruction_limit,
+            call_deadline: std::time::Duration::from_millis(self.call_deadline_ms),
+            commands_per_call: self.caps.commands_per_call,
         }
     }
 }
@@ -151,6 +200,8 @@ struct Script {
     generation: u64,
     consecutive_failures: u32,
     disabled: bool,
+    /// When it was disabled: it is tried again `disabled_retry_s` later.
+    disabled_at: Option<Instant>,
 }
 
 /// The library files a script has required so far; shared with its `require`, which may run
@@ -372,7 +423,12 @@ impl LuaHost {
                 .ok()
                 .and_then(|s| DateTime::parse_from_rfc3339(&s).ok());
             match until.and_then(|u| (u.with_timezone(&Local) - wall_now).to_std().ok()) {
-                Some(remaining) => shared.lockouts.restore(number, remaining, now),
+                // A saved end far in the future (a damaged row, a clock set wrong when it was
+                // written) is no longer than a lock-out can be.
+                Some(remaining) => {
+                    let remaining = remaining.min(shared.lockouts.policy.window);
+                    shared.lockouts.restore(number, remaining, now)
+                }
                 None => shared.commands.push(Command::KvSet {
                     scope: LOCKOUT_SCOPE.to_string(),
                     key: number.clone(),
@@ -477,6 +533,7 @@ impl LuaHost {
         };
         match load(&self.opts, &self.shared, req) {
             Ok(script) => {
+                script.ctx().requested_outputs.clear();
                 tracing::info!(
                     script = name,
                     generation = script.generation,
@@ -578,7 +635,9 @@ impl LuaHost {
             kind,
             name: name.to_string(),
             generation: s.generation,
-            error: s.disabled.then(|| disabled_message(&s.file)),
+            error: s
+                .disabled
+                .then(|| disabled_message(&s.file, self.opts.disabled_retry_s)),
         })
     }
 
@@ -708,6 +767,7 @@ impl LuaHost {
             sms: sms.clone(),
             handled_by: out.handled_by.clone(),
             stale,
+            failed: None,
         };
         self.run_rules(&ev, now, &mut out);
         let marks = self.shared().sms_marks.take().unwrap_or_default();
@@ -726,6 +786,26 @@ impl LuaHost {
             }
         }
         out
+    }
+
+    /// Hands a quarantined SMS (its dispatch failed or was cut off too often) to the rules
+    /// only, as `ev.failed = error`; plugins never see it again.
+    pub fn dispatch_failed_sms(
+        &mut self,
+        sms: &IncomingSms,
+        error: &str,
+        now: Instant,
+    ) -> Dispatch {
+        let mut out = Dispatch::default();
+        self.revive(now, &mut out);
+        let ev = RuleEvent::Sms {
+            sms: sms.clone(),
+            handled_by: None,
+            failed: Some(error.to_string()),
+            stale: false,
+        };
+        self.run_rules(&ev, now, &mut out);
+        self.finish(out)
     }
 
     /// Offers `call` to each plugin in order, then to the rules, like [`LuaHost::dispatch_sms`].
@@ -753,6 +833,7 @@ impl LuaHost {
     /// and [`LuaHost::dispatch_call`] instead, so they are ignored here.
     pub fn dispatch_event(&mut self, ev: &Event, now: Instant) -> Dispatch {
         let mut out = Dispatch::default();
+        self.revive(now, &mut out);
         self.expire_lockouts(now);
         let (hook, arg, current, rule_ev) = match ev {
             Event::InputChanged { name, on } => {
@@ -854,20 +935,23 @@ impl LuaHost {
         self.finish(out)
     }
 
-    /// When the next timer is due.
+    /// When the next timer is due (or the next disabled script is tried again).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.plugins
+        let timers = self
+            .plugins
             .values()
             .chain(self.rules.values())
             .filter(|s| !s.disabled)
             .filter_map(|s| s.ctx().timers.values().map(|t| t.due).min())
-            .min()
+            .min();
+        timers.into_iter().chain(self.next_revival()).min()
     }
 
     /// Runs every timer due at `now`, earliest first (each at most once per call): plugins'
     /// and rules' `gw.timer` callbacks and rules' `on.timer` triggers.
     pub fn handle_timeout(&mut self, now: Instant) -> Dispatch {
         let mut out = Dispatch::default();
+        self.revive(now, &mut out);
         self.expire_lockouts(now);
         let mut due: Vec<DueTimer> = Vec::new();
         let plugins = self
@@ -947,6 +1031,7 @@ impl LuaHost {
 
     fn offer(&mut self, hook: &str, arg: &HookArg, current: Current, now: Instant) -> Dispatch {
         let mut out = Dispatch::default();
+        self.revive(now, &mut out);
         for name in self.plugin_names() {
             if self.call_hook(&name, hook, arg, current.clone(), now, &mut out) {
                 out.handled_by = Some(name);
@@ -995,7 +1080,7 @@ impl LuaHost {
             match rule.matches(ev, cc.as_deref()) {
                 Ok(true) => self.trigger_rule(&name, ev, now, out),
                 Ok(false) => {}
-                Err(e) => self.failed(ScriptKind::Rule, &name, &e, out),
+                Err(e) => self.failed(ScriptKind::Rule, &name, &e, oversize(ev), now, out),
             }
         }
     }
@@ -1216,24 +1301,44 @@ impl LuaHost {
             let mut ctx = script.ctx();
             ctx.now = now;
             ctx.current = current;
+            ctx.commands_this_call = 0;
         }
         script.budget.reset();
         let result = arg.to_lua(&script.lua).and_then(|a| f.call::<Value>(a));
-        script.ctx().current = Current::default();
+        {
+            let mut ctx = script.ctx();
+            ctx.current = Current::default();
+            ctx.requested_outputs.clear();
+        }
         match result {
             Ok(value) => {
                 script.consecutive_failures = 0;
                 !matches!(value, Value::Nil | Value::Boolean(false))
             }
             Err(e) => {
-                self.failed(kind, name, &e, out);
+                let oversize = match arg {
+                    HookArg::Sms(sms) => is_oversize(sms),
+                    HookArg::Rule(ev) => oversize(ev),
+                    _ => false,
+                };
+                self.failed(kind, name, &e, oversize, now, out);
                 false
             }
         }
     }
 
-    /// Reports a failed call of script `name` and disables it after too many in a row.
-    fn failed(&mut self, kind: ScriptKind, name: &str, e: &mlua::Error, out: &mut Dispatch) {
+    /// Reports a failed call of script `name` and disables it after too many in a row. A
+    /// call that ran out of budget on oversize input (a stranger's long SMS) does not count:
+    /// otherwise anyone could switch a plugin off by sending a few.
+    fn failed(
+        &mut self,
+        kind: ScriptKind,
+        name: &str,
+        e: &mlua::Error,
+        oversize_input: bool,
+        now: Instant,
+        out: &mut Dispatch,
+    ) {
         let opts = self.opts.clone();
         let Some(script) = self.scripts_mut(kind).get_mut(name) else {
             return;
@@ -1241,12 +1346,21 @@ impl LuaHost {
         let message = describe(e, &script.file, &opts);
         tracing::error!(script = name, "{message}");
         out.errors.push(message);
+        let overrun = script.budget.exceeded() || is_memory_error(e);
         // Give back what a memory bomb left behind before the next call.
         let _ = script.lua.gc_collect();
+        if overrun && oversize_input {
+            tracing::info!(
+                script = name,
+                "over budget on oversize input; not counted towards disabling the script"
+            );
+            return;
+        }
         script.consecutive_failures += 1;
         if script.consecutive_failures >= MAX_CONSECUTIVE_FAILURES && !script.disabled {
             script.disabled = true;
-            let error = disabled_message(&script.file);
+            script.disabled_at = Some(now);
+            let error = disabled_message(&script.file, opts.disabled_retry_s);
             tracing::error!(script = name, "{error}");
             out.statuses.push(ScriptStatus {
                 kind,
@@ -1256,6 +1370,64 @@ impl LuaHost {
             });
         }
     }
+
+    /// When the next disabled script is due to be tried again.
+    fn next_revival(&self) -> Option<Instant> {
+        let cooldown = std::time::Duration::from_secs(self.opts.disabled_retry_s);
+        self.plugins
+            .values()
+            .chain(self.rules.values())
+            .filter_map(|s| s.disabled_at)
+            .map(|at| api::later(at, cooldown))
+            .min()
+    }
+
+    /// Enables again every script whose cool-down has passed (a bug that a later input
+    /// avoids, or an outage of something it relies on, must not switch it off for good).
+    fn revive(&mut self, now: Instant, out: &mut Dispatch) {
+        let cooldown = std::time::Duration::from_secs(self.opts.disabled_retry_s);
+        for kind in [ScriptKind::Plugin, ScriptKind::Rule] {
+            for (name, script) in self.scripts_mut(kind).iter_mut() {
+                let due = script
+                    .disabled_at
+                    .is_some_and(|at| api::later(at, cooldown) <= now);
+                if !due {
+                    continue;
+                }
+                script.disabled = false;
+                script.disabled_at = None;
+                script.consecutive_failures = 0;
+                tracing::info!(script = %name, "disabled script enabled again after its cool-down");
+                out.statuses.push(ScriptStatus {
+                    kind,
+                    name: name.clone(),
+                    generation: script.generation,
+                    error: None,
+                });
+            }
+        }
+    }
+}
+
+/// Longer than one SMS part: ordinary commands are shorter.
+const OVERSIZE_SMS_CHARS: usize = 160;
+
+fn is_oversize(sms: &IncomingSms) -> bool {
+    sms.text.chars().nth(OVERSIZE_SMS_CHARS).is_some()
+}
+
+fn oversize(ev: &RuleEvent) -> bool {
+    matches!(ev, RuleEvent::Sms { sms, .. } if is_oversize(sms))
+}
+
+fn is_memory_error(e: &mlua::Error) -> bool {
+    match e {
+        mlua::Error::MemoryError(_) => true,
+        mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => {
+            is_memory_error(cause)
+        }
+        _ => false,
+    }
 }
 
 /// Moves a fired timer to its next time; false when it is done.
@@ -1263,8 +1435,12 @@ fn reschedule(timer: &mut Timer, now: Instant, clock: &WallClock) -> bool {
     match &mut timer.repeat {
         Repeat::Once => false,
         Repeat::Every(every) => {
-            let next = timer.due + *every;
-            timer.due = if next > now { next } else { now + *every };
+            let next = api::later(timer.due, *every);
+            timer.due = if next > now {
+                next
+            } else {
+                api::later(now, *every)
+            };
             true
         }
         Repeat::Daily { at, next } => {
@@ -1283,8 +1459,8 @@ fn kind_word(kind: ScriptKind) -> &'static str {
     }
 }
 
-fn disabled_message(file: &str) -> String {
-    format!("{file}: disabled after {MAX_CONSECUTIVE_FAILURES} failed calls in a row; fix it and save to reload")
+fn disabled_message(file: &str, retry_s: u64) -> String {
+    format!("{file}: disabled after {MAX_CONSECUTIVE_FAILURES} failed calls in a row; tried again in {retry_s} s, or fix it and save to reload")
 }
 
 /// The name errors use for `path`: its file name.
@@ -1356,8 +1532,7 @@ fn load(
     let file = file_name(path);
     let source = std::fs::read_to_string(path)
         .map_err(|e| format!("{file}: cannot read {}: {e}", path.display()))?;
-    let (lua, budget) = sandbox::new_state(opts.memory_limit_kb, opts.instruction_limit)
-        .map_err(|e| describe(&e, &file, opts))?;
+    let (lua, budget) = sandbox::new_state(opts.limits()).map_err(|e| describe(&e, &file, opts))?;
     let ctx = Arc::new(Mutex::new(ScriptCtx {
         kind,
         name: name.to_string(),
@@ -1367,11 +1542,18 @@ fn load(
         store,
         timers: BTreeMap::new(),
         next_timer_id: 0,
+        commands_this_call: 0,
+        requested_outputs: BTreeMap::new(),
     }));
     let api = ApiContext {
         shared: Arc::clone(shared),
         script: Arc::clone(&ctx),
         config: Arc::new(config.clone()),
+        limits: api::ApiLimits {
+            caps: opts.caps,
+            max_duration: std::time::Duration::from_secs(opts.max_duration_s),
+        },
+        budget: Arc::clone(&budget),
     };
     api::register_all(&lua, &api).map_err(|e| describe(&e, &file, opts))?;
     let libs = Libs::default();
@@ -1397,6 +1579,7 @@ fn load(
         generation,
         consecutive_failures: 0,
         disabled: false,
+        disabled_at: None,
     };
     let Value::Table(table) = returned else {
         return Err(match kind {
@@ -1526,7 +1709,7 @@ fn start_rule(script: &Script, rule: &Rule, shared: &Arc<Mutex<Shared>>, now: In
     let mut ctx = script.ctx();
     for (spec, timer) in &rule.on.timers {
         let (due, repeat) = match timer {
-            TimerSpec::Every(every) => (now + *every, Repeat::Every(*every)),
+            TimerSpec::Every(every) => (api::later(now, *every), Repeat::Every(*every)),
             TimerSpec::At(at) => {
                 let next = clock::next_daily(*at, clock.at(now));
                 (clock.instant_of(next), Repeat::Daily { at: *at, next })
@@ -1607,6 +1790,8 @@ fn check(
 
 #[cfg(test)]
 mod auth_tests;
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod marks_tests;
 #[cfg(test)]

@@ -102,6 +102,8 @@ pub(crate) enum RuleEvent {
         handled_by: Option<String>,
         /// Found undelivered at start and too old for plugins (`sms.max_command_age_s`).
         stale: bool,
+        /// Set when the SMS was quarantined: why its dispatch kept failing.
+        failed: Option<String>,
     },
     Call {
         call: Call,
@@ -140,10 +142,12 @@ impl RuleEvent {
                 sms,
                 handled_by,
                 stale,
+                failed,
             } => {
                 super::sms_fields(&t, sms)?;
                 t.set("handled_by", handled_by.as_deref())?;
                 t.set("stale", *stale)?;
+                t.set("failed", failed.as_deref())?;
                 "sms"
             }
             RuleEvent::Call { call, handled_by } => {

@@ -24,6 +24,8 @@ use crate::store;
 /// one happens between two events: none is lost or handled twice.
 enum ScriptRequest {
     Reload(Reload),
+    /// SIGHUP with a re-read config: the script sections of `cfg` take over.
+    Reconfigure(Box<Config>),
     /// Run the due timers and every queued event (and what they cause), then report.
     Flush(oneshot::Sender<FlushReport>),
 }
@@ -47,6 +49,15 @@ impl ScriptsHandle {
     /// Queues a reload, handled between two events; false when the script task has ended.
     pub fn reload(&self, reload: Reload) -> bool {
         self.requests.send(ScriptRequest::Reload(reload)).is_ok()
+    }
+
+    /// Hands the task a re-read config: its plugin list and order, rule list, script folders
+    /// and `[plugins.*]`/`[rules.*]` sections take effect, every script is reloaded, and
+    /// scripts no longer listed are unloaded. False when the task has ended.
+    pub fn reconfigure(&self, cfg: Config) -> bool {
+        self.requests
+            .send(ScriptRequest::Reconfigure(Box::new(cfg)))
+            .is_ok()
     }
 
     /// Waits until the task has run its due timers and handled every event queued so far;
@@ -153,9 +164,8 @@ pub async fn spawn_scripts<S: CommandSink + Send + 'static>(
 
 fn host_options(cfg: &Config) -> HostOptions {
     HostOptions {
-        memory_limit_kb: cfg.lua.memory_limit_kb,
-        instruction_limit: cfg.lua.instruction_limit,
         country_code: cfg.country_code().map(str::to_string),
+        ..HostOptions::from(&cfg.lua)
     }
 }
 
@@ -184,8 +194,16 @@ impl<S: CommandSink> ScriptTask<S> {
             self.handle_event(ev).await;
         }
         let mut requests_open = true;
+        // Set after an event: due timers run before the next event, so a long queue of
+        // events cannot starve them (and, the select being biased towards events, timers
+        // that are always due cannot starve events either).
+        let mut timers_turn = false;
         loop {
             let timer = self.host.poll_timeout().map(Instant::from_std);
+            if std::mem::take(&mut timers_turn) && timer.is_some_and(|t| t <= Instant::now()) {
+                self.run_timers().await;
+                continue;
+            }
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
@@ -198,6 +216,7 @@ impl<S: CommandSink> ScriptTask<S> {
                 // Before events: a reload takes effect from the next event on.
                 req = requests.recv(), if requests_open => match req {
                     Some(ScriptRequest::Reload(r)) => self.reload(r).await,
+                    Some(ScriptRequest::Reconfigure(cfg)) => self.reconfigure(*cfg).await,
                     Some(ScriptRequest::Flush(reply)) => {
                         let report = self.flush(&mut events).await;
                         let _ = reply.send(report);
@@ -205,7 +224,10 @@ impl<S: CommandSink> ScriptTask<S> {
                     None => requests_open = false,
                 },
                 ev = events.recv() => match ev {
-                    Some(ev) => self.handle_event(ev).await,
+                    Some(ev) => {
+                        self.handle_event(ev).await;
+                        timers_turn = true;
+                    }
                     None => break,
                 },
                 _ = sleep_until_some(timer) => self.run_timers().await,
@@ -307,6 +329,29 @@ impl<S: CommandSink> ScriptTask<S> {
                 return;
             }
         }
+        // Counted before the dispatch and committed: a crash, a kill or a stall during it
+        // leaves the count behind, so a message that keeps doing that is recognised.
+        let attempt = match self.sink.store().inbox_begin_dispatch(sms.id).await {
+            Ok(Some(attempt)) => attempt,
+            Ok(None) => {
+                tracing::debug!(inbox_id = sms.id, "SMS delivered meanwhile; not offered");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(inbox_id = sms.id, error = %e, "could not count a dispatch of an SMS; not delivered");
+                return;
+            }
+        };
+        let max = self.cfg.lua.max_dispatch_attempts;
+        if attempt.attempts > max {
+            let error = attempt.last_error.unwrap_or_else(|| {
+                format!(
+                    "its dispatch was cut off {max} times (the gateway stopped while handling it)"
+                )
+            });
+            self.quarantine(sms, error).await;
+            return;
+        }
         let stale = self.is_stale(&sms).await;
         let now = Instant::now().into_std();
         let mut d = if stale {
@@ -361,6 +406,10 @@ impl<S: CommandSink> ScriptTask<S> {
             }
             Err(e) => {
                 tracing::error!(inbox_id = sms.id, error = %e, "could not record an SMS as handled; it will be offered again at the next start");
+                let error = format!("its dispatch could not be recorded: {e}");
+                if let Err(e) = self.sink.store().inbox_dispatch_failed(sms.id, error).await {
+                    tracing::error!(inbox_id = sms.id, error = %e, "could not record why");
+                }
                 return;
             }
         }
@@ -412,6 +461,27 @@ impl<S: CommandSink> ScriptTask<S> {
             times.push(sent);
         }
         times.into_iter().any(|t| now - t > max)
+    }
+
+    /// Takes an SMS out of dispatch for good: marked delivered as quarantined first (so that
+    /// a stall in what follows cannot bring it back), then published as failed and handed to
+    /// the rules, never to the plugins.
+    async fn quarantine(&mut self, sms: crate::bus::IncomingSms, error: String) {
+        tracing::error!(inbox_id = sms.id, from = %sms.from, "SMS quarantined: {error}");
+        if let Err(e) = self
+            .sink
+            .store()
+            .inbox_quarantine(sms.id, error.clone())
+            .await
+        {
+            tracing::error!(inbox_id = sms.id, error = %e, "could not quarantine an SMS; not delivered");
+            return;
+        }
+        let d = self
+            .host
+            .dispatch_failed_sms(&sms, &error, Instant::now().into_std());
+        self.sink.bus().publish(Event::SmsFailed { sms, error });
+        self.finish_dispatch(d).await;
     }
 
     async fn finish_dispatch(&mut self, d: crate::lua::Dispatch) {
@@ -497,6 +567,43 @@ impl<S: CommandSink> ScriptTask<S> {
             }
         };
         self.load_rule(name, data).await;
+    }
+
+    async fn reconfigure(&mut self, cfg: Config) {
+        let old = std::mem::replace(&mut self.cfg, cfg);
+        let rules: Vec<String> = self.cfg.rule_paths().into_iter().map(|(n, _)| n).collect();
+        let dropped_plugins = old
+            .lua
+            .plugins
+            .iter()
+            .filter(|n| !self.cfg.lua.plugins.contains(n));
+        let dropped_rules = old
+            .rule_paths()
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| !rules.contains(n));
+        let dropped: Vec<(ScriptKind, String)> = dropped_plugins
+            .map(|n| (ScriptKind::Plugin, n.clone()))
+            .chain(dropped_rules.map(|n| (ScriptKind::Rule, n)))
+            .collect();
+        for (kind, name) in dropped {
+            match kind {
+                ScriptKind::Plugin => self.host.unload(&name),
+                ScriptKind::Rule => self.host.unload_rule(&name),
+            }
+            let status = ScriptStatus {
+                kind,
+                name: name.clone(),
+                generation: 0,
+                error: Some(format!(
+                    "{name}.lua: no longer in the config (lua.{}); unloaded",
+                    kind.topic()
+                )),
+            };
+            self.sink.bus().publish(Event::Script(status));
+        }
+        self.host.set_order(&self.cfg.lua.plugins);
+        self.reload(Reload::All).await;
     }
 
     async fn reload(&mut self, reload: Reload) {

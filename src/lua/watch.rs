@@ -4,10 +4,12 @@
 //! Editors save in many ways (write in place, write a temporary file and rename it over the
 //! old one, delete and recreate), each a burst of file system events. The watcher therefore
 //! waits until a folder has been quiet for the debounce period and then looks at each touched
-//! `*.lua` file once: there → [`Reload::Changed`], gone → [`Reload::Removed`]. Only the two
-//! folders and their `lib/` folders (shared helpers scripts `require`) are watched; a change
-//! to a library is [`Reload::Library`], which reloads the scripts that required it. A `lib/`
-//! folder created while the gateway runs is watched from the next start (or SIGHUP reloads).
+//! `*.lua` file once: there → [`Reload::Changed`], gone → [`Reload::Removed`] (a plugin is
+//! gone only when no folder of the plugin path has it: removing an override under /etc brings
+//! back the stock copy). Only the folders and their `lib/` folders (shared helpers scripts
+//! `require`) are watched, not what is below them; a change to a library is
+//! [`Reload::Library`], which reloads the scripts that required it. A `lib/` folder created
+//! while the gateway runs is watched from the next start (or SIGHUP reloads).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -67,9 +69,11 @@ impl Drop for ScriptWatcher {
 }
 
 impl ScriptWatcher {
-    /// Watches `lua.plugins_dir` and `lua.rules_dir` and calls `on_reload` for each script file
-    /// that changed, [`DEBOUNCE`] after the last change. A missing rules folder is skipped (a
-    /// gateway may have no rules); a missing plugins folder is an error.
+    /// Watches every plugin folder (each of `lua.plugin_path`, or `lua.plugins_dir`) and
+    /// `lua.rules_dir`, and calls `on_reload` for each script file that changed, [`DEBOUNCE`]
+    /// after the last change. Missing folders are skipped (a packaged install may have no
+    /// `/etc/gsmgw/plugins`, a gateway no rules); it is an error only when no plugin folder
+    /// exists.
     ///
     /// Must be called inside a tokio runtime.
     pub fn start(
@@ -85,7 +89,27 @@ impl ScriptWatcher {
         debounce: Duration,
         on_reload: impl Fn(Reload) + Send + 'static,
     ) -> Result<ScriptWatcher, WatchError> {
-        let plugins = canonical(&lua.plugins_dir)?;
+        let configured = if lua.plugin_path.is_empty() {
+            std::slice::from_ref(&lua.plugins_dir)
+        } else {
+            lua.plugin_path.as_slice()
+        };
+        let mut plugins = Vec::new();
+        let mut first_missing = None;
+        for dir in configured {
+            match canonical(dir) {
+                Ok(dir) => plugins.push(dir),
+                Err(e) => {
+                    tracing::info!(error = %e, "plugin folder not watched");
+                    first_missing.get_or_insert(e);
+                }
+            }
+        }
+        if plugins.is_empty() {
+            if let Some(e) = first_missing {
+                return Err(e);
+            }
+        }
         let rules = match canonical(&lua.rules_dir) {
             Ok(dir) => Some(dir),
             Err(e) => {
@@ -93,9 +117,9 @@ impl ScriptWatcher {
                 None
             }
         };
-        let libs: Vec<PathBuf> = [Some(&plugins), rules.as_ref()]
-            .into_iter()
-            .flatten()
+        let libs: Vec<PathBuf> = plugins
+            .iter()
+            .chain(rules.as_ref())
             .map(|d| d.join("lib"))
             .filter(|d| d.is_dir())
             .collect();
@@ -119,9 +143,10 @@ impl ScriptWatcher {
                 Err(e) => tracing::warn!(error = %e, "file watcher error"),
             })
             .map_err(WatchError::Start)?;
-        for dir in [Some(&dirs.plugins), dirs.rules.as_ref()]
-            .into_iter()
-            .flatten()
+        for dir in dirs
+            .plugins
+            .iter()
+            .chain(dirs.rules.as_ref())
             .chain(&dirs.libs)
         {
             watcher
@@ -132,7 +157,7 @@ impl ScriptWatcher {
                 })?;
             tracing::info!(dir = %dir.display(), "watching for script changes");
         }
-        let task = tokio::spawn(debounce_loop(rx, debounce, on_reload));
+        let task = tokio::spawn(debounce_loop(rx, debounce, dirs, on_reload));
         Ok(ScriptWatcher {
             _watcher: watcher,
             task,
@@ -162,7 +187,8 @@ type Touched = (Option<ScriptKind>, String, PathBuf);
 
 #[derive(Clone)]
 struct Folders {
-    plugins: PathBuf,
+    /// In search order.
+    plugins: Vec<PathBuf>,
     rules: Option<PathBuf>,
     /// The `lib/` folders of both that exist.
     libs: Vec<PathBuf>,
@@ -178,7 +204,7 @@ impl Folders {
         let name = path.file_stem()?.to_str()?.to_string();
         let dir = path.parent()?;
         // Plugins first: when both settings name one folder, its files are plugins.
-        let kind = if dir == self.plugins {
+        let kind = if self.plugins.iter().any(|p| p == dir) {
             Some(ScriptKind::Plugin)
         } else if self.rules.as_deref() == Some(dir) {
             Some(ScriptKind::Rule)
@@ -189,11 +215,24 @@ impl Folders {
         };
         Some((kind, name, path.to_path_buf()))
     }
+
+    /// Whether script `name` still has a file: a plugin in any plugin folder, a rule at
+    /// `path`.
+    fn has(&self, kind: ScriptKind, name: &str, path: &Path) -> bool {
+        match kind {
+            ScriptKind::Plugin => self
+                .plugins
+                .iter()
+                .any(|dir| dir.join(format!("{name}.lua")).is_file()),
+            ScriptKind::Rule => path.is_file(),
+        }
+    }
 }
 
 async fn debounce_loop(
     mut rx: mpsc::UnboundedReceiver<Touched>,
     debounce: Duration,
+    folders: Folders,
     on_reload: impl Fn(Reload),
 ) {
     while let Some(first) = rx.recv().await {
@@ -224,7 +263,7 @@ async fn debounce_loop(
                 continue;
             };
             // What is there once things are quiet decides: an atomic replace is a change.
-            let reload = if path.is_file() {
+            let reload = if folders.has(kind, &name, &path) {
                 Reload::Changed { kind, name }
             } else {
                 Reload::Removed { kind, name }
@@ -244,7 +283,7 @@ mod tests {
 
     fn folders() -> Folders {
         Folders {
-            plugins: PathBuf::from("/srv/plugins"),
+            plugins: vec![PathBuf::from("/srv/plugins"), PathBuf::from("/usr/plugins")],
             rules: Some(PathBuf::from("/srv/rules")),
             libs: vec![PathBuf::from("/srv/plugins/lib")],
         }
@@ -276,6 +315,10 @@ mod tests {
         assert_eq!(f.script(Path::new("/srv/plugins/rtu.lua~")), None);
         assert_eq!(f.script(Path::new("/srv/plugins/4913")), None);
         assert_eq!(f.script(Path::new("/srv/other/rtu.lua")), None);
+        assert_eq!(
+            f.script(Path::new("/usr/plugins/rtu.lua")).map(|t| t.0),
+            Some(Some(ScriptKind::Plugin))
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -283,7 +326,7 @@ mod tests {
         let (tx, rx) = mpsc::unbounded_channel();
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = seen.clone();
-        let task = tokio::spawn(debounce_loop(rx, DEBOUNCE, move |r| {
+        let task = tokio::spawn(debounce_loop(rx, DEBOUNCE, folders(), move |r| {
             sink.lock().unwrap_or_else(|e| e.into_inner()).push(r)
         }));
         let dir = std::env::temp_dir();
@@ -311,7 +354,7 @@ mod tests {
         let (tx, rx) = mpsc::unbounded_channel();
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = seen.clone();
-        let task = tokio::spawn(debounce_loop(rx, DEBOUNCE, move |r| {
+        let task = tokio::spawn(debounce_loop(rx, DEBOUNCE, folders(), move |r| {
             sink.lock().unwrap_or_else(|e| e.into_inner()).push(r)
         }));
         let lib = PathBuf::from("/srv/plugins/lib/words.lua");
@@ -330,5 +373,70 @@ mod tests {
         let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
         assert_eq!(seen.len(), 2, "{seen:?}");
         assert!(seen.contains(&Reload::Library { path: lib }));
+    }
+
+    /// The next reload the watcher asks for, within a generous bound.
+    async fn next(rx: &mut mpsc::UnboundedReceiver<Reload>) -> Option<Reload> {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    #[tokio::test]
+    async fn every_folder_of_the_plugin_path_is_watched_and_a_removed_override_falls_back() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let (local, stock) = (root.path().join("etc"), root.path().join("share"));
+        std::fs::create_dir_all(&local).expect("mkdir");
+        std::fs::create_dir_all(&stock).expect("mkdir");
+        let lua = LuaConfig {
+            // A missing folder on the path is skipped, not fatal.
+            plugin_path: vec![local.clone(), root.path().join("missing"), stock.clone()],
+            rules_dir: root.path().join("rules"),
+            ..Default::default()
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _watcher = ScriptWatcher::with_debounce(&lua, Duration::from_millis(50), move |r| {
+            let _ = tx.send(r);
+        })
+        .expect("watching");
+        let changed = Some(Reload::Changed {
+            kind: ScriptKind::Plugin,
+            name: "rtu".into(),
+        });
+
+        std::fs::write(stock.join("rtu.lua"), "-- stock").expect("write");
+        assert_eq!(next(&mut rx).await, changed, "the second folder is watched");
+        std::fs::write(local.join("rtu.lua"), "-- override").expect("write");
+        assert_eq!(next(&mut rx).await, changed, "the first folder is watched");
+        std::fs::remove_file(local.join("rtu.lua")).expect("rm");
+        assert_eq!(
+            next(&mut rx).await,
+            changed,
+            "the stock copy takes over again"
+        );
+        std::fs::remove_file(stock.join("rtu.lua")).expect("rm");
+        assert_eq!(
+            next(&mut rx).await,
+            Some(Reload::Removed {
+                kind: ScriptKind::Plugin,
+                name: "rtu".into()
+            })
+        );
+    }
+
+    #[test]
+    fn no_existing_plugin_folder_is_an_error() {
+        let root = tempfile::tempdir().expect("temp dir");
+        let lua = LuaConfig {
+            plugin_path: vec![root.path().join("a"), root.path().join("b")],
+            ..Default::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let started = rt.block_on(async { ScriptWatcher::start(&lua, |_| {}).map(|_| ()) });
+        assert!(matches!(started, Err(WatchError::Watch { .. })));
     }
 }

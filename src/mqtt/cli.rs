@@ -29,6 +29,7 @@ pub async fn send(cfg: &Config, to: &str, text: &str, timeout_s: u64) -> anyhow:
     )
     .context("the [mqtt] settings")?;
     let (client, mut eventloop) = AsyncClient::new(options, 16);
+    eventloop.set_network_options(super::network_options());
     let sent_topic = topics.sms_sent();
     let wait = async {
         loop {

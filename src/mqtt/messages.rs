@@ -72,6 +72,17 @@ pub fn for_event(topics: &Topics, event: &Event, publish_imei: bool) -> Option<O
                 "stale": stale,
             }),
         ),
+        Event::SmsFailed { sms, error } => Outgoing::event(
+            topics.sms_received(),
+            &json!({
+                "event_type": "failed",
+                "from": sms.from,
+                "text": sms.text,
+                "time": sms.time.map(|t| t.to_rfc3339()),
+                "id": sms.id,
+                "error": error,
+            }),
+        ),
         Event::CallRinging(call) => Outgoing::event(
             topics.call(),
             &json!({ "event_type": "ringing", "from": call.from }),

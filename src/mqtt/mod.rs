@@ -234,6 +234,15 @@ pub fn session_name(cfg: &MqttConfig, device_id: &str) -> Result<String, MqttErr
     ))
 }
 
+/// Socket options: TCP_NODELAY, since every packet is small and waits for an answer (a
+/// command's state, a PUBACK); with Nagle's algorithm a publish sat behind the unacknowledged
+/// one before it for a delayed ACK (~40-90 ms per `output/<name>/set` round trip).
+pub fn network_options() -> rumqttc::NetworkOptions {
+    let mut options = rumqttc::NetworkOptions::new();
+    options.set_tcp_nodelay(true);
+    options
+}
+
 /// Options to reach the configured broker as `client_id`: address, keep-alive, credentials,
 /// TLS. Shared by the bridge and `gsmgw send`.
 pub fn connection_options(cfg: &MqttConfig, client_id: &str) -> Result<MqttOptions, MqttError> {
@@ -339,7 +348,13 @@ fn tls_transport(cfg: &MqttConfig) -> Result<Transport, MqttError> {
             }
         }
     }
-    let builder = ClientConfig::builder().with_root_certificates(roots);
+    // The provider named, not taken from the process default, which rustls would have to
+    // guess from crate features.
+    let builder =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls_error("ca_file", e.to_string()))?
+            .with_root_certificates(roots);
     let config = match (&cfg.client_cert, &cfg.client_key) {
         (None, None) => builder.with_no_client_auth(),
         (Some(cert_path), Some(key_path)) => {
@@ -430,7 +445,8 @@ pub fn spawn(
         true,
     ));
     let session_name = session_name(mqtt, device_id)?;
-    let (client, eventloop) = AsyncClient::new(options, CLIENT_QUEUE);
+    let (client, mut eventloop) = AsyncClient::new(options, CLIENT_QUEUE);
+    eventloop.set_network_options(network_options());
     let (requests_tx, requests_rx) = mpsc::channel(HANDLE_QUEUE);
     let (connects_tx, connect_rx) = mpsc::channel(HANDLE_QUEUE);
     let connected = Arc::new(AtomicBool::new(false));
@@ -524,7 +540,7 @@ mod tests {
         };
         let options = connection_options(&cfg, "id").map(|o| o.credentials());
         assert_eq!(
-            options.ok().flatten(),
+            options.ok().flatten().map(|l| (l.username, l.password)),
             Some(("gw".to_string(), "s3cret".to_string()))
         );
         let both = MqttConfig {

@@ -126,6 +126,25 @@ impl StoreHandle {
         self.call(move |s| s.inbox_delivered(id)).await
     }
 
+    /// See [`Store::inbox_begin_dispatch`].
+    pub async fn inbox_begin_dispatch(
+        &self,
+        id: i64,
+    ) -> Result<Option<super::DispatchAttempt>, StoreError> {
+        self.call(move |s| s.inbox_begin_dispatch(id)).await
+    }
+
+    /// See [`Store::inbox_dispatch_failed`].
+    pub async fn inbox_dispatch_failed(&self, id: i64, error: String) -> Result<(), StoreError> {
+        self.call(move |s| s.inbox_dispatch_failed(id, &error))
+            .await
+    }
+
+    /// See [`Store::inbox_quarantine`].
+    pub async fn inbox_quarantine(&self, id: i64, error: String) -> Result<(), StoreError> {
+        self.call(move |s| s.inbox_quarantine(id, &error)).await
+    }
+
     /// See [`Store::commit_dispatch_masked`].
     pub async fn commit_dispatch(
         &self,

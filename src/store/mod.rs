@@ -11,6 +11,7 @@
 //!
 //! Phone numbers are compared as stored: callers pass them normalised by [`crate::phone`].
 
+mod attempts;
 mod handle;
 mod schema;
 #[cfg(test)]
@@ -26,6 +27,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::SmsConfig;
 
+pub use attempts::DispatchAttempt;
 pub use handle::{spawn, StoreHandle};
 
 /// What a concatenated message shows where a part never arrived.

@@ -98,7 +98,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
         action     TEXT    NOT NULL
     );
     ",
-    // 2: caps count message parts, not rows.
+    // 2: dispatch attempts, so that a message that crashes or stalls its dispatch is
+    // quarantined after `lua.max_dispatch_attempts` instead of being offered for ever.
+    r"
+    ALTER TABLE inbox ADD COLUMN dispatch_attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE inbox ADD COLUMN dispatch_error TEXT;
+    ALTER TABLE inbox ADD COLUMN quarantined INTEGER NOT NULL DEFAULT 0;
+    ",
+    // 3: caps count message parts, not rows.
     r"
     ALTER TABLE outbox ADD COLUMN parts INTEGER NOT NULL DEFAULT 1;
     ",

@@ -98,6 +98,7 @@ pub async fn start(plugins: &[&str], plugin_sections: &str, mqtt_port: Option<u1
         cfg,
         RunOptions {
             gpio_backend: Some(backend),
+            ..Default::default()
         },
     )
     .await

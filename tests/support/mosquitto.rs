@@ -205,6 +205,9 @@ impl Observer {
         let mut options = MqttOptions::new(unique("observer"), "127.0.0.1", port);
         options.set_max_packet_size(4 << 20, 4 << 20);
         let (client, mut eventloop) = AsyncClient::new(options, 16);
+        // As Home Assistant's client (paho) does: otherwise each command waits behind the
+        // PUBACK before it for a delayed ACK, and the benches measure Nagle, not the gateway.
+        eventloop.set_network_options(gsmgw::mqtt::network_options());
         let (tx, received) = mpsc::unbounded_channel();
         let (subscribed_tx, subscribed_rx) = oneshot::channel();
         let mut subscribed_tx = Some(subscribed_tx);

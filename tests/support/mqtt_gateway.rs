@@ -67,6 +67,7 @@ url = "{url}"
             config.clone(),
             RunOptions {
                 gpio_backend: Some(backend),
+                ..Default::default()
             },
         )
         .await

@@ -30,7 +30,8 @@ use sha2::{Digest, Sha256};
 
 use super::clock::{self, WallClock};
 use super::lockout::{Enrolment, Lockouts, LOCKOUT_SCOPE};
-use super::World;
+use super::sandbox::Budget;
+use super::{Caps, World};
 use crate::bus::{
     AlarmAction, AlarmSource, Command, Event, OutputAction, ScriptKind, Secret, SenderKind,
 };
@@ -166,6 +167,19 @@ pub(crate) struct ScriptCtx {
     pub store: BTreeMap<String, String>,
     pub timers: BTreeMap<u64, Timer>,
     pub next_timer_id: u64,
+    /// Commands issued by the running call, against [`Caps::commands_per_call`].
+    pub commands_this_call: usize,
+    /// Outputs the running call switched, as it asked: its own later reads see them, while
+    /// the [`World`] changes only when the GPIO owner confirms.
+    pub requested_outputs: BTreeMap<String, bool>,
+}
+
+/// The bounds the API enforces on one script.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ApiLimits {
+    pub caps: Caps,
+    /// The longest duration a script may ask for.
+    pub max_duration: Duration,
 }
 
 /// The handles one script's callbacks hold.
@@ -174,6 +188,8 @@ pub(crate) struct ApiContext {
     pub shared: Arc<Mutex<Shared>>,
     pub script: Arc<Mutex<ScriptCtx>>,
     pub config: Arc<serde_json::Value>,
+    pub limits: ApiLimits,
+    pub budget: Arc<Budget>,
 }
 
 impl ApiContext {
@@ -192,8 +208,79 @@ impl ApiContext {
             Some((from, SenderKind::Alphanumeric)) if from.trim() == address.trim())
     }
 
+    /// Queues `command`; past [`Caps::commands_per_call`] it is dropped and the call ends
+    /// with an error naming the cap at its next budget check (see [`ApiContext::try_emit`]
+    /// for an error at once).
     fn emit(&self, command: Command) {
+        if self.count_command() {
+            self.shared().commands.push(command);
+        } else {
+            self.budget.trip_command_cap();
+        }
+    }
+
+    /// Queues `command`, or fails with an error naming [`Caps::commands_per_call`].
+    fn try_emit(&self, lua: &Lua, function: &str, command: Command) -> mlua::Result<()> {
+        if !self.count_command() {
+            self.budget.trip_command_cap();
+            return Err(lua_error(
+                lua,
+                format!(
+                    "{function}: too many commands in one call (lua.max_commands_per_call = {})",
+                    self.limits.caps.commands_per_call
+                ),
+            ));
+        }
         self.shared().commands.push(command);
+        Ok(())
+    }
+
+    /// Counts one more command of the running call; false when that is over the cap.
+    fn count_command(&self) -> bool {
+        let mut script = self.script();
+        script.commands_this_call = script.commands_this_call.saturating_add(1);
+        script.commands_this_call <= self.limits.caps.commands_per_call
+    }
+
+    /// Charges `bytes` of work done outside the VM (copying, serialising) to the budget.
+    fn charge_bytes(&self, lua: &Lua, function: &str, bytes: usize) -> mlua::Result<()> {
+        let cost = bytes as u64 / super::sandbox::BYTES_PER_INSTRUCTION;
+        if self.budget.charge(cost) {
+            return Err(lua_error(
+                lua,
+                format!("{function}: {}", self.budget.exceeded_message()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Fails when `text` is longer than an SMS a script may send (`lua.max_sms_chars`).
+    fn check_sms_text(&self, lua: &Lua, function: &str, text: &str) -> mlua::Result<()> {
+        let cap = self.limits.caps.sms_chars;
+        // Counting stops at the cap: the text may be megabytes long.
+        if text.chars().nth(cap).is_some() {
+            return Err(lua_error(
+                lua,
+                format!("{function}: text longer than lua.max_sms_chars ({cap} characters)"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `seconds` as a duration a script may ask for: finite, not negative, at most
+    /// `lua.max_duration_s`.
+    fn duration(&self, lua: &Lua, function: &str, seconds: f64) -> mlua::Result<Duration> {
+        let max = self.limits.max_duration;
+        match Duration::try_from_secs_f64(seconds) {
+            Ok(d) if d <= max => Ok(d),
+            _ => Err(lua_error(
+                lua,
+                format!(
+                    "{function}: invalid duration {seconds} s: give seconds from 0 to {} (lua.max_duration_s)",
+                    max.as_secs()
+                ),
+            )),
+        }
     }
 
     /// Registers `f` (if any) to run when the result of request `id` arrives.
@@ -236,13 +323,12 @@ pub(crate) fn lua_error(lua: &Lua, message: impl std::fmt::Display) -> mlua::Err
     mlua::Error::RuntimeError(format!("{}{message}", place.unwrap_or_default()))
 }
 
-fn duration(lua: &Lua, seconds: f64) -> mlua::Result<Duration> {
-    Duration::try_from_secs_f64(seconds).map_err(|_| {
-        lua_error(
-            lua,
-            format!("invalid duration {seconds} s: give seconds >= 0"),
-        )
-    })
+/// `base + d`, or the latest instant representable near it: a script's durations are bounded,
+/// but an instant must never panic on overflow.
+pub(crate) fn later(base: Instant, d: Duration) -> Instant {
+    base.checked_add(d)
+        .or_else(|| base.checked_add(Duration::from_secs(365 * 24 * 3600)))
+        .unwrap_or(base)
 }
 
 /// Creates the `gw` global with every module. The one place modules are listed.

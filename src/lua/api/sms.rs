@@ -12,6 +12,7 @@ pub(crate) fn register(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
         lua.create_function(
             move |lua, (to, text, opts): (String, String, Option<Table>)| {
                 let priority = priority(lua, "gw.sms.send", opts)?;
+                c.check_sms_text(lua, "gw.sms.send", &text)?;
                 let cc = c.shared().country_code.clone();
                 let to = crate::phone::normalise(&to, cc.as_deref());
                 if to.is_empty() {
@@ -32,6 +33,7 @@ pub(crate) fn register(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
         "reply",
         lua.create_function(move |lua, (text, opts): (String, Option<Table>)| {
             let priority = priority(lua, "gw.sms.reply", opts)?;
+            c.check_sms_text(lua, "gw.sms.reply", &text)?;
             let Some(to) = c.script().current.reply_to.clone() else {
                 return Err(lua_error(
                     lua,

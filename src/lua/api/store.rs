@@ -36,19 +36,49 @@ pub(crate) fn register(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
                     Some(json.to_string())
                 }
             };
+            let caps = c.limits.caps;
+            let size = key.len() + json.as_ref().map_or(0, String::len);
+            // Serialising was work outside the VM: charged by what it produced.
+            c.charge_bytes(lua, "gw.store.set", size)?;
+            if size > caps.store_value_bytes {
+                return Err(lua_error(
+                    lua,
+                    format!(
+                        "gw.store.set: key and value of {size} bytes (as JSON) are over lua.max_store_value_bytes ({})",
+                        caps.store_value_bytes
+                    ),
+                ));
+            }
+            {
+                let script = c.script();
+                if json.is_some()
+                    && !script.store.contains_key(&key)
+                    && script.store.len() >= caps.store_keys
+                {
+                    return Err(lua_error(
+                        lua,
+                        format!(
+                            "gw.store.set('{key}'): too many keys (lua.max_store_keys = {})",
+                            caps.store_keys
+                        ),
+                    ));
+                }
+            }
             let scope = {
-                let mut script = c.script();
-                match &json {
-                    Some(j) => script.store.insert(key.clone(), j.clone()),
-                    None => script.store.remove(&key),
-                };
+                let script = c.script();
                 scope(script.kind, &script.name)
             };
-            c.emit(Command::KvSet {
+            let command = Command::KvSet {
                 scope,
-                key,
-                value: json,
-            });
+                key: key.clone(),
+                value: json.clone(),
+            };
+            c.try_emit(lua, "gw.store.set", command)?;
+            let mut script = c.script();
+            match json {
+                Some(j) => script.store.insert(key, j),
+                None => script.store.remove(&key),
+            };
             Ok(())
         })?,
     )?;

@@ -12,6 +12,13 @@ pub(crate) fn register(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
               f: Function,
               schedule: &dyn Fn(&ScriptCtx, &WallClock) -> (Instant, Repeat)|
               -> mlua::Result<u64> {
+            let cap = c.limits.caps.timers;
+            if c.script().timers.len() >= cap {
+                return Err(lua_error(
+                    lua,
+                    format!("gw.timer: too many pending timers (lua.max_timers = {cap})"),
+                ));
+            }
             let clock = c.shared().clock;
             let id = {
                 let mut script = c.script();
@@ -35,10 +42,11 @@ pub(crate) fn register(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
     };
     for (name, repeat) in [("after", false), ("every", true)] {
         let add = add.clone();
+        let c = ctx.clone();
         m.set(
             name,
             lua.create_function(move |lua, (seconds, f): (f64, Function)| {
-                let delay = duration(lua, seconds)?;
+                let delay = c.duration(lua, &format!("gw.timer.{name}"), seconds)?;
                 if repeat && delay.is_zero() {
                     return Err(lua_error(
                         lua,
@@ -51,7 +59,7 @@ pub(crate) fn register(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
                     } else {
                         Repeat::Once
                     };
-                    (script.now + delay, again)
+                    (later(script.now, delay), again)
                 })
             })?,
         )?;
