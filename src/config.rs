@@ -1358,7 +1358,10 @@ url = "http://x"
     #[test]
     fn a_syntax_error_names_the_line() {
         let err = Config::from_toml("[modem]\nbaud = = 3\n", "s.toml").unwrap_err();
-        assert!(err.to_string().starts_with("s.toml:2: "), "{err}");
+        assert!(
+            err.to_string().starts_with("s.toml:2:8: modem.baud: "),
+            "{err}"
+        );
     }
 
     #[test]
