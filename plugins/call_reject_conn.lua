@@ -17,8 +17,11 @@
 -- The gateway input's logical state maps as: input ON = "HIGH", input OFF = "LOW". Wire (or
 -- set active_low on) the input so that this holds for your contact.
 --
--- Authority is the caller ID alone (spoofable, like the original board). Numbers are compared
--- on their last 8 digits. Chosen behaviours where the manual is silent:
+-- Authority is the caller ID alone (spoofable, like the original board; docs/security.md).
+-- Numbers are compared on their last 8 digits, as the manual demands; SMS from alphanumeric
+-- sender IDs and short codes never match a number (msg.sender_kind). Every master and user
+-- is granted through gw.auth.grant (audited on MQTT <p>/security) and revoked with it.
+-- User manual: docs/dialects/call-reject-conn.md. Chosen behaviours where the manual is silent:
 --   * Authorised senders are masters, and users (type U) when MUSER ENABLE is set. Users never
 --     get MASTER, REMOVEM or MUSER: those would let a user make themselves a master.
 --   * STATUS and LIST answer every authorised sender (so users too under MUSER); anyone else
@@ -26,8 +29,12 @@
 --   * TEXTRES replies follow the setting after the command: TEXTRES ENABLE is answered,
 --     TEXTRES DISABLE is not. CLEAR ALL never answers. OPEN/ON/CLOSE/OFF are relay commands,
 --     confirmed by ACKNOWLEDGE (`RELAY CLOSED` / `RELAY OPEN`), not by TEXTRES.
---   * `MASTER n,imei5` works from any phone (silently for a non-master); a master may leave
---     out the IMEI code, and a wrong one is "Operation Failed" for a master, silence for others.
+--   * `MASTER n,imei5` is the only credential-bearing shape (anything after the comma is the
+--     code). From a non-master it enrols the first master only while no master exists (the
+--     seed's "first master"), silently; once a master exists every such attempt from a
+--     non-master is a failure (gw.auth.fail) and changes nothing. A wrong code is a failure
+--     from anyone. A master may leave the code out; a wrong one is "Operation Failed" to it.
+--     Right or wrong, a non-master is told nothing: there is no oracle.
 --   * `OPEN`/`ON` take an optional time (`ON 10s`, `ON 2 m`); any other argument means the
 --     message is not ours (return false), so "OPEN THE GATE" is left to other plugins.
 --   * A number needs at least 8 digits (the matching works on 8); at most 512 entries.
@@ -102,9 +109,23 @@ local function save_numbers(list)
   gw.store.set("numbers", list)
 end
 
+-- Stored numbers are normalised (`+` and digits, or digits): their last characters are digits.
 local function last8(number)
-  local digits = string.gsub(number or "", "%D", "")
-  return string.sub(digits, -MATCH_DIGITS)
+  return string.sub(number or "", -MATCH_DIGITS)
+end
+
+-- True when `text` is one or more ASCII digits and nothing else (a loop: linear, no pattern).
+local function all_digits(text)
+  if text == nil or #text == 0 then
+    return false
+  end
+  for i = 1, #text do
+    local b = string.byte(text, i)
+    if b < 48 or b > 57 then
+      return false
+    end
+  end
+  return true
 end
 
 local function same_number(a, b)
@@ -116,11 +137,14 @@ end
 
 -- Accepts what the grammar allows for a number: an optional `+` then digits, no spaces.
 local function valid_number(text)
-  if text == nil or not string.match(text, "^%+?%d+$") then
+  if text == nil then
     return nil
   end
-  local digit_count = #string.gsub(text, "%D", "")
-  if digit_count < MATCH_DIGITS or digit_count > 20 then
+  local digits = text
+  if string.sub(text, 1, 1) == "+" then
+    digits = string.sub(text, 2)
+  end
+  if not all_digits(digits) or #digits < MATCH_DIGITS or #digits > 20 then
     return nil
   end
   return gw.phone.normalise(text)
@@ -155,6 +179,36 @@ local function is_user(number)
   return has_type(number, "U")
 end
 
+local function has_master()
+  if CONFIG_MASTER then
+    return true
+  end
+  for _, entry in ipairs(numbers()) do
+    if entry.t == "M" then
+      return true
+    end
+  end
+  return false
+end
+
+-- Masters and users hold authority: the host records them (gw.auth.grant), publishes each
+-- grant and protects them from lock-out campaigns. Text and call numbers only get alerts.
+local ROLES = { M = "master", U = "user" }
+
+local function grant(kind, number)
+  local role = ROLES[kind]
+  if role then
+    gw.auth.grant(number, role)
+  end
+end
+
+local function revoke(kind, number)
+  local role = ROLES[kind]
+  if role then
+    gw.auth.revoke(number, role)
+  end
+end
+
 local function add_number(kind, text)
   local number = valid_number(text)
   if number == nil then
@@ -172,6 +226,7 @@ local function add_number(kind, text)
   end
   table.insert(list, { t = kind, n = number })
   save_numbers(list)
+  grant(kind, number)
   return true
 end
 
@@ -188,6 +243,7 @@ local function remove_number(kind, text)
   for _, entry in ipairs(numbers()) do
     if entry.t == kind and same_number(entry.n, number) then
       removed = true
+      revoke(kind, entry.n)
     else
       table.insert(kept, entry)
     end
@@ -203,6 +259,8 @@ local function clear_all()
   for _, entry in ipairs(numbers()) do
     if entry.t == "M" then
       table.insert(kept, entry)
+    else
+      revoke(entry.t, entry.n)
     end
   end
   save_numbers(kept)
@@ -274,14 +332,32 @@ local function status_text()
   return text .. " INPUT " .. input_word(input_on(INPUT_A))
 end
 
--- `n`, `ns`, `nm` (also `n s`, `n m`), n in 1..999 → seconds, or nil.
-local function parse_duration(text)
+-- The count and unit of `n`, `ns`, `nm` (also `n s`, `n m`; `text` upper case), or nil.
+local function duration_parts(text)
   if text == nil then
     return nil
   end
-  local count, unit = string.match(text, "^(%d+)%s*([SM]?)$")
-  count = tonumber(count)
-  if count == nil or count < 1 or count > 999 then
+  local unit = string.sub(text, -1)
+  local number = text
+  if unit == "S" or unit == "M" then
+    number = gw.text.trim(string.sub(text, 1, -2))
+  else
+    unit = "S"
+  end
+  if not all_digits(number) then
+    return nil
+  end
+  return number, unit
+end
+
+-- `n`, `ns`, `nm` (also `n s`, `n m`), n in 1..999 → seconds, or nil. `text` is upper case.
+local function parse_duration(text)
+  local number, unit = duration_parts(text)
+  if number == nil then
+    return nil
+  end
+  local count = gw.text.int(number, 1, 999)
+  if count == nil then
     return nil
   end
   if unit == "M" then
@@ -352,22 +428,58 @@ local function relay_off(arg)
   return true
 end
 
-local function master_command(arg, raw, sender)
-  local number, imei5 = string.match(raw or "", "^([^,]+),(%d+)$")
-  if number == nil then
-    number = raw
-  end
-  if imei5 ~= nil then
-    local imei = gw.modem.imei()
-    if imei == nil or #imei5 ~= 5 or string.sub(imei, -5) ~= imei5 then
-      -- The IMEI is the only secret here: neither it nor the attempt's digits are logged.
-      gw.log.warn("MASTER with a wrong IMEI code (***) from " .. tostring(sender))
-      return false
+-- `MASTER n[,code]`: returns true/false (added or not) for a master, nil when a non-master
+-- is to be told nothing. Counts a failure for every code that is not accepted.
+local function master_command(_, raw, sender)
+  local parts = gw.text.split(raw or "", ",", { max = 2 })
+  local number, code = parts[1], parts[2]
+  local master = is_master(sender)
+  if code == nil then
+    -- No credential: only a master may add a master.
+    if not master then
+      return nil
     end
-  elseif not is_master(sender) then
+    return add_number("M", number)
+  end
+  -- The code is the IMEI's secret: masked in logs, MQTT and the stored inbox row.
+  if code ~= "" then
+    gw.sms.secret(code)
+  end
+  if not master and gw.auth.locked(sender) then
+    -- Locked out, or the gateway-wide budget is spent: not even checked.
     return nil
   end
-  return add_number("M", number)
+  local imei = gw.modem.imei()
+  local expected = imei and #imei >= 5 and string.sub(imei, -5) or nil
+  local right = expected ~= nil and gw.auth.check(code, expected)
+  if not master and has_master() then
+    -- The IMEI path enrols the first master only; once there is one, a stranger's attempt
+    -- is a failure whatever the code (so that right and wrong look alike).
+    gw.auth.fail(sender)
+    gw.log.warn("MASTER with an IMEI code (***) from non-master " .. tostring(sender) .. " refused: masters exist")
+    return nil
+  end
+  if not right then
+    if expected == nil then
+      gw.log.warn("MASTER with an IMEI code from " .. tostring(sender) .. " not checked: the modem has not reported its IMEI")
+    else
+      gw.auth.fail(sender)
+      -- Neither the code nor the attempt's digits are logged.
+      gw.log.warn("MASTER with a wrong IMEI code (***) from " .. tostring(sender))
+    end
+    if master then
+      return false
+    end
+    return nil
+  end
+  local added = add_number("M", number)
+  if added and not master then
+    gw.log.warn("first master " .. tostring(valid_number(number)) .. " enrolled with the IMEI code by " .. tostring(sender))
+  end
+  if master then
+    return added
+  end
+  return nil
 end
 
 -- `who`: "master" = masters only; "authorised" = masters, and users under MUSER;
@@ -445,7 +557,14 @@ local COMMANDS = {
   },
 }
 
-local function authorised(sender, who)
+local REAL_NUMBER = { international = true, national = true }
+
+-- Authority by caller ID needs a real number: an alphanumeric sender ID (free to choose at
+-- a bulk-SMS service, digits included) or a short code is never a master or a user.
+local function authorised(sender, who, kind)
+  if kind ~= nil and not REAL_NUMBER[kind] then
+    return false
+  end
   if is_master(sender) then
     return true
   end
@@ -453,17 +572,20 @@ local function authorised(sender, who)
 end
 
 -- Splits `text` into the command word and its argument (nil when there is none). Returns nil
--- when the text is not this dialect's grammar.
+-- when the text is not this dialect's grammar. gw.text only: linear in the text's length.
 local function parse(text)
-  local trimmed = string.match(text or "", "^%s*(.-)%s*$")
-  trimmed = string.gsub(trimmed, "%.$", "")
-  local word, rest = string.match(trimmed, "^(%S+)%s*(.-)$")
+  local trimmed = gw.text.trim(text or "")
+  if string.sub(trimmed, -1) == "." then
+    trimmed = gw.text.trim(string.sub(trimmed, 1, -2))
+  end
+  local parts = gw.text.split(trimmed, " ", { max = 2, keep_empty = false })
+  local word, rest = parts[1], parts[2]
   if word == nil then
     return nil
   end
-  word = string.upper(word)
+  word = gw.text.upper(word)
   if word == "CLEAR" then
-    if string.upper(rest) == "ALL" then
+    if rest ~= nil and gw.text.upper(rest) == "ALL" then
       return "CLEAR ALL", nil, nil
     end
     return nil
@@ -481,8 +603,8 @@ local function parse(text)
   if command.arg == false and rest ~= nil then
     return nil
   end
-  local upper = rest and string.upper(rest)
-  if command.arg == "optional" and upper ~= nil and not string.match(upper, "^%d+%s*[SM]?$") then
+  local upper = rest and gw.text.upper(rest)
+  if command.arg == "optional" and upper ~= nil and duration_parts(upper) == nil then
     -- "OPEN THE GATE" is someone else's sentence, not a relay time.
     return nil
   end
@@ -495,8 +617,9 @@ local function on_sms(msg)
     return false
   end
   local sender = msg.from
+  local kind = msg.sender_kind
   if word == "CLEAR ALL" then
-    if authorised(sender, "authorised") then
+    if authorised(sender, "authorised", kind) then
       clear_all()
       gw.log.info("CLEAR ALL by " .. tostring(sender))
     end
@@ -506,15 +629,11 @@ local function on_sms(msg)
   local ok
   if command.who == "imei" then
     ok = command.run(arg, raw, sender)
-    if ok == nil then
-      gw.log.info(word .. " from a non-master " .. tostring(sender) .. " ignored")
+    if ok == nil or not authorised(sender, "master", kind) then
+      -- Whoever proves the IMEI may enrol the first master, but is told nothing.
       return true
     end
-    if not is_master(sender) then
-      -- Whoever proves the IMEI becomes able to add a master, but is told nothing.
-      return true
-    end
-  elseif authorised(sender, command.who) then
+  elseif authorised(sender, command.who, kind) then
     ok = command.run(arg, raw, sender)
   else
     gw.log.info(word .. " from an unauthorised sender " .. tostring(sender) .. " ignored")
@@ -662,7 +781,19 @@ if cfg.master ~= nil and CONFIG_MASTER == nil then
   gw.log.error("config master '" .. tostring(cfg.master) .. "' is not a number with at least 8 digits, ignored")
 end
 
+-- Grants made before the host recorded them (an older version, the config master) are
+-- recorded once at load; granting again is a no-op and is not published again.
+local function init()
+  if CONFIG_MASTER then
+    gw.auth.grant(CONFIG_MASTER, "master")
+  end
+  for _, entry in ipairs(numbers()) do
+    grant(entry.t, entry.n)
+  end
+end
+
 return {
+  init = init,
   sms = on_sms,
   call = on_call,
   call_ended = on_call_ended,

@@ -189,7 +189,7 @@ pub async fn start(cfg: Config, opts: RunOptions) -> anyhow::Result<Gateway> {
             .map(|row| {
                 Event::SmsReceived(crate::bus::IncomingSms {
                     id: row.id,
-                    sender_kind: crate::bus::SenderKind::of(&row.from),
+                    sender_kind: row.kind(),
                     from: row.from,
                     text: row.text,
                     time: row.sent_at,

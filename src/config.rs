@@ -1,7 +1,7 @@
 //! The configuration: one TOML file plus `GSMGW_<SECTION>__<KEY>` environment overrides,
 //! parsed and validated before anything live is built.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -122,7 +122,7 @@ impl Default for ModemConfig {
 
 /// Outgoing SMS limits: they protect the owner's credit from anyone who can make the gateway
 /// reply.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SmsConfig {
     pub max_per_hour: u32,
@@ -159,6 +159,32 @@ pub struct SmsConfig {
     /// `gateway.country_code`, copied here at load so the outbox can normalise recipients.
     #[serde(skip)]
     pub country_code: Option<String>,
+}
+
+impl fmt::Debug for SmsConfig {
+    // Every key of `[sms]`; `country_code` is `gateway.country_code`, not a key here.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmsConfig")
+            .field("max_per_hour", &self.max_per_hour)
+            .field("max_per_day", &self.max_per_day)
+            .field(
+                "max_per_recipient_per_hour",
+                &self.max_per_recipient_per_hour,
+            )
+            .field("max_per_recipient_per_day", &self.max_per_recipient_per_day)
+            .field("send_attempts", &self.send_attempts)
+            .field("delivery_reports", &self.delivery_reports)
+            .field("concat_timeout_s", &self.concat_timeout_s)
+            .field("priority_reserve", &self.priority_reserve)
+            .field("reply_budget", &self.reply_budget)
+            .field("stranger_replies_per_hour", &self.stranger_replies_per_hour)
+            .field("allow_prefixes", &self.allow_prefixes)
+            .field("deny_prefixes", &self.deny_prefixes)
+            .field("allow_recipients", &self.allow_recipients)
+            .field("ussd_allow", &self.ussd_allow)
+            .field("max_command_age_s", &self.max_command_age_s)
+            .finish()
+    }
 }
 
 impl Default for SmsConfig {
@@ -1271,6 +1297,17 @@ fn secret_keys(prefix: &str, value: &serde_json::Value, out: &mut Vec<String>) {
 }
 
 impl Config {
+    /// Outputs that must not be switched from MQTT or Home Assistant without the alarm code
+    /// (and are not offered there as switches): the alarm's siren and the modem's power key.
+    pub fn protected_outputs(&self) -> BTreeSet<String> {
+        self.alarm
+            .siren
+            .iter()
+            .chain(self.modem.power_key.iter())
+            .cloned()
+            .collect()
+    }
+
     /// Every key of this config that holds a secret: the modem PIN, MQTT password, alarm
     /// code, and any plugin or rule setting named like a password, PIN or code.
     pub fn secret_keys(&self) -> Vec<String> {
@@ -1361,6 +1398,90 @@ url = "http://x"
         assert!(
             err.to_string().starts_with("s.toml:2:8: modem.baud: "),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn config_errors_give_file_line_column_and_key_but_never_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gsmgw.toml");
+        let cases = [
+            // An unterminated string: the TOML parser would quote the whole line.
+            (
+                "[modem]\nport = \"/dev/x\"\npin = \"hunter2\n",
+                "modem.pin",
+                ":3:",
+            ),
+            (
+                "[plugins.door]\npassword = \"hunter2\" x\n",
+                "plugins.door.password",
+                ":2:",
+            ),
+            // A wrong type: the config crate would quote the value.
+            ("[modem]\nbaud = \"hunter2\"\n", "modem.baud", ":2:1"),
+        ];
+        for (text, key, place) in cases {
+            std::fs::write(&path, text).unwrap();
+            let err = Config::load(&path).unwrap_err().to_string();
+            assert!(!err.contains("hunter2"), "{err}");
+            assert!(err.contains(key), "{key}: {err}");
+            assert!(
+                err.contains(&format!("gsmgw.toml{place}")),
+                "{place}: {err}"
+            );
+            let toml_err = Config::from_toml(text, "t.toml").unwrap_err().to_string();
+            assert!(!toml_err.contains("hunter2"), "{toml_err}");
+        }
+    }
+
+    #[test]
+    fn url_userinfo_is_redacted_everywhere_and_check_rejects_it() {
+        assert_eq!(
+            redact_url("mqtt://user:hunter2@broker:1883"),
+            "mqtt://***@broker:1883"
+        );
+        assert_eq!(redact_url("mqtt://broker:1883"), "mqtt://broker:1883");
+        assert_eq!(redact_url("u:hunter2@host"), "***@host");
+        let text = "[mqtt]\nenabled = true\nurl = \"mqtt://user:hunter2@broker:1883\"\n";
+        let err = Config::from_toml(text, "m.toml").unwrap_err().to_string();
+        assert!(err.contains("mqtt.url"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let cfg = MqttConfig {
+            url: "mqtt://user:hunter2@broker".into(),
+            ..MqttConfig::default()
+        };
+        let err = crate::mqtt::parse_url(&cfg.url).unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        let bad = "[mqtt]\nenabled = true\nurl = \"mqtt://broker:99999\"\n";
+        assert!(
+            Config::from_toml(bad, "m.toml").is_err(),
+            "check validates the port"
+        );
+    }
+
+    #[test]
+    fn secret_keys_cover_plugin_and_rule_sections() {
+        let text = r#"
+[modem]
+pin = "1234"
+[plugins.password_comma]
+password = "1234"
+installer_code = "7982"
+relay = "relay"
+[plugins.david]
+access_code = ""
+[rules.night]
+owner_pin = "11"
+"#;
+        let cfg = Config::from_toml(text, "s.toml").unwrap();
+        assert_eq!(
+            cfg.secret_keys(),
+            vec![
+                "modem.pin",
+                "plugins.password_comma.installer_code",
+                "plugins.password_comma.password",
+                "rules.night.owner_pin"
+            ]
         );
     }
 

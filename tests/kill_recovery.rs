@@ -114,6 +114,8 @@ max_per_hour = 1000
 max_per_day = 1000
 max_per_recipient_per_hour = 1000
 max_per_recipient_per_day = 1000
+reply_budget = 1000
+stranger_replies_per_hour = 1000
 [mqtt]
 enabled = false
 "#,

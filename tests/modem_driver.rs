@@ -508,3 +508,23 @@ async fn urcs_on_the_urc_port_are_handled_like_those_on_the_main_port() {
     assert_eq!(call.from.as_deref(), Some("+447700900999"));
     rig.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_alphanumeric_sender_made_of_digits_arrives_as_alphanumeric_and_stays_so_in_the_store() {
+    let mut rig = start(Setup::default()).await;
+    // TOA 0xD0, the name "00900123" (a master's last 8 digits), text "OPEN"; built by hand
+    // from 3GPP TS 23.040 because our encoder only makes names of non-numbers.
+    let pdu = "00040ED030580E068BC966000062101021035440044F68D109";
+    let tpdu_len = pdu.len() / 2 - 1;
+    rig.sim
+        .send_raw(format!("\r\n+CMT: ,{tpdu_len}\r\n{pdu}\r\n").as_bytes());
+    let sms = rig.received("the +CMT message from a name").await;
+    assert_eq!(
+        (sms.from.as_str(), sms.text.as_str(), sms.sender_kind),
+        ("00900123", "OPEN", gsmgw::bus::SenderKind::Alphanumeric)
+    );
+    // What a restart would deliver again: the row remembers the type.
+    let row = rig.store.inbox_get(sms.id).await.unwrap().expect("stored");
+    assert_eq!(row.kind(), gsmgw::bus::SenderKind::Alphanumeric);
+    rig.shutdown().await;
+}

@@ -320,3 +320,22 @@ fn restored_grants_make_a_number_enrolled_before_any_plugin_runs() {
     f.host.restore_enrolment(&saved);
     assert!(f.host.is_enrolled("07700 900123"));
 }
+
+#[test]
+fn a_name_made_of_digits_is_locked_out_as_a_name_not_as_the_number_it_spells() {
+    let mut f = Fixture::new();
+    f.load("p", PLUGIN);
+    for i in 0..5 {
+        f.sms_kind(
+            "0090012345",
+            SenderKind::Alphanumeric,
+            "OPEN guess",
+            f.at(i),
+        );
+    }
+    let d = f.sms_kind("0090012345", SenderKind::Alphanumeric, "KIND", f.at(6));
+    assert_eq!(d.handled_by, None, "the name is locked out");
+    // The number those digits would normalise to is someone else.
+    let d = f.sms_kind("+90012345", SenderKind::International, "KIND", f.at(7));
+    assert_eq!(d.commands, vec![send("+90012345", "international")]);
+}

@@ -335,7 +335,7 @@ fn a_disabled_plugin_is_tried_again_after_its_cool_down() {
         text: "hi".into(),
         time: None,
         incomplete: false,
-        sender_kind: crate::bus::SenderKind::of(MASTER),
+        sender_kind: crate::bus::SenderKind::International,
     };
     let d = f.host.dispatch_sms(&sms, f.at(600));
     assert_eq!(d.commands, vec![send(MASTER, "ok")]);
@@ -370,7 +370,7 @@ fn a_quarantined_sms_reaches_rules_as_failed_and_no_plugin() {
         text: "POISON".into(),
         time: None,
         incomplete: false,
-        sender_kind: crate::bus::SenderKind::of(MASTER),
+        sender_kind: crate::bus::SenderKind::International,
     };
     let d = f.host.dispatch_failed_sms(&sms, "cut off 3 times", f.t0);
     assert_eq!(

@@ -739,7 +739,15 @@ impl LuaHost {
 
     fn dispatch_sms_as(&mut self, sms: &IncomingSms, stale: bool, now: Instant) -> Dispatch {
         self.expire_lockouts(now);
-        if self.is_locked_out(&sms.from, now) {
+        let locked = {
+            let shared = self.shared();
+            shared
+                .sender_key_of_kind(&sms.from, sms.sender_kind)
+                .is_some_and(|key| {
+                    shared.lockouts.is_locked(&key, now) && !shared.enrolment.is_enrolled(&key)
+                })
+        };
+        if locked {
             tracing::debug!(from = %sms.from, "SMS ignored: the sender is locked out");
             return self.finish(Dispatch::default());
         }
@@ -801,8 +809,8 @@ impl LuaHost {
         let ev = RuleEvent::Sms {
             sms: sms.clone(),
             handled_by: None,
-            failed: Some(error.to_string()),
             stale: false,
+            failed: Some(error.to_string()),
         };
         self.run_rules(&ev, now, &mut out);
         self.finish(out)

@@ -1036,7 +1036,12 @@ impl Driver {
                 return Ok(());
             }
         };
-        let from = phone::normalise(&deliver.sender, self.country_code.as_deref());
+        // A name is kept as sent: normalising `00900123` would make it the number +900123.
+        let from = if deliver.sender_kind == crate::bus::SenderKind::Alphanumeric {
+            deliver.sender.trim().to_string()
+        } else {
+            phone::normalise(&deliver.sender, self.country_code.as_deref())
+        };
         match deliver.concat {
             Some(c) if c.total > 1 => {
                 let part = NewPart {
@@ -1049,6 +1054,11 @@ impl Driver {
                     sent_at: deliver.timestamp,
                 };
                 if let PartInsert::Complete(id) = self.store.part_insert(&part).await? {
+                    // A crash between the two leaves the kind unrecorded: it is then judged
+                    // from the sender's text at the next start.
+                    self.store
+                        .inbox_set_sender_kind(id, deliver.sender_kind)
+                        .await?;
                     if let Some(row) = self.store.inbox_get(id).await? {
                         self.bus.publish(Event::SmsReceived(IncomingSms {
                             id,
@@ -1070,7 +1080,11 @@ impl Driver {
                     sent_at: deliver.timestamp,
                     incomplete: false,
                 };
-                match self.store.inbox_insert(&row).await? {
+                match self
+                    .store
+                    .inbox_insert_kind(&row, deliver.sender_kind)
+                    .await?
+                {
                     InboxInsert::New(id) => self.bus.publish(Event::SmsReceived(IncomingSms {
                         id,
                         from,
@@ -1148,7 +1162,7 @@ impl Driver {
             match self.store.inbox_get(id).await {
                 Ok(Some(row)) => self.bus.publish(Event::SmsReceived(IncomingSms {
                     id,
-                    sender_kind: crate::bus::SenderKind::of(&row.from),
+                    sender_kind: row.kind(),
                     from: row.from,
                     text: row.text,
                     time: row.sent_at,

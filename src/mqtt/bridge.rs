@@ -178,6 +178,54 @@ pub(super) struct Parts {
     pub session_name: String,
     /// For the error message when the broker refuses the login.
     pub username: Option<String>,
+    /// Outputs that need the alarm code.
+    pub protected: Protected,
+}
+
+/// Outputs that MQTT may switch only with the alarm code (the siren, the modem's power key):
+/// whoever can publish to the broker must not silence the alarm or cut the modem.
+#[derive(Debug, Clone, Default)]
+pub struct Protected {
+    outputs: BTreeSet<String>,
+    /// SHA-256 of the alarm code, compared in constant time; `None`: no code, so never.
+    code: Option<[u8; 32]>,
+}
+
+impl Protected {
+    pub fn new(cfg: &crate::config::Config) -> Self {
+        use sha2::Digest;
+        Self {
+            outputs: cfg.protected_outputs(),
+            code: cfg
+                .alarm
+                .code
+                .as_deref()
+                .map(|c| sha2::Sha256::digest(c.as_bytes()).into()),
+        }
+    }
+
+    /// Why a command on output `name` with `payload` is refused, if it is.
+    pub fn refusal(&self, name: &str, payload: &[u8]) -> Option<&'static str> {
+        use sha2::Digest;
+        use subtle::ConstantTimeEq;
+        if !self.outputs.contains(name) {
+            return None;
+        }
+        let Some(expected) = &self.code else {
+            return Some("it is the siren or the modem's power key and no alarm code is set");
+        };
+        match messages::output_code(payload) {
+            Some(given) => {
+                let given: [u8; 32] = sha2::Sha256::digest(given.0.as_bytes()).into();
+                if bool::from(expected.ct_eq(&given)) {
+                    None
+                } else {
+                    Some("wrong alarm code")
+                }
+            }
+            None => Some("it is the siren or the modem's power key: give the alarm code ({\"state\":\"OFF\",\"code\":\"…\"})"),
+        }
+    }
 }
 
 /// Spawns the publisher and command tasks and returns the connection task's future.
@@ -211,6 +259,7 @@ pub(super) fn run(
         bus: parts.bus,
         commands: parts.commands,
         requests: parts.requests_tx,
+        protected: parts.protected,
     };
     let command_task = AbortOnDrop(tokio::spawn(router.run(incoming_rx)));
     let connection = Connection {
@@ -615,6 +664,7 @@ struct Router {
     bus: Bus,
     commands: mpsc::Sender<Command>,
     requests: mpsc::Sender<Request>,
+    protected: Protected,
 }
 
 impl Router {
@@ -682,6 +732,11 @@ impl Router {
         let payload = &publish.payload;
         match kind {
             CommandTopic::OutputSet(name) => match messages::parse_output_command(payload) {
+                Ok(_) if self.protected.refusal(name, payload).is_some() => {
+                    let why = self.protected.refusal(name, payload).unwrap_or_default();
+                    tracing::warn!(output = %name, "MQTT: output command refused: {why}");
+                    None
+                }
                 Ok(action) => Some(Command::SetOutput {
                     name: name.to_string(),
                     action,
@@ -741,6 +796,37 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_siren_and_the_power_key_need_the_alarm_code() {
+        let text =
+            "[outputs.relay]\nline = 17\n[outputs.siren]\nline = 18\n[outputs.pwr]\nline = 19\n\
+                    [alarm]\nsiren = \"siren\"\n[modem]\npower_key = \"pwr\"\n";
+        let without_code = crate::config::Config::from_toml(text, "t.toml").expect("config");
+        let p = Protected::new(&without_code);
+        assert_eq!(p.refusal("relay", b"ON"), None);
+        assert!(p.refusal("siren", b"OFF").is_some());
+        assert!(p
+            .refusal("pwr", br#"{"state":"ON","code":"4321"}"#)
+            .is_some());
+        let with_code = crate::config::Config::from_toml(
+            &text.replace(
+                "siren = \"siren\"\n",
+                "siren = \"siren\"\ncode = \"4321\"\n",
+            ),
+            "t.toml",
+        );
+        let p = Protected::new(&with_code.expect("config"));
+        assert!(p.refusal("siren", b"OFF").is_some());
+        assert!(p
+            .refusal("siren", br#"{"state":"OFF","code":"1234"}"#)
+            .is_some());
+        assert_eq!(
+            p.refusal("siren", br#"{"state":"OFF","code":"4321"}"#),
+            None
+        );
+        assert_eq!(p.refusal("pwr", br#"{"state":"ON","code":4321}"#), None);
+    }
     use rand::rngs::mock::StepRng;
 
     fn state(topic: &str, payload: &str) -> Outgoing {

@@ -47,7 +47,9 @@ impl Discovery {
         }
         let t = &self.topics;
         let mut out = Vec::new();
-        for name in cfg.outputs.keys() {
+        // The siren and the modem's power key are no plain switches: they need the alarm code.
+        let protected = cfg.protected_outputs();
+        for name in cfg.outputs.keys().filter(|n| !protected.contains(*n)) {
             out.push(self.entity(
                 "switch",
                 &format!("output_{name}"),
@@ -305,6 +307,25 @@ mod tests {
         assert!(coded["command_template"]
             .as_str()
             .is_some_and(|t| t.contains("{{ code | tojson }}")));
+    }
+
+    #[test]
+    fn the_siren_and_the_power_key_are_not_offered_as_switches() {
+        let cfg = config(
+            "[outputs.relay]\nline = 17\n[outputs.siren]\nline = 18\n[outputs.pwr]\nline = 19\n\
+             [alarm]\nsiren = \"siren\"\n[modem]\npower_key = \"pwr\"\n",
+        );
+        let switches: Vec<String> = discovery()
+            .messages(&cfg)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m.topic.contains("/switch/"))
+            .map(|m| m.topic)
+            .collect();
+        assert_eq!(
+            switches,
+            vec!["homeassistant/switch/gsmgw_gate/output_relay/config"]
+        );
     }
 
     #[test]

@@ -228,6 +228,20 @@ pub fn parse_output_command(payload: &[u8]) -> Result<OutputAction, String> {
     parse_state(text, None)
 }
 
+/// The alarm code in an output command `{"state":"OFF","code":"1234"}` (a string or a
+/// number), needed for the siren and the modem's power key.
+pub fn output_code(payload: &[u8]) -> Option<Secret> {
+    if payload.len() > MAX_OUTPUT_COMMAND_BYTES {
+        return None;
+    }
+    let value: Value = serde_json::from_slice(payload).ok()?;
+    match value.get("code")? {
+        Value::String(s) => Some(Secret(s.clone())),
+        Value::Number(n) => Some(Secret(n.to_string())),
+        _ => None,
+    }
+}
+
 fn parse_state(state: &str, duration: Option<Duration>) -> Result<OutputAction, String> {
     match state.to_ascii_uppercase().as_str() {
         "ON" => Ok(OutputAction::Set { on: true, duration }),

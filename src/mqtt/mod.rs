@@ -483,6 +483,7 @@ pub fn spawn(
         },
         session_name,
         username: mqtt.username.clone(),
+        protected: bridge::Protected::new(cfg),
     };
     let task = tokio::spawn(bridge::run(parts, shutdown));
     Ok((handle, task))

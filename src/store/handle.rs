@@ -111,6 +111,25 @@ impl StoreHandle {
         self.call(move |s| s.inbox_insert(&msg)).await
     }
 
+    /// See [`Store::inbox_insert_kind`].
+    pub async fn inbox_insert_kind(
+        &self,
+        msg: &NewInboxSms,
+        kind: crate::bus::SenderKind,
+    ) -> Result<InboxInsert, StoreError> {
+        let msg = msg.clone();
+        self.call(move |s| s.inbox_insert_kind(&msg, kind)).await
+    }
+
+    /// See [`Store::inbox_set_sender_kind`].
+    pub async fn inbox_set_sender_kind(
+        &self,
+        id: i64,
+        kind: crate::bus::SenderKind,
+    ) -> Result<(), StoreError> {
+        self.call(move |s| s.inbox_set_sender_kind(id, kind)).await
+    }
+
     /// See [`Store::inbox_mark_delivered`].
     pub async fn inbox_mark_delivered(&self, id: i64) -> Result<(), StoreError> {
         self.call(move |s| s.inbox_mark_delivered(id)).await

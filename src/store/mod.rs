@@ -25,6 +25,7 @@ use chrono::{DateTime, FixedOffset, TimeDelta, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use sha2::{Digest, Sha256};
 
+use crate::bus::SenderKind;
 use crate::config::SmsConfig;
 
 pub use attempts::DispatchAttempt;
@@ -215,6 +216,16 @@ pub struct InboxRow {
     pub received_at: DateTime<Utc>,
     /// True when parts of a concatenated message never arrived.
     pub incomplete: bool,
+    /// The sender's type-of-address when it was recorded ([`Store::inbox_insert_kind`]).
+    pub sender_kind: Option<SenderKind>,
+}
+
+impl InboxRow {
+    /// The sender's kind: as recorded, else judged from its text.
+    pub fn kind(&self) -> SenderKind {
+        self.sender_kind
+            .unwrap_or_else(|| SenderKind::of(&self.from))
+    }
 }
 
 /// A reply a plugin asked to send while handling a received SMS (see
@@ -491,6 +502,44 @@ impl Store {
         Ok(result)
     }
 
+    /// [`Store::inbox_insert`], recording the sender's type-of-address in the same
+    /// transaction (a new row only).
+    pub fn inbox_insert_kind(
+        &mut self,
+        msg: &NewInboxSms,
+        kind: SenderKind,
+    ) -> Result<InboxInsert, StoreError> {
+        let tx = self.write(Durability::Full)?;
+        let result = insert_inbox_row(
+            &tx,
+            &msg.pdu_hash,
+            &msg.from,
+            &msg.text,
+            msg.sent_at,
+            Utc::now(),
+            msg.incomplete,
+        )?;
+        if let InboxInsert::New(id) = result {
+            tx.execute(
+                "UPDATE inbox SET sender_kind = ?2 WHERE id = ?1",
+                params![id, kind.as_str()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(result)
+    }
+
+    /// Records the sender's type-of-address of inbox row `id` (a concatenated message, once
+    /// its last part arrived).
+    pub fn inbox_set_sender_kind(&mut self, id: i64, kind: SenderKind) -> Result<(), StoreError> {
+        self.update_row(
+            "inbox",
+            id,
+            "UPDATE inbox SET sender_kind = ?2 WHERE id = ?1",
+            params![id, kind.as_str()],
+        )
+    }
+
     /// Records that the message was handed to the consumers, so it is not delivered again on
     /// start-up.
     pub fn inbox_mark_delivered(&mut self, id: i64) -> Result<(), StoreError> {
@@ -612,7 +661,7 @@ impl Store {
     /// The messages stored but never marked delivered, oldest first: delivered on start-up.
     pub fn inbox_undelivered(&mut self) -> Result<Vec<InboxRow>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, sender, text, sent_at, received_at, incomplete FROM inbox \
+            "SELECT id, sender, text, sent_at, received_at, incomplete, sender_kind FROM inbox \
              WHERE delivered_at IS NULL ORDER BY id",
         )?;
         let rows = stmt
@@ -624,7 +673,8 @@ impl Store {
     /// One inbox row.
     pub fn inbox_get(&mut self, id: i64) -> Result<Option<InboxRow>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, sender, text, sent_at, received_at, incomplete FROM inbox WHERE id = ?1",
+            "SELECT id, sender, text, sent_at, received_at, incomplete, sender_kind FROM inbox \
+             WHERE id = ?1",
         )?;
         Ok(stmt.query_row([id], inbox_row).optional()?)
     }
@@ -1422,6 +1472,10 @@ fn inbox_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<InboxRow> {
         sent_at: offset_column(row, 3)?,
         received_at: utc_column(row, 4)?,
         incomplete: row.get(5)?,
+        sender_kind: row
+            .get::<_, Option<String>>(6)?
+            .as_deref()
+            .and_then(SenderKind::parse),
     })
 }
 

@@ -105,7 +105,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE inbox ADD COLUMN dispatch_error TEXT;
     ALTER TABLE inbox ADD COLUMN quarantined INTEGER NOT NULL DEFAULT 0;
     ",
-    // 3: caps count message parts, not rows.
+    // 3: the sender's type-of-address (`international`, `alphanumeric`, …), so that a message
+    // delivered after a restart still knows that `00900123` was a name and not a number.
+    // NULL for rows written before: the type is then judged from the sender's text.
+    r"
+    ALTER TABLE inbox ADD COLUMN sender_kind TEXT;
+    ",
+    // 4: caps count message parts, not rows.
     r"
     ALTER TABLE outbox ADD COLUMN parts INTEGER NOT NULL DEFAULT 1;
     ",

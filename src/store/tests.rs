@@ -846,3 +846,35 @@ fn commit_dispatch_records_a_capped_reply_as_failed_and_still_commits() {
     assert_eq!(row.status, OutboxStatus::Failed);
     assert_eq!(s.inbox_delivered(id).unwrap(), Some(true));
 }
+
+#[test]
+fn the_senders_type_survives_in_the_inbox_until_delivery() {
+    let f = test_file();
+    {
+        let mut store = Store::open(&f.path, generous()).unwrap();
+        let name = store
+            .inbox_insert_kind(&sms("h1", "00900123", "OPEN"), SenderKind::Alphanumeric)
+            .unwrap();
+        assert!(matches!(name, InboxInsert::New(_)));
+        store
+            .inbox_insert(&sms("h2", "+447700900123", "OPEN"))
+            .unwrap();
+        let InboxInsert::New(id) = store.inbox_insert(&sms("h3", "Bank", "x")).unwrap() else {
+            panic!("new row expected");
+        };
+        store.inbox_set_sender_kind(id, SenderKind::Short).unwrap();
+    }
+    // A restart: the undelivered rows come back with the type they arrived with.
+    let mut store = Store::open(&f.path, generous()).unwrap();
+    let rows = store.inbox_undelivered().unwrap();
+    let kinds: Vec<_> = rows.iter().map(|r| (r.sender_kind, r.kind())).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (Some(SenderKind::Alphanumeric), SenderKind::Alphanumeric),
+            // Not recorded: judged from the text.
+            (None, SenderKind::International),
+            (Some(SenderKind::Short), SenderKind::Short),
+        ]
+    );
+}

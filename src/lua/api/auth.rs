@@ -85,8 +85,9 @@ impl ApiContext {
     /// now to be ignored.
     fn fail(&self, sender: Option<&str>) -> bool {
         let now = self.script().now;
+        let key = sender.and_then(|s| self.key(s));
         let mut shared = self.shared();
-        let Some(key) = sender.and_then(|s| shared.sender_key(s)) else {
+        let Some(key) = key else {
             // An empty sender is not tracked, and gets nothing anyway.
             return true;
         };
@@ -140,8 +141,9 @@ impl ApiContext {
     /// `gw.auth.locked`.
     fn sms_locked(&self, sender: Option<&str>) -> bool {
         let now = self.script().now;
+        let key = sender.and_then(|s| self.key(s));
         let shared = self.shared();
-        match sender.and_then(|s| shared.sender_key(s)) {
+        match key {
             Some(key) => shared.sms_locked(&key, now),
             None => true,
         }
@@ -206,6 +208,15 @@ impl ApiContext {
             .is_some_and(|k| shared.enrolment.is_enrolled(&k))
     }
 
+    /// The lock-out key of `sender`: the SMS being handled says whether it is a name (kept as
+    /// sent, case-folded: `00900123` sent as a name is not the number +900123).
+    fn key(&self, sender: &str) -> Option<String> {
+        if self.is_alphanumeric_sender(sender) {
+            return Some(sender.trim().to_lowercase());
+        }
+        self.shared().sender_key(sender)
+    }
+
     fn script_scope(&self) -> String {
         let script = self.script();
         scope(script.kind, &script.name)
@@ -216,6 +227,16 @@ impl Shared {
     /// The key `sender`'s failures are counted under; `None` for an empty sender.
     pub(crate) fn sender_key(&self, sender: &str) -> Option<String> {
         crate::phone::sender_key(sender, self.country_code.as_deref())
+    }
+
+    /// [`Shared::sender_key`] knowing the sender's kind: a name is only case-folded.
+    pub(crate) fn sender_key_of_kind(&self, sender: &str, kind: SenderKind) -> Option<String> {
+        match kind {
+            SenderKind::Alphanumeric if !sender.trim().is_empty() => {
+                Some(sender.trim().to_lowercase())
+            }
+            _ => self.sender_key(sender),
+        }
     }
 
     /// True when SMS commands from sender `key` must be ignored: locked out (or, enrolled,
