@@ -588,22 +588,31 @@ async fn reload_on_sighup(
 /// section but the scripts' (`lua.plugins`, `lua.rules`, the script folders, `[plugins.*]`,
 /// `[rules.*]`, which SIGHUP applies).
 pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
-    // Debug shows every field (secrets redacted, so a changed secret is named by section
-    // only if something else there changed too: a known limit, see docs).
+    // Debug shows every field, but secrets redacted: those are compared on their own.
     fn differs<T: std::fmt::Debug>(a: &T, b: &T) -> bool {
         format!("{a:?}") != format!("{b:?}")
     }
     let mut out = Vec::new();
-    let sections: [(&str, bool); 9] = [
+    let sections: [(&str, bool); 10] = [
         ("[gateway]", differs(&old.gateway, &new.gateway)),
-        ("[modem]", differs(&old.modem, &new.modem)),
+        (
+            "[modem]",
+            differs(&old.modem, &new.modem) || old.modem.pin != new.modem.pin,
+        ),
         ("[sms]", differs(&old.sms, &new.sms)),
         ("[gpio]", differs(&old.gpio, &new.gpio)),
         ("[outputs]", differs(&old.outputs, &new.outputs)),
         ("[inputs]", differs(&old.inputs, &new.inputs)),
         ("[store]", differs(&old.store, &new.store)),
-        ("[mqtt]", differs(&old.mqtt, &new.mqtt)),
-        ("[alarm]", differs(&old.alarm, &new.alarm)),
+        (
+            "[mqtt]",
+            differs(&old.mqtt, &new.mqtt) || old.mqtt.password != new.mqtt.password,
+        ),
+        (
+            "[alarm]",
+            differs(&old.alarm, &new.alarm) || old.alarm.code != new.alarm.code,
+        ),
+        ("[security]", differs(&old.security, &new.security)),
     ];
     out.extend(
         sections
@@ -611,31 +620,16 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<String> {
             .filter(|(_, changed)| *changed)
             .map(|(name, _)| name.to_string()),
     );
-    let (a, b) = (&old.lua, &new.lua);
-    let lua: [(&str, bool); 5] = [
-        (
-            "lua.memory_limit_kb",
-            a.memory_limit_kb != b.memory_limit_kb,
-        ),
-        (
-            "lua.instruction_limit",
-            a.instruction_limit != b.instruction_limit,
-        ),
-        ("lua.hot_reload", a.hot_reload != b.hot_reload),
-        (
-            "lua.lockout_failures",
-            a.lockout_failures != b.lockout_failures,
-        ),
-        (
-            "lua.lockout_seconds",
-            a.lockout_seconds != b.lockout_seconds,
-        ),
-    ];
-    out.extend(
-        lua.into_iter()
-            .filter(|(_, changed)| *changed)
-            .map(|(name, _)| name.to_string()),
-    );
+    // Of [lua], SIGHUP applies the lists and folders; any other key needs a restart.
+    let mut applied = old.lua.clone();
+    applied.plugins = new.lua.plugins.clone();
+    applied.rules = new.lua.rules.clone();
+    applied.plugins_dir = new.lua.plugins_dir.clone();
+    applied.plugin_path = new.lua.plugin_path.clone();
+    applied.rules_dir = new.lua.rules_dir.clone();
+    if differs(&applied, &new.lua) {
+        out.push("[lua] (other than plugins, rules and their folders)".to_string());
+    }
     out
 }
 

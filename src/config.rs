@@ -673,17 +673,21 @@ impl Config {
         let built = ::config::Config::builder()
             .add_source(::config::File::from(path).format(::config::FileFormat::Toml))
             .add_source(
-                ::config::Environment::with_prefix("GSMGW")
-                    .prefix_separator("_")
-                    .separator("__")
-                    .try_parsing(true)
-                    .source(Some(config_env_vars())),
+                ENV_LIST_KEYS.iter().fold(
+                    ::config::Environment::with_prefix("GSMGW")
+                        .prefix_separator("_")
+                        .separator("__")
+                        .try_parsing(true)
+                        .list_separator(",")
+                        .source(Some(config_env_vars())),
+                    |env, key| env.with_list_parse_key(key),
+                ),
             )
             .build()
             .map_err(|e| parse_error(&file, &text, e))?;
         let mut cfg: Config = built
             .try_deserialize()
-            .map_err(|e| parse_error(&file, &text, e))?;
+            .map_err(|e| name_the_variable(parse_error(&file, &text, e)))?;
         cfg.sms.country_code = cfg.country_code().map(str::to_string);
         let problems = cfg.validate();
         if !problems.is_empty() {
@@ -1083,6 +1087,37 @@ impl Config {
     }
 }
 
+/// Keys whose environment value is a comma-separated list (`GSMGW_LUA__PLUGINS=david,alpha`);
+/// every list of plain values in the config (a test in `tests/config_reference.rs` keeps
+/// this complete).
+pub const ENV_LIST_KEYS: &[&str] = &[
+    "lua.plugins",
+    "lua.plugin_path",
+    "lua.rules",
+    "security.alert_to",
+];
+
+/// A problem with a key set from the environment names the variable, which is what the user
+/// has to fix (the file may not mention the key at all).
+fn name_the_variable(e: ConfigError) -> ConfigError {
+    let ConfigError::Parse { file, key, message } = e else {
+        return e;
+    };
+    let from_env = config_env_vars().into_keys().find(|var| {
+        let path = var["GSMGW_".len()..].to_lowercase().replace("__", ".");
+        let field = path.rsplit('.').next().unwrap_or("");
+        path == key || (!field.is_empty() && message.contains(&format!("`{field}`")))
+    });
+    match from_env {
+        Some(var) => ConfigError::Parse {
+            file,
+            key: format!("{key} (set by {var})"),
+            message,
+        },
+        None => ConfigError::Parse { file, key, message },
+    }
+}
+
 /// The `GSMGW_<SECTION>__<KEY>` variables only: other `GSMGW_` variables (`GSMGW_LOG`, the
 /// log filter) are not config keys and must not be taken for unknown ones.
 fn config_env_vars() -> ::config::Map<String, String> {
@@ -1358,6 +1393,21 @@ mod tests {
         assert_eq!(cfg.gateway.device_id, "gsmgw");
         assert_eq!(cfg.modem.baud, 115_200);
         assert_eq!(cfg.sms.max_per_hour, 30);
+    }
+
+    #[test]
+    fn security_alerts_go_to_real_numbers_and_the_global_budget_is_at_least_one() {
+        let cfg = Config::from_toml("", "t.toml").unwrap();
+        assert_eq!(cfg.lua.global_failures, 20);
+        assert!(cfg.security.alert_to.is_empty());
+        let ok = "[security]\nalert_to = [\"+447700900123\", \"07700 900124\"]\n";
+        assert!(Config::from_toml(ok, "a.toml").is_ok());
+        let bad = "[lua]\nglobal_failures = 0\n[security]\nalert_to = [\"+4477009\", \"Bank\"]\n";
+        let err = Config::from_toml(bad, "b.toml").unwrap_err();
+        let lines = err.lines();
+        let count = |s: &str| lines.iter().filter(|l| l.starts_with(s)).count();
+        assert_eq!(count("b.toml: security.alert_to: entry"), 2, "{lines:?}");
+        assert_eq!(count("b.toml: lua.global_failures:"), 1, "{lines:?}");
     }
 
     #[test]

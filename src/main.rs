@@ -38,14 +38,22 @@ enum Cmd {
         #[arg(long, value_name = "URL")]
         mqtt_url: Option<String>,
     },
-    /// Validate the config and compile every script.
+    /// Validate the config, compile every script, look for the modem port and resolve the
+    /// GPIO lines on the real chip (nothing is opened or driven).
     Check {
         #[arg(short, long, default_value = "/etc/gsmgw/gsmgw.toml")]
         config: PathBuf,
     },
     /// Run a conversation (JSON steps on stdin) through the plugins and rules, everything
     /// simulated; prints one JSON result per step.
+    ///
+    /// Steps, one JSON object a line: {"sms":{"from":"+44…","text":"STATUS"}},
+    /// {"call":{"from":"+44…"}}, {"hangup":true}, {"input":{"name":"door","on":true}},
+    /// {"advance":"30s"}, {"reload":true}; after a step {"expect":{…}} checks its result; a
+    /// first line {"config":{…}} patches the config. See docs/lua-api.md, "Trying scripts".
+    /// Exit code 1 when an expectation fails or a script did not load.
     Try {
+        /// The config (default: config/demo.toml here, or the demo's built-in copy).
         #[arg(short, long)]
         config: Option<PathBuf>,
         /// Keep the store here between runs.

@@ -7,7 +7,8 @@
 //! struct in `config.rs` derives or writes a `Debug` that names each field), the defaults
 //! compared through the same output: a key set to its default changes nothing in it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
 
 use gsmgw::config::Config;
 
@@ -22,9 +23,10 @@ const FREE: &[&str] = &["plugins", "rules"];
 const WITH_ENTRIES: &str = "[outputs.o]\nline = 1\n[inputs.i]\nline = 2\n\
                             [alarm.zones.i]\nmodes = [\"away\"]\n";
 
-/// `section.key` paths of the leaves in a pretty `Debug` dump; map entries become `*`.
-fn debug_paths(dump: &str) -> BTreeSet<String> {
-    let mut paths = BTreeSet::new();
+/// `section.key` paths of the leaves in a pretty `Debug` dump (map entries become `*`), each
+/// with the start of its value.
+fn debug_paths(dump: &str) -> BTreeMap<String, String> {
+    let mut paths = BTreeMap::new();
     // One entry per open bracket: the field name it belongs to, if any.
     let mut stack: Vec<Option<String>> = Vec::new();
     for line in dump.lines() {
@@ -50,14 +52,14 @@ fn debug_paths(dump: &str) -> BTreeSet<String> {
                 } else {
                     let mut path = prefix.clone();
                     path.push(n);
-                    paths.insert(path.join("."));
+                    paths.insert(path.join("."), value.to_string());
                     stack.push(None);
                 }
             }
             (Some(n), false) => {
                 let mut path = prefix.clone();
                 path.push(n);
-                paths.insert(path.join("."));
+                paths.insert(path.join("."), value.to_string());
             }
             (None, true) => stack.push(None),
             (None, false) => {}
@@ -119,12 +121,12 @@ fn the_reference_lists_every_key_the_loader_knows() {
     let cfg = Config::from_toml(WITH_ENTRIES, "entries.toml").expect("valid");
     let known = debug_paths(&format!("{cfg:#?}"));
     assert!(
-        known.contains("modem.port") && known.contains("outputs.*.active_low"),
+        known.contains_key("modem.port") && known.contains_key("outputs.*.active_low"),
         "the Debug dump was not understood: {known:?}"
     );
     let listed: BTreeSet<String> = reference_keys().into_iter().map(|(_, p, _)| p).collect();
     let missing: Vec<&String> = known
-        .iter()
+        .keys()
         .filter(|k| !is_free(k) && !listed.contains(*k))
         .collect();
     assert!(
@@ -133,7 +135,7 @@ fn the_reference_lists_every_key_the_loader_knows() {
     );
     let unknown: Vec<&String> = listed
         .iter()
-        .filter(|k| !is_free(k) && !known.contains(*k))
+        .filter(|k| !is_free(k) && !known.contains_key(*k))
         .collect();
     assert!(
         unknown.is_empty(),
@@ -191,4 +193,88 @@ fn every_key_the_reference_sets_shows_the_loaders_default() {
         "config/gsmgw.toml:\n{}\n(help: show the default, or comment the line out as an example)",
         wrong.join("\n")
     );
+}
+
+#[test]
+fn every_list_of_plain_values_can_be_set_from_the_environment() {
+    let cfg = Config::from_toml(WITH_ENTRIES, "entries.toml").expect("valid");
+    let lists: Vec<String> = debug_paths(&format!("{cfg:#?}"))
+        .into_iter()
+        .filter(|(_, value)| value.starts_with('['))
+        .map(|(path, _)| path)
+        // Lists of tables, and keys under a name the user chooses: not expressible as one
+        // variable.
+        .filter(|path| path != "mqtt.notify" && !path.contains('*'))
+        .collect();
+    assert!(lists.contains(&"lua.plugins".to_string()), "{lists:?}");
+    for key in &lists {
+        assert!(
+            gsmgw::config::ENV_LIST_KEYS.contains(&key.as_str()),
+            "{key} is a list but not in ENV_LIST_KEYS"
+        );
+    }
+}
+
+fn check_with_env(dir: &std::path::Path, vars: &[(&str, String)]) -> std::process::Output {
+    let config = dir.join("c.toml");
+    std::fs::write(
+        &config,
+        "[gpio]\nbackend = \"sim\"\n[modem]\nport = \"/dev/null\"\n",
+    )
+    .expect("write");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gsmgw"));
+    cmd.arg("check").arg("-c").arg(&config).current_dir(dir);
+    for (k, v) in vars {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run gsmgw check")
+}
+
+#[test]
+fn lists_come_from_the_environment_comma_separated() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (first, second) = (dir.path().join("etc"), dir.path().join("share"));
+    std::fs::create_dir_all(&first).expect("mkdir");
+    std::fs::create_dir_all(&second).expect("mkdir");
+    std::fs::write(first.join("a.lua"), "return {}").expect("write");
+    std::fs::write(second.join("b.lua"), "return {}").expect("write");
+    let out = check_with_env(
+        dir.path(),
+        &[
+            (
+                "GSMGW_LUA__PLUGIN_PATH",
+                format!("{},{}", first.display(), second.display()),
+            ),
+            ("GSMGW_LUA__PLUGINS", "a,b".to_string()),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("plugin a: {}", first.join("a.lua").display())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("plugin b: {}", second.join("b.lua").display())),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_bad_value_from_the_environment_names_the_variable() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = check_with_env(dir.path(), &[("GSMGW_MODEM__BAUD", "fast".to_string())]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("modem.baud (set by GSMGW_MODEM__BAUD)"),
+        "{stderr}"
+    );
+    let out = check_with_env(dir.path(), &[("GSMGW_MODEM__BAUDRATE", "9600".to_string())]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("set by GSMGW_MODEM__BAUDRATE"), "{stderr}");
 }

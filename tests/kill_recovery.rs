@@ -152,7 +152,7 @@ fn signal(child: &mut Child, sig: Signal) {
 fn message(i: usize) -> String {
     // Every third message is long enough to be sent in two parts, and so is its reply.
     if i % 3 == 2 {
-        format!("m{i:02} {}", "long message ".repeat(14))
+        format!("m{i:02} {}end", "long message ".repeat(14))
     } else {
         format!("m{i:02} hello")
     }

@@ -236,8 +236,12 @@ fn every_discovery_payload_uses_only_keys_and_types_home_assistant_accepts() {
     .map(String::from)
     .collect();
     assert_eq!(components, expected);
-    // 2 switches, 2 binary sensors, 2 sensors, 1 alarm, 2 events, 2 notify, 1 text.
-    assert_eq!(messages.len(), 12);
+    // 2 switches, 2 binary sensors, 2 sensors, 1 alarm, 3 events (SMS, call, security),
+    // 2 notify, 1 text.
+    assert_eq!(messages.len(), 13);
+    assert!(messages
+        .iter()
+        .any(|m| m.topic.ends_with("/security/config")));
 }
 
 #[test]

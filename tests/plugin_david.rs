@@ -782,12 +782,31 @@ fn five_wrong_access_codes_lock_the_sender_out_of_every_dialect() {
 }
 
 #[test]
-fn operational_texts_with_commas_never_count_as_wrong_codes() {
+fn programmed_texts_with_commas_never_count_as_wrong_codes() {
     let mut gateway = Gateway::new(default_config());
-    gateway.sms(SERVICE, "PC,ARX,HEATING ON,DRX,HEATING OFF");
+    gateway.sms(SERVICE, "PC,ARX,HEATING ON,DRX,OFF");
     for _ in 0..6 {
-        gateway.sms(STRANGER, "HEATING ON, HEATING OFF");
-        gateway.sms(STRANGER, "hello, world");
+        gateway.sms(STRANGER, "HEATING ON, OFF");
+        gateway.sms(STRANGER, "off, heating on");
+        gateway.sms(STRANGER, "Hello there, world");
     }
     assert!(!gateway.host.is_locked_out(STRANGER, gateway.now));
+}
+
+#[test]
+fn any_short_first_field_before_a_comma_is_an_access_code_guess() {
+    let mut gateway = Gateway::new(default_config());
+    gateway.sms(SERVICE, "PC,ARX,HEATING ON");
+    for text in [
+        "hello, world",
+        "XY,",
+        "1234,status#",
+        "ab,cd",
+        "%QQ,ARX,X%%",
+    ] {
+        let outcome = gateway.sms(STRANGER, text);
+        assert_eq!(outcome.handled, Some(false), "{text}");
+        assert_eq!(outcome.sms_sent, vec![], "{text}");
+    }
+    assert!(gateway.host.is_locked_out(STRANGER, gateway.now));
 }

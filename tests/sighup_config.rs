@@ -153,3 +153,27 @@ async fn sighup_rereads_the_config_applies_script_sections_and_names_what_needs_
     })
     .await;
 }
+
+#[test]
+fn a_changed_secret_is_named_as_needing_a_restart_and_a_script_section_is_not() {
+    let load = |text: &str| gsmgw::config::Config::from_toml(text, "t.toml").expect("valid");
+    let base = load("[modem]\npin = \"1111\"\n[plugins.x]\nword = \"one\"\n");
+    let pin = load("[modem]\npin = \"2222\"\n[plugins.x]\nword = \"one\"\n");
+    let section = load("[modem]\npin = \"1111\"\n[plugins.x]\nword = \"two\"\n");
+    assert_eq!(gsmgw::app::needs_restart(&base, &pin), vec!["[modem]"]);
+    assert!(gsmgw::app::needs_restart(&base, &section).is_empty());
+}
+
+#[test]
+fn a_lua_limit_needs_a_restart_but_the_plugin_list_does_not() {
+    let load = |text: &str| gsmgw::config::Config::from_toml(text, "t.toml").expect("valid");
+    let base = load("[lua]\nplugins = [\"a\"]\ninstruction_limit = 1000000\n");
+    let list = load("[lua]\nplugins = [\"a\", \"b\"]\ninstruction_limit = 1000000\n");
+    let limit = load("[lua]\nplugins = [\"a\"]\ninstruction_limit = 2000000\n");
+    assert!(gsmgw::app::needs_restart(&base, &list).is_empty());
+    let named = gsmgw::app::needs_restart(&base, &limit);
+    assert!(
+        named.len() == 1 && named[0].starts_with("[lua]"),
+        "{named:?}"
+    );
+}

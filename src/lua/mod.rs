@@ -44,8 +44,9 @@ use sandbox::Budget;
 const MAX_CONSECUTIVE_FAILURES: u32 = 5;
 
 /// The hooks a plugin table may have; anything else in it is ignored.
-const HOOK_NAMES: [&str; 7] = [
+const HOOK_NAMES: [&str; 8] = [
     "sms",
+    "unhandled",
     "call",
     "call_ended",
     "input",
@@ -757,6 +758,10 @@ impl LuaHost {
             sender: Some((sms.from.clone(), sms.sender_kind)),
         };
         let empty = self.shared().sender_key(&sms.from).is_none();
+        let for_plugins = IncomingSms {
+            text: plugin_text(&sms.text, self.plugin_text_limit).to_string(),
+            ..sms.clone()
+        };
         self.shared().sms_marks = Some(api::SmsMarks::default());
         let mut out = if empty {
             tracing::debug!("SMS without a sender: not offered to plugins");
@@ -765,11 +770,7 @@ impl LuaHost {
             tracing::info!(from = %sms.from, "stale SMS (older than sms.max_command_age_s): not offered to plugins");
             Dispatch::default()
         } else {
-            let for_plugins = IncomingSms {
-                text: plugin_text(&sms.text, self.plugin_text_limit).to_string(),
-                ..sms.clone()
-            };
-            self.offer("sms", &HookArg::Sms(&for_plugins), current, now)
+            self.offer("sms", &HookArg::Sms(&for_plugins), current.clone(), now)
         };
         let ev = RuleEvent::Sms {
             sms: sms.clone(),
@@ -781,6 +782,9 @@ impl LuaHost {
         let marks = self.shared().sms_marks.take().unwrap_or_default();
         out.secrets = marks.secrets;
         out.credential_bearing = marks.credential_bearing;
+        if !empty && !stale && out.handled_by.is_none() && !out.credential_bearing {
+            self.offer_unhandled(&for_plugins, current, now, &mut out);
+        }
         let mut out = self.finish(out);
         // An enrolled number's answers (a master's long LIST) count against the caps only.
         if !self.is_enrolled(&sms.from) {
@@ -814,6 +818,28 @@ impl LuaHost {
         };
         self.run_rules(&ev, now, &mut out);
         self.finish(out)
+    }
+
+    /// Forwarding is decided here, after every plugin and rule has seen the SMS, and not by a
+    /// plugin that runs first: only then is it known that nobody handled it and that no script
+    /// found a credential in it. Every plugin with an `unhandled` hook gets it, in order.
+    fn offer_unhandled(
+        &mut self,
+        sms: &IncomingSms,
+        current: Current,
+        now: Instant,
+        out: &mut Dispatch,
+    ) {
+        for name in self.plugin_names() {
+            self.call_hook(
+                &name,
+                "unhandled",
+                &HookArg::Sms(sms),
+                current.clone(),
+                now,
+                out,
+            );
+        }
     }
 
     /// Offers `call` to each plugin in order, then to the rules, like [`LuaHost::dispatch_sms`].
@@ -1806,3 +1832,5 @@ mod marks_tests;
 mod rule_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod unhandled_tests;

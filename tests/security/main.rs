@@ -12,6 +12,7 @@ mod process;
 
 mod call_reject_conn;
 mod credit;
+mod david;
 mod password_comma;
 mod pword_installer;
 mod secrets;

@@ -9,6 +9,7 @@ mod alarm;
 mod auth;
 mod call;
 mod config;
+mod fail_once;
 mod input;
 mod log;
 mod modem;
@@ -78,6 +79,8 @@ pub(crate) struct SmsMarks {
     /// The SMS carries a credential (a secret was marked, or `gw.auth.fail` counted it):
     /// it is never forwarded.
     pub credential_bearing: bool,
+    /// Senders (as given, trimmed, lower case) `gw.auth.fail` already counted for this SMS.
+    pub failed_senders: Vec<String>,
 }
 
 impl Shared {
@@ -350,7 +353,10 @@ pub(crate) fn register_all(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
     mqtt::register(lua, ctx)?;
     auth::register(lua, ctx)?;
     text::register(lua, ctx)?;
+    // After `auth`: it wraps `gw.auth.fail`.
     sms::mark_failures(lua, ctx)?;
+    // Last: it wraps `gw.auth.fail` as the other wrappers left it.
+    fail_once::register(lua, ctx)?;
     Ok(())
 }
 
