@@ -1245,6 +1245,10 @@ pub const ENV_LIST_KEYS: &[&str] = &[
     "lua.plugin_path",
     "lua.rules",
     "security.alert_to",
+    "sms.allow_prefixes",
+    "sms.deny_prefixes",
+    "sms.allow_recipients",
+    "sms.ussd_allow",
 ];
 
 /// A problem with a key set from the environment names the variable, which is what the user

@@ -233,3 +233,54 @@ async fn plugin_data_survives_a_reload() {
     assert_eq!(texts, vec!["a1", "b2"]);
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn saving_a_library_reloads_the_plugins_that_require_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lib = dir.path().join("lib");
+    std::fs::create_dir(&lib).expect("lib folder");
+    std::fs::write(lib.join("greeting.lua"), "return 'one'").expect("write lib");
+    std::fs::write(
+        dir.path().join("counter.lua"),
+        "local g = require('greeting')\nreturn { sms = function(msg) gw.sms.send(msg.from, g .. ':' .. msg.text) return true end }\n",
+    )
+    .expect("write plugin");
+    let sim = simulation(dir.path()).await;
+    let mut events = sim.bus.subscribe();
+    let cfg = gsmgw::config::LuaConfig {
+        plugins_dir: dir.path().to_path_buf(),
+        rules_dir: dir.path().join("rules"),
+        ..Default::default()
+    };
+    let scripts = sim.scripts.clone();
+    let _watcher = ScriptWatcher::start(&cfg, move |r| {
+        scripts.reload(r);
+    })
+    .expect("watcher");
+
+    let temp = lib.join(".greeting.lua.tmp");
+    std::fs::write(&temp, "return 'two'").expect("write");
+    std::fs::rename(&temp, lib.join("greeting.lua")).expect("rename");
+    let status = next_status(&mut events).await;
+    assert_eq!((status.generation, status.error), (2, None));
+    sim.bus.publish(sms(1));
+    sim.settle().await.expect("settles");
+    let sent = sim.take_sms_sent();
+    assert_eq!(sent.first().map(|s| s.text.as_str()), Some("two:1"));
+
+    // A broken library fails the reload; the running version keeps answering.
+    std::fs::write(lib.join("greeting.lua"), "return (").expect("write");
+    let status = next_status(&mut events).await;
+    assert!(
+        status
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("lib/greeting.lua")),
+        "{status:?}"
+    );
+    sim.bus.publish(sms(2));
+    sim.settle().await.expect("settles");
+    let sent = sim.take_sms_sent();
+    assert_eq!(sent.first().map(|s| s.text.as_str()), Some("two:2"));
+    sim.stop().await;
+}

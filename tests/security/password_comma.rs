@@ -96,7 +96,7 @@ proptest! {
     fn out_of_shape_messages_tell_nothing_even_with_the_right_password(
         sender in senders(),
         guess in guesses(),
-        tail in "[a-z0-9=# ]{0,10}",
+        tail in "[a-z0-9= ]{0,10}",
     ) {
         let now = Instant::now();
         for shape in ["{p},status,{t}#", "{p},{t},connect#", "{p},status{t}", ",{p},r1=on#"] {
@@ -250,7 +250,7 @@ async fn old_and_new_password_are_nowhere_after_a_password_change() {
     let left = gw.finish().await;
     assert!(!left.log.is_empty() && !left.database.is_empty() && !left.mqtt.is_empty());
     assert!(
-        left.places_of("Relay1 activated").len() + left.places_of("pwd=").len() > 0,
+        !left.places_of("pwd=").is_empty(),
         "the conversation itself is recorded somewhere"
     );
     for secret in [old, new] {

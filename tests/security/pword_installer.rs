@@ -151,7 +151,11 @@ fn codes_pins_and_pwords_set_by_sms_are_stored_hashed_and_work() {
         "{inst}"
     );
     let d = gw.dispatch_sms(&sms(from, &format!("{PWORD} 97531 PWRD:Tiger")), now);
-    assert_eq!(sent(&d)[0].1, "PWRD:OK");
+    assert_eq!(
+        sent(&d).first().map(|s| s.1.as_str()),
+        Some("PWRD:OK"),
+        "{d:?}"
+    );
     let pword = kv_values(&d, "pword").join("");
     assert!(
         pword.contains("$argon2id$") && !pword.contains("TIGER"),
