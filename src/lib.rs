@@ -7,6 +7,7 @@
 //! - [`phone`]: normalising and comparing phone numbers.
 //! - [`modem::at`]: the sans-IO AT engine (bytes in, lines, URCs and completions out).
 //! - [`modem::pdu`]: the SMS PDU codec.
+//! - [`modem::profiles`]: what each real modem module accepts, from its AT manual; probing.
 //! - [`modem::driver`]: the task that owns the serial port.
 //! - [`modem::sim`]: a simulated modem on a pty, for the demo and tests.
 //! - [`gpio`]: named outputs and inputs over a backend (cdev, rppal, sim).
