@@ -19,7 +19,8 @@
 -- Both may come wrapped as `...%instructions%%...`: only the text inside is read.
 --
 -- Security (issue 11), the reasons behind the structure below:
---   * The access code field: after unwrapping, a first comma-separated field of 2 to 8
+--   * The access code field: in the text as sent (or, when its first field has a `%` or is
+--     not code-shaped, after unwrapping), a first comma-separated field of 2 to 8
 --     characters (spaces ignored) followed by a comma, unless that field is a programmed
 --     operational text. Whatever follows, such a message either carries the right code (a
 --     programming SMS) or counts one gw.auth.fail for its sender and is then treated exactly
@@ -563,7 +564,8 @@ local function dip_instruction(_, bare, at)
   return at + 1
 end
 
--- A balance enquiry: `*` or `#`, 1 to 4 digits, `#` (`*100#`, `#124#`). Anything longer can
+-- A balance enquiry: `*` or `#`, 1 to 4 digits, `#` (`*100#`, `#124#`), and on the gateway's
+-- `sms.ussd_allow` list (the code is sent later from a timer, outside any SMS). Anything longer can
 -- carry parameters, and an airtime transfer (`*123*<number>*<amount>#`) is one of those.
 local function balance_code(code)
   if type(code) ~= "string" or #code < 3 or #code > 6 then
@@ -572,6 +574,7 @@ local function balance_code(code)
   local first, last = string.sub(code, 1, 1), string.sub(code, -1)
   local digits = string.sub(code, 2, -2)
   return (first == "*" or first == "#") and last == "#" and not string.find(digits, "[^0-9]")
+    and gw.modem.ussd_allowed(code)
 end
 
 local schedule_credit_check
@@ -797,8 +800,14 @@ local function on_sms(msg)
   if gw.auth.locked(msg.from) then
     return false
   end
-  local body = unwrap(msg.text or "")
-  local fields = split_commas(body)
+  -- The code field is looked for in the text as sent first: a wrapper after a code-shaped
+  -- first field (`PC,%x%%`) must not hide the code, or a guess would go uncounted and be
+  -- forwarded. A first field with a `%` in it is a wrapper's prefix, not a code.
+  local raw = msg.text or ""
+  local fields = split_commas(raw)
+  if fields[1] == nil or text.find(fields[1], "%") ~= nil or code_field(fields) == nil then
+    fields = split_commas(unwrap(raw))
+  end
   local texts = programmed_texts()
   local code = code_field(fields)
   if code ~= nil then

@@ -560,6 +560,8 @@ fn cre_with_a_non_balance_ussd_code_is_refused_and_never_sent() {
         "**21*07700900999#",
         "*#06#1",
         "100",
+        // Balance-shaped, but not on the gateway's `sms.ussd_allow` list.
+        "*123#",
     ] {
         let seen = rig.sms(OWNER, &format!("{CODE},CRE,{code},50"));
         assert_eq!(
@@ -575,6 +577,19 @@ fn cre_with_a_non_balance_ussd_code_is_refused_and_never_sent() {
     );
     rig.program("CRE,*100#,50");
     assert_eq!(rig.advance(Duration::from_secs(24 * 3600)).ussd, ["*100#"]);
+}
+
+#[test]
+fn a_stored_code_no_longer_on_the_allow_list_is_never_sent() {
+    let store = BTreeMap::from([(
+        "cre".to_string(),
+        json!({"code": "*555#", "limit": 5}).to_string(),
+    )]);
+    let mut rig = Rig::with(&["david"], store);
+    assert_eq!(
+        rig.advance(Duration::from_secs(3 * 24 * 3600)).ussd,
+        Vec::<String>::new()
+    );
 }
 
 #[test]

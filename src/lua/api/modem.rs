@@ -25,6 +25,13 @@ pub(crate) fn register(lua: &Lua, ctx: &ApiContext) -> mlua::Result<()> {
         "registered",
         lua.create_function(move |_, ()| Ok(c.shared().world.modem.registered))?,
     )?;
+    // A code an SMS stored for later (David's daily CRE) is sent from a timer, where the
+    // dispatch-time check cannot see it: the script asks the same allow-list itself.
+    let c = ctx.clone();
+    m.set(
+        "ussd_allowed",
+        lua.create_function(move |_, code: String| Ok(c.shared().sms_policy.ussd_allowed(&code)))?,
+    )?;
     register_ussd(lua, ctx, &m)
 }
 
