@@ -573,11 +573,16 @@ impl<S: CommandSink> ScriptTask<S> {
         let status = self
             .host
             .load_plugin(name, &path, section, data, Instant::now().into_std());
+        self.loaded(status).await;
+    }
+
+    /// Publishes a load's outcome and carries out what the script did while loading (its top
+    /// level, `init`).
+    async fn loaded(&mut self, status: ScriptStatus) {
         if let Some(e) = &status.error {
             self.sink.script_errors(std::slice::from_ref(e));
         }
         self.sink.bus().publish(Event::Script(status));
-        // What the script did while loading (top level, `init`).
         for event in self.host.take_events() {
             self.sink.bus().publish(event);
         }
@@ -597,16 +602,7 @@ impl<S: CommandSink> ScriptTask<S> {
         let status = self
             .host
             .load_rule(name, &path, section, data, Instant::now().into_std());
-        if let Some(e) = &status.error {
-            self.sink.script_errors(std::slice::from_ref(e));
-        }
-        self.sink.bus().publish(Event::Script(status));
-        for event in self.host.take_events() {
-            self.sink.bus().publish(event);
-        }
-        for cmd in self.host.take_commands() {
-            execute_on(&self.sink, cmd).await;
-        }
+        self.loaded(status).await;
     }
 
     async fn reload_rule(&mut self, name: &str) {
